@@ -11,6 +11,8 @@ import threading
 from typing import Any
 
 os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+# Each CreateDBInstance takes an automated snapshot; AWS has no such 1,000 cap for them.
+os.environ.setdefault("MOTO_RDS_SNAPSHOT_LIMIT", "1000000")
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
