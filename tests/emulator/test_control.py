@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +181,16 @@ def test_seed_small_fleet(emu: str) -> None:
     assert dbs["legacy-prod"]["PubliclyAccessible"] is True
     c = rds.describe_db_clusters()["DBClusters"]
     assert len(c) == 1 and len(c[0]["DBClusterMembers"]) == 2
+
+
+@pytest.mark.skipif(not os.environ.get("PGBASELINE_EMULATOR_SLOW"),
+                    reason="~30-60 s; set PGBASELINE_EMULATOR_SLOW=1 to run")
+def test_seed_f1000_fleet(emu: str) -> None:
+    """seed.py --fleet F1000: 1,000 standalone instances + 20 one-member Aurora clusters."""
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("seed.py")), "--endpoint", emu,
+         "--fleet", "F1000"], capture_output=True, text=True, timeout=600, check=True)
+    assert json.loads(out.stdout)["counts"]["db_instances"] == 1020
+    rds = client(emu, "rds")
+    n = sum(len(p["DBInstances"]) for p in rds.get_paginator("describe_db_instances").paginate())
+    assert n == 1020

@@ -196,3 +196,10 @@ def test_describe_certificates(rds: Any) -> None:
     with pytest.raises(ClientError) as exc:
         rds.describe_certificates(CertificateIdentifier="rds-ca-nope")
     assert exc.value.response["Error"]["Code"] == "CertificateNotFound"
+
+
+def test_describe_pending_maintenance_actions_is_empty_not_500(rds: Any) -> None:
+    """AWS: DescribePendingMaintenanceActions answers with a (here always empty) list; plain moto
+    answers HTTP 500, which the SDKs retry as a server error."""
+    make_instance(rds, "db")
+    assert rds.describe_pending_maintenance_actions()["PendingMaintenanceActions"] == []

@@ -847,7 +847,15 @@ def _describe_db_cluster_parameter_groups(self: Any) -> ActionResult:
     return ActionResult({"DBClusterParameterGroups": page, "Marker": marker})
 
 
+def _describe_pending_maintenance_actions(self: Any) -> ActionResult:
+    """No maintenance is ever pending in the emulator: an empty, well-formed answer (moto: 500,
+    which SDKs retry as a server error)."""
+    _paginate([], self.params)  # validates MaxRecords / Marker like AWS
+    return ActionResult({"PendingMaintenanceActions": [], "Marker": None})
+
+
 RESPONSE_PATCHES = {
+    "describe_pending_maintenance_actions": _describe_pending_maintenance_actions,
     "create_db_parameter_group": _create_db_parameter_group,
     "create_db_cluster_parameter_group": _create_db_cluster_parameter_group,
     "copy_db_parameter_group": _copy_db_parameter_group,
