@@ -203,3 +203,24 @@ def test_describe_pending_maintenance_actions_is_empty_not_500(rds: Any) -> None
     answers HTTP 500, which the SDKs retry as a server error."""
     make_instance(rds, "db")
     assert rds.describe_pending_maintenance_actions()["PendingMaintenanceActions"] == []
+
+
+def test_parameter_group_family_must_match_engine_major(rds: Any) -> None:
+    """AWS: a DB (cluster) parameter group can only be attached to a database of its family
+    (postgres15 group on a 16.x instance → InvalidParameterCombination); moto accepts any."""
+    rds.create_db_parameter_group(DBParameterGroupName="pg15", DBParameterGroupFamily="postgres15",
+                                  Description="x")
+    with pytest.raises(ClientError) as exc:
+        make_instance(rds, "a", EngineVersion="16.3", DBParameterGroupName="pg15")
+    assert exc.value.response["Error"]["Code"] == "InvalidParameterCombination"
+    make_instance(rds, "b", EngineVersion="16.3")
+    with pytest.raises(ClientError) as exc:
+        rds.modify_db_instance(DBInstanceIdentifier="b", DBParameterGroupName="pg15",
+                               ApplyImmediately=True)
+    assert exc.value.response["Error"]["Code"] == "InvalidParameterCombination"
+    make_cluster(rds, "apg", members=0, EngineVersion="16.4")
+    with pytest.raises(ClientError) as exc:
+        rds.modify_db_cluster(DBClusterIdentifier="apg",
+                              DBClusterParameterGroupName="default.aurora-postgresql15",
+                              ApplyImmediately=True)
+    assert exc.value.response["Error"]["Code"] == "InvalidParameterCombination"

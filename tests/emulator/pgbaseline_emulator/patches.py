@@ -267,6 +267,17 @@ def _mark_pending(backend: Any, group: Any) -> None:
             db._pgb_pg_status = PENDING_REBOOT
 
 
+def _check_family(group: Any, engine: str, version: str, what: str = "instance") -> None:
+    """AWS refuses a parameter group whose family doesn't match the engine major version."""
+    want = catalogue.family_for(engine, version)
+    have = (_group_family(group) or "").lower()
+    if have and have != want:
+        raise _invalid_combination(
+            f"The parameter group {group.name} with DBParameterGroupFamily {have} can't be used "
+            f"for this {what}. Use a parameter group with DBParameterGroupFamily {want}."
+        )
+
+
 def _resolve_kms_arn(backend: Any, key_id: str | None) -> str:
     if not key_id:
         kms = backend.kms
@@ -348,6 +359,9 @@ def _create_db_instance(self: Any, db_kwargs: Any) -> Any:
             )
         elif db_kwargs["db_parameter_group_name"] not in self.db_parameter_groups:
             raise DBParameterGroupNotFoundError(db_kwargs["db_parameter_group_name"])
+        else:
+            _check_family(self.db_parameter_groups[db_kwargs["db_parameter_group_name"]],
+                          engine, version)
     if not db_kwargs.get("ca_certificate_identifier"):
         db_kwargs["ca_certificate_identifier"] = catalogue.DEFAULT_CA
     db = _orig_create_db_instance(self, db_kwargs)
@@ -369,6 +383,9 @@ def _create_db_cluster(self: Any, kwargs: Any) -> Any:
             )
         elif name not in self.db_cluster_parameter_groups:
             raise _cluster_pg_not_found(name)
+        else:
+            _check_family(self.db_cluster_parameter_groups[name], engine,
+                          kwargs["engine_version"], "DB cluster")
         if kwargs.get("storage_encrypted"):
             kwargs["kms_key_id"] = _resolve_kms_arn(self, kwargs.get("kms_key_id"))
     cluster = _orig_create_db_cluster(self, kwargs)
@@ -384,6 +401,11 @@ def _modify_db_instance(self: Any, db_instance_identifier: str, db_kwargs: Any) 
     ca = db_kwargs.get("ca_certificate_identifier")
     if ca and ca not in {c["CertificateIdentifier"] for c in catalogue.CERTIFICATES}:
         raise RDSClientError("CertificateNotFound", f"Certificate not found: {ca}")
+    if new_group and db.engine in POSTGRES_ENGINES:
+        if new_group not in self.db_parameter_groups:
+            raise DBParameterGroupNotFoundError(new_group)
+        version = db_kwargs.get("engine_version") or db.engine_version
+        _check_family(self.db_parameter_groups[new_group], db.engine, version)
     result = _orig_modify_db_instance(self, db_instance_identifier, db_kwargs)
     if new_group and (old_group or "").lower() != new_group.lower():
         result._pgb_pg_status = PENDING_REBOOT
@@ -401,6 +423,10 @@ def _modify_db_cluster(self: Any, kwargs: Any) -> Any:
     old_group = cluster.parameter_group
     if new_group and new_group not in self.db_cluster_parameter_groups:
         raise _cluster_pg_not_found(new_group)
+    if new_group and cluster.engine == "aurora-postgresql":
+        version = kwargs.get("engine_version") or cluster.engine_version
+        _check_family(self.db_cluster_parameter_groups[new_group], cluster.engine, version,
+                      "DB cluster")
     if iam is not None:
         cluster.iam_auth = bool(iam)
     if cwl:
