@@ -1,0 +1,977 @@
+//! Reads one region's PostgreSQL fleet with as few calls as the data allows:
+//! paged instance and cluster listings (100 a page), each distinct parameter group read once with
+//! the `parameter-name` filter, engine defaults cached per family, security groups and NACLs in
+//! batched calls, KMS aliases, engine versions and certificates only when a policy needs them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_rds::types::{DbCluster, DbInstance, Filter, Parameter};
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use tokio::sync::OnceCell;
+
+use crate::api::{DatabaseKind, DatabaseSecurityPolicySpec, Engine};
+use crate::posture::catalogue::controlled_parameters;
+use crate::posture::model::{
+    ApplyStatus, ApplyType, Attributes, CaCertificate, Database, Fleet, IngressRule, IngressSource,
+    Member, NaclEntry, ParameterGroup, ParameterValue, SecurityGroup,
+};
+use crate::posture::values::version_cmp;
+
+use super::{AwsError, AwsRegion};
+
+/// Page size of the listing calls (the AWS maximum).
+const PAGE: i32 = 100;
+/// Parameter groups read at once.
+const GROUP_READ_CONCURRENCY: usize = 4;
+/// IDs per batched EC2 call.
+const EC2_BATCH: usize = 200;
+
+/// Which optional reads the policies of a sweep need.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub kms_aliases: bool,
+    pub engine_versions: bool,
+    pub certificates: bool,
+    pub network: bool,
+}
+
+impl Needs {
+    /// The union of what the given policies check.
+    pub fn for_policies<'a>(
+        specs: impl IntoIterator<Item = &'a DatabaseSecurityPolicySpec>,
+    ) -> Needs {
+        let mut needs = Needs::default();
+        for spec in specs {
+            let p = &spec.posture;
+            needs.kms_aliases |= p
+                .encryption
+                .as_ref()
+                .and_then(|e| e.storage.as_ref())
+                .is_some_and(|s| s.kms_key_id.is_some());
+            needs.engine_versions |= p
+                .maintenance
+                .as_ref()
+                .and_then(|m| m.engine_version_current)
+                == Some(true);
+            needs.certificates |= p
+                .transport
+                .as_ref()
+                .is_some_and(|t| t.ca_certificate.is_some());
+            needs.network |= p
+                .network
+                .as_ref()
+                .is_some_and(|n| n.ingress.is_some() || n.acl == Some(true));
+        }
+        needs
+    }
+}
+
+/// Caches that outlive one sweep (engine facts do not change between sweeps).
+#[derive(Debug, Default)]
+struct Caches {
+    engine_defaults: HashMap<(bool, String), Arc<OnceCell<BTreeMap<String, ParameterValue>>>>,
+    newest_minor: HashMap<(String, String), Option<String>>,
+    certificates: Option<BTreeMap<String, DateTime<Utc>>>,
+}
+
+/// The fleet reader of one region.
+#[derive(Debug)]
+pub struct Inventory {
+    aws: AwsRegion,
+    caches: Mutex<Caches>,
+    /// Cleared when an endpoint rejects the `parameter-name` filter.
+    filter_supported: AtomicBool,
+}
+
+impl Inventory {
+    pub fn new(aws: AwsRegion) -> Inventory {
+        Inventory {
+            aws,
+            caches: Mutex::new(Caches::default()),
+            filter_supported: AtomicBool::new(true),
+        }
+    }
+
+    pub fn aws(&self) -> &AwsRegion {
+        &self.aws
+    }
+
+    /// One sweep of the region.
+    pub async fn sweep(&self, needs: Needs) -> Result<Fleet, AwsError> {
+        let instances = self.describe_instances().await?;
+        let clusters = self.describe_clusters().await?;
+        let instances: Vec<DbInstance> = instances
+            .into_iter()
+            .filter(|i| i.engine().and_then(Engine::parse).is_some())
+            .collect();
+        let clusters: Vec<DbCluster> = clusters
+            .into_iter()
+            .filter(|c| c.engine().and_then(Engine::parse).is_some())
+            .collect();
+
+        // Each distinct group once, however many databases share it. A group's family is the
+        // engine and major version of the databases attached to it (AWS refuses any other), so
+        // no call is spent looking it up.
+        let mut groups: BTreeMap<(bool, String), String> = BTreeMap::new();
+        for i in instances
+            .iter()
+            .filter(|i| i.db_cluster_identifier().is_none())
+        {
+            if let Some(name) = i
+                .db_parameter_groups()
+                .first()
+                .and_then(|g| g.db_parameter_group_name())
+            {
+                let family = family_of(i.engine(), i.engine_version());
+                groups.insert((false, name.to_string()), family);
+            }
+        }
+        for c in &clusters {
+            if let Some(name) = c.db_cluster_parameter_group() {
+                let family = family_of(c.engine(), c.engine_version());
+                groups.insert((true, name.to_string()), family);
+            }
+        }
+        let group_values: HashMap<(bool, String), GroupRead> =
+            stream::iter(groups.into_iter().map(|(key, family)| async move {
+                let read = self.read_group(key.0, &key.1, family).await?;
+                Ok::<_, AwsError>((key, read))
+            }))
+            .buffer_unordered(GROUP_READ_CONCURRENCY)
+            .try_collect()
+            .await?;
+
+        let (security_groups, nacls) = if needs.network {
+            let sg_ids: BTreeSet<String> = instances
+                .iter()
+                .flat_map(|i| {
+                    i.vpc_security_groups()
+                        .iter()
+                        .filter_map(|g| g.vpc_security_group_id().map(str::to_string))
+                })
+                .chain(clusters.iter().flat_map(|c| {
+                    c.vpc_security_groups()
+                        .iter()
+                        .filter_map(|g| g.vpc_security_group_id().map(str::to_string))
+                }))
+                .collect();
+            let subnets: BTreeSet<String> = instances
+                .iter()
+                .filter_map(|i| i.db_subnet_group())
+                .flat_map(|g| {
+                    g.subnets()
+                        .iter()
+                        .filter_map(|s| s.subnet_identifier().map(str::to_string))
+                })
+                .collect();
+            (
+                self.describe_security_groups(&sg_ids).await?,
+                self.describe_nacls(&subnets).await?,
+            )
+        } else {
+            (BTreeMap::new(), BTreeMap::new())
+        };
+        let kms_keys = if needs.kms_aliases {
+            self.kms_aliases().await?
+        } else {
+            BTreeMap::new()
+        };
+        let certificates = if needs.certificates {
+            self.certificates().await?
+        } else {
+            BTreeMap::new()
+        };
+
+        let mut databases = Vec::with_capacity(instances.len() + clusters.len());
+        let by_id: HashMap<&str, &DbInstance> = instances
+            .iter()
+            .filter_map(|i| i.db_instance_identifier().map(|id| (id, i)))
+            .collect();
+        for i in instances
+            .iter()
+            .filter(|i| i.db_cluster_identifier().is_none())
+        {
+            databases.push(self.instance_model(
+                i,
+                &group_values,
+                &security_groups,
+                &nacls,
+                &certificates,
+            ));
+        }
+        for c in &clusters {
+            databases.push(self.cluster_model(
+                c,
+                &by_id,
+                &group_values,
+                &security_groups,
+                &nacls,
+                &certificates,
+            ));
+        }
+        if needs.engine_versions {
+            for db in &mut databases {
+                db.newest_minor_version = self.newest_minor(db.engine, &db.engine_version).await?;
+            }
+        }
+        fill_sharers(&mut databases);
+        Ok(Fleet {
+            databases,
+            kms_keys,
+            existing_groups: BTreeSet::new(),
+        })
+    }
+
+    async fn describe_instances(&self) -> Result<Vec<DbInstance>, AwsError> {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            self.aws.throttle().await;
+            let page = self
+                .aws
+                .rds
+                .describe_db_instances()
+                .max_records(PAGE)
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DescribeDBInstances", e))?;
+            out.extend(page.db_instances().iter().cloned());
+            match page.marker() {
+                Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn describe_clusters(&self) -> Result<Vec<DbCluster>, AwsError> {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            self.aws.throttle().await;
+            let page = self
+                .aws
+                .rds
+                .describe_db_clusters()
+                .max_records(PAGE)
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DescribeDBClusters", e))?;
+            out.extend(page.db_clusters().iter().cloned());
+            match page.marker() {
+                Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The controlled parameters of one group: explicit values over engine defaults.
+    async fn read_group(
+        &self,
+        cluster: bool,
+        name: &str,
+        family: String,
+    ) -> Result<GroupRead, AwsError> {
+        let wanted = controlled_parameters();
+        let explicit = if self.filter_supported.load(Ordering::Relaxed) {
+            match self.group_parameters(cluster, name, Some(&wanted)).await {
+                Ok(p) => p,
+                Err(e)
+                    if e.code.starts_with("InvalidParameter")
+                        && e.message.to_ascii_lowercase().contains("filter") =>
+                {
+                    // An older endpoint: read full pages from now on.
+                    self.filter_supported.store(false, Ordering::Relaxed);
+                    self.group_parameters(cluster, name, None).await?
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            self.group_parameters(cluster, name, None).await?
+        };
+        let explicit: Vec<Parameter> = explicit
+            .into_iter()
+            .filter(|p| p.parameter_name().is_some_and(|n| wanted.contains(&n)))
+            .collect();
+        let defaults = self.engine_defaults(cluster, &family).await?;
+        let mut parameters = defaults;
+        for p in &explicit {
+            let Some(n) = p.parameter_name() else {
+                continue;
+            };
+            let entry = parameters.entry(n.to_string()).or_insert(ParameterValue {
+                value: None,
+                apply_type: ApplyType::Static,
+                modifiable: true,
+            });
+            if let Some(v) = p.parameter_value() {
+                entry.value = Some(v.to_string());
+            }
+            if let Some(t) = p.apply_type() {
+                entry.apply_type = apply_type(t);
+            }
+            if let Some(m) = p.is_modifiable() {
+                entry.modifiable = m;
+            }
+        }
+        Ok(GroupRead { family, parameters })
+    }
+
+    async fn group_parameters(
+        &self,
+        cluster: bool,
+        name: &str,
+        filter: Option<&[&str]>,
+    ) -> Result<Vec<Parameter>, AwsError> {
+        let filters = filter.map(|names| {
+            vec![
+                Filter::builder()
+                    .name("parameter-name")
+                    .set_values(Some(names.iter().map(|s| s.to_string()).collect()))
+                    .build(),
+            ]
+        });
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            self.aws.throttle().await;
+            let (params, next) = if cluster {
+                let page = self
+                    .aws
+                    .rds
+                    .describe_db_cluster_parameters()
+                    .db_cluster_parameter_group_name(name)
+                    .set_filters(filters.clone())
+                    .max_records(PAGE)
+                    .set_marker(marker.take())
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("DescribeDBClusterParameters", e))?;
+                (
+                    page.parameters().to_vec(),
+                    page.marker().map(str::to_string),
+                )
+            } else {
+                let page = self
+                    .aws
+                    .rds
+                    .describe_db_parameters()
+                    .db_parameter_group_name(name)
+                    .set_filters(filters.clone())
+                    .max_records(PAGE)
+                    .set_marker(marker.take())
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("DescribeDBParameters", e))?;
+                (
+                    page.parameters().to_vec(),
+                    page.marker().map(str::to_string),
+                )
+            };
+            out.extend(params);
+            match next {
+                Some(m) if !m.is_empty() => marker = Some(m),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Engine defaults of the controlled parameters, once per family for the process lifetime.
+    async fn engine_defaults(
+        &self,
+        cluster: bool,
+        family: &str,
+    ) -> Result<BTreeMap<String, ParameterValue>, AwsError> {
+        // One cell per family: concurrent group reads of the same family wait for one call.
+        let cell = match self.caches.lock() {
+            Ok(mut caches) => caches
+                .engine_defaults
+                .entry((cluster, family.to_string()))
+                .or_default()
+                .clone(),
+            Err(_) => Arc::new(OnceCell::new()),
+        };
+        cell.get_or_try_init(|| self.fetch_engine_defaults(cluster, family))
+            .await
+            .cloned()
+    }
+
+    async fn fetch_engine_defaults(
+        &self,
+        cluster: bool,
+        family: &str,
+    ) -> Result<BTreeMap<String, ParameterValue>, AwsError> {
+        let wanted = controlled_parameters();
+        let filters = vec![
+            Filter::builder()
+                .name("parameter-name")
+                .set_values(Some(wanted.iter().map(|s| s.to_string()).collect()))
+                .build(),
+        ];
+        let mut params: Vec<Parameter> = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            self.aws.throttle().await;
+            let defaults = if cluster {
+                self.aws
+                    .rds
+                    .describe_engine_default_cluster_parameters()
+                    .db_parameter_group_family(family)
+                    .set_filters(Some(filters.clone()))
+                    .max_records(PAGE)
+                    .set_marker(marker.take())
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("DescribeEngineDefaultClusterParameters", e))?
+                    .engine_defaults()
+                    .cloned()
+            } else {
+                self.aws
+                    .rds
+                    .describe_engine_default_parameters()
+                    .db_parameter_group_family(family)
+                    .set_filters(Some(filters.clone()))
+                    .max_records(PAGE)
+                    .set_marker(marker.take())
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("DescribeEngineDefaultParameters", e))?
+                    .engine_defaults()
+                    .cloned()
+            };
+            let Some(defaults) = defaults else { break };
+            params.extend(defaults.parameters().iter().cloned());
+            match defaults.marker() {
+                Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+                _ => break,
+            }
+        }
+        let map: BTreeMap<String, ParameterValue> = params
+            .iter()
+            .filter_map(|p| {
+                let name = p.parameter_name()?;
+                wanted.contains(&name).then(|| {
+                    (
+                        name.to_string(),
+                        ParameterValue {
+                            value: p.parameter_value().map(str::to_string),
+                            apply_type: p.apply_type().map(apply_type).unwrap_or(ApplyType::Static),
+                            modifiable: p.is_modifiable().unwrap_or(true),
+                        },
+                    )
+                })
+            })
+            .collect();
+        Ok(map)
+    }
+
+    async fn describe_security_groups(
+        &self,
+        ids: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, Vec<IngressRule>>, AwsError> {
+        let mut out = BTreeMap::new();
+        let ids: Vec<String> = ids.iter().cloned().collect();
+        for batch in ids.chunks(EC2_BATCH) {
+            self.aws.throttle().await;
+            let resp = self
+                .aws
+                .ec2
+                .describe_security_groups()
+                .set_group_ids(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DescribeSecurityGroups", e))?;
+            for group in resp.security_groups() {
+                let Some(id) = group.group_id() else { continue };
+                let mut rules = Vec::new();
+                for perm in group.ip_permissions() {
+                    let protocol = perm.ip_protocol().unwrap_or("-1").to_string();
+                    let (from_port, to_port) = (perm.from_port(), perm.to_port());
+                    let rule = |source| IngressRule {
+                        protocol: protocol.clone(),
+                        from_port,
+                        to_port,
+                        source,
+                    };
+                    for r in perm.ip_ranges() {
+                        if let Some(net) = r.cidr_ip().and_then(|c| c.parse().ok()) {
+                            rules.push(rule(IngressSource::Cidr(net)));
+                        }
+                    }
+                    for r in perm.ipv6_ranges() {
+                        if let Some(net) = r.cidr_ipv6().and_then(|c| c.parse().ok()) {
+                            rules.push(rule(IngressSource::Cidr(net)));
+                        }
+                    }
+                    for pair in perm.user_id_group_pairs() {
+                        if let Some(g) = pair.group_id() {
+                            rules.push(rule(IngressSource::SecurityGroup(g.to_string())));
+                        }
+                    }
+                    for pl in perm.prefix_list_ids() {
+                        if let Some(p) = pl.prefix_list_id() {
+                            rules.push(rule(IngressSource::PrefixList(p.to_string())));
+                        }
+                    }
+                }
+                out.insert(id.to_string(), rules);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Inbound NACL entries per subnet.
+    async fn describe_nacls(
+        &self,
+        subnets: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, Vec<NaclEntry>>, AwsError> {
+        let mut out: BTreeMap<String, Vec<NaclEntry>> = BTreeMap::new();
+        let subnets: Vec<String> = subnets.iter().cloned().collect();
+        for batch in subnets.chunks(EC2_BATCH) {
+            self.aws.throttle().await;
+            let filter = aws_sdk_ec2::types::Filter::builder()
+                .name("association.subnet-id")
+                .set_values(Some(batch.to_vec()))
+                .build();
+            let resp = self
+                .aws
+                .ec2
+                .describe_network_acls()
+                .filters(filter)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DescribeNetworkAcls", e))?;
+            for acl in resp.network_acls() {
+                let acl_id = acl.network_acl_id().unwrap_or_default().to_string();
+                let entries: Vec<NaclEntry> = acl
+                    .entries()
+                    .iter()
+                    .filter(|e| e.egress() != Some(true))
+                    .filter_map(|e| {
+                        let cidr = e.cidr_block().or(e.ipv6_cidr_block())?.parse().ok()?;
+                        Some(NaclEntry {
+                            acl_id: acl_id.clone(),
+                            rule_number: e.rule_number().unwrap_or(32767),
+                            protocol: e.protocol().unwrap_or("-1").to_string(),
+                            from_port: e.port_range().and_then(|p| p.from()),
+                            to_port: e.port_range().and_then(|p| p.to()),
+                            cidr,
+                            allow: e
+                                .rule_action()
+                                .map(|a| a.as_str() == "allow")
+                                .unwrap_or(false),
+                        })
+                    })
+                    .collect();
+                for assoc in acl.associations() {
+                    if let Some(subnet) = assoc.subnet_id() {
+                        out.entry(subnet.to_string())
+                            .or_default()
+                            .extend(entries.iter().cloned());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Alias names and key ids to key ARNs.
+    async fn kms_aliases(&self) -> Result<BTreeMap<String, String>, AwsError> {
+        let mut out = BTreeMap::new();
+        let mut marker: Option<String> = None;
+        loop {
+            self.aws.throttle().await;
+            let page = self
+                .aws
+                .kms
+                .list_aliases()
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ListAliases", e))?;
+            for alias in page.aliases() {
+                let (Some(name), Some(key), Some(arn)) =
+                    (alias.alias_name(), alias.target_key_id(), alias.alias_arn())
+                else {
+                    continue;
+                };
+                // arn:aws:kms:region:account:alias/name → arn:aws:kms:region:account:key/id
+                if let Some(prefix) = arn.strip_suffix(name) {
+                    let key_arn = format!("{prefix}key/{key}");
+                    out.insert(name.to_string(), key_arn.clone());
+                    out.insert(key.to_string(), key_arn);
+                }
+            }
+            match (page.truncated(), page.next_marker()) {
+                (true, Some(m)) => marker = Some(m.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn certificates(&self) -> Result<BTreeMap<String, DateTime<Utc>>, AwsError> {
+        if let Some(hit) = self.caches.lock().ok().and_then(|c| c.certificates.clone()) {
+            return Ok(hit);
+        }
+        self.aws.throttle().await;
+        let resp = self
+            .aws
+            .rds
+            .describe_certificates()
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeCertificates", e))?;
+        let map: BTreeMap<String, DateTime<Utc>> = resp
+            .certificates()
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    c.certificate_identifier()?.to_string(),
+                    to_chrono(c.valid_till()?)?,
+                ))
+            })
+            .collect();
+        if let Ok(mut caches) = self.caches.lock() {
+            caches.certificates = Some(map.clone());
+        }
+        Ok(map)
+    }
+
+    /// The newest minor version of `version`'s major, cached per (engine, version).
+    async fn newest_minor(
+        &self,
+        engine: Engine,
+        version: &str,
+    ) -> Result<Option<String>, AwsError> {
+        let key = (engine.as_str().to_string(), version.to_string());
+        if let Some(hit) = self
+            .caches
+            .lock()
+            .ok()
+            .and_then(|c| c.newest_minor.get(&key).cloned())
+        {
+            return Ok(hit);
+        }
+        self.aws.throttle().await;
+        let resp = self
+            .aws
+            .rds
+            .describe_db_engine_versions()
+            .engine(engine.as_str())
+            .engine_version(version)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeDBEngineVersions", e))?;
+        let newest = resp.db_engine_versions().first().map(|v| {
+            v.valid_upgrade_target()
+                .iter()
+                .filter(|t| t.is_major_version_upgrade() != Some(true))
+                .filter_map(|t| t.engine_version())
+                .filter(|t| major(t) == major(version))
+                .fold(version.to_string(), |best, t| {
+                    if version_cmp(t, &best).is_gt() {
+                        t.to_string()
+                    } else {
+                        best
+                    }
+                })
+        });
+        if let Ok(mut caches) = self.caches.lock() {
+            caches.newest_minor.insert(key, newest.clone());
+        }
+        Ok(newest)
+    }
+
+    fn instance_model(
+        &self,
+        i: &DbInstance,
+        groups: &HashMap<(bool, String), GroupRead>,
+        security_groups: &BTreeMap<String, Vec<IngressRule>>,
+        nacls: &BTreeMap<String, Vec<NaclEntry>>,
+        certificates: &BTreeMap<String, DateTime<Utc>>,
+    ) -> Database {
+        let group_status = i.db_parameter_groups().first();
+        let parameter_group = group_status.and_then(|g| {
+            let name = g.db_parameter_group_name()?;
+            let read = groups.get(&(false, name.to_string()))?;
+            Some(ParameterGroup {
+                name: name.to_string(),
+                family: read.family.clone(),
+                cluster: false,
+                apply_status: ApplyStatus::parse(g.parameter_apply_status().unwrap_or("in-sync")),
+                parameters: read.parameters.clone(),
+                managed: name.starts_with("pgbaseline-"),
+                shared_with: Vec::new(),
+            })
+        });
+        let sg_ids: Vec<&str> = i
+            .vpc_security_groups()
+            .iter()
+            .filter_map(|g| g.vpc_security_group_id())
+            .collect();
+        let subnets: Vec<&str> = i
+            .db_subnet_group()
+            .map(|g| {
+                g.subnets()
+                    .iter()
+                    .filter_map(|s| s.subnet_identifier())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Database {
+            id: i.db_instance_identifier().unwrap_or_default().to_string(),
+            kind: DatabaseKind::Instance,
+            region: self.aws.region.clone(),
+            engine: i
+                .engine()
+                .and_then(Engine::parse)
+                .unwrap_or(Engine::Postgres),
+            engine_version: i.engine_version().unwrap_or_default().to_string(),
+            tags: i
+                .tag_list()
+                .iter()
+                .filter_map(|t| {
+                    Some((
+                        t.key()?.to_string(),
+                        t.value().unwrap_or_default().to_string(),
+                    ))
+                })
+                .collect(),
+            attributes: Attributes {
+                publicly_accessible: i.publicly_accessible().unwrap_or(false),
+                iam_auth: i.iam_database_authentication_enabled().unwrap_or(false),
+                cloudwatch_exports: i
+                    .enabled_cloudwatch_logs_exports()
+                    .iter()
+                    .cloned()
+                    .collect(),
+                deletion_protection: i.deletion_protection().unwrap_or(false),
+                backup_retention_days: u32::try_from(i.backup_retention_period().unwrap_or(0))
+                    .unwrap_or(0),
+                auto_minor_version_upgrade: i.auto_minor_version_upgrade().unwrap_or(false),
+                storage_encrypted: i.storage_encrypted().unwrap_or(false),
+                kms_key_arn: i.kms_key_id().map(str::to_string),
+                managed_master_password: i.master_user_secret().is_some(),
+                ca_certificate: ca_of(i, certificates),
+                port: port_of(i.endpoint().and_then(|e| e.port()).or(i.db_instance_port())),
+            },
+            members: Vec::new(),
+            parameter_group,
+            security_groups: security_groups_of(&sg_ids, security_groups),
+            nacl_entries: subnets
+                .iter()
+                .flat_map(|s| nacls.get(*s).cloned().unwrap_or_default())
+                .collect(),
+            newest_minor_version: None,
+            maintenance_window: i.preferred_maintenance_window().map(str::to_string),
+        }
+    }
+
+    fn cluster_model(
+        &self,
+        c: &DbCluster,
+        instances: &HashMap<&str, &DbInstance>,
+        groups: &HashMap<(bool, String), GroupRead>,
+        security_groups: &BTreeMap<String, Vec<IngressRule>>,
+        nacls: &BTreeMap<String, Vec<NaclEntry>>,
+        certificates: &BTreeMap<String, DateTime<Utc>>,
+    ) -> Database {
+        let members: Vec<Member> = c
+            .db_cluster_members()
+            .iter()
+            .filter_map(|m| {
+                let id = m.db_instance_identifier()?;
+                let instance = instances.get(id);
+                Some(Member {
+                    id: id.to_string(),
+                    is_writer: m.is_cluster_writer().unwrap_or(false),
+                    publicly_accessible: instance
+                        .and_then(|i| i.publicly_accessible())
+                        .unwrap_or(false),
+                    auto_minor_version_upgrade: instance
+                        .and_then(|i| i.auto_minor_version_upgrade())
+                        .unwrap_or(false),
+                    ca_certificate: instance.and_then(|i| ca_of(i, certificates)),
+                    apply_status: ApplyStatus::parse(
+                        m.db_cluster_parameter_group_status().unwrap_or("in-sync"),
+                    ),
+                })
+            })
+            .collect();
+        let worst = members
+            .iter()
+            .map(|m| m.apply_status)
+            .find(|s| *s == ApplyStatus::PendingReboot)
+            .unwrap_or(ApplyStatus::InSync);
+        let parameter_group = c.db_cluster_parameter_group().and_then(|name| {
+            let read = groups.get(&(true, name.to_string()))?;
+            Some(ParameterGroup {
+                name: name.to_string(),
+                family: read.family.clone(),
+                cluster: true,
+                apply_status: worst,
+                parameters: read.parameters.clone(),
+                managed: name.starts_with("pgbaseline-"),
+                shared_with: Vec::new(),
+            })
+        });
+        let sg_ids: Vec<&str> = c
+            .vpc_security_groups()
+            .iter()
+            .filter_map(|g| g.vpc_security_group_id())
+            .collect();
+        let subnets: BTreeSet<&str> = members
+            .iter()
+            .filter_map(|m| instances.get(m.id.as_str()))
+            .filter_map(|i| i.db_subnet_group())
+            .flat_map(|g| g.subnets().iter().filter_map(|s| s.subnet_identifier()))
+            .collect();
+        Database {
+            id: c.db_cluster_identifier().unwrap_or_default().to_string(),
+            kind: DatabaseKind::Cluster,
+            region: self.aws.region.clone(),
+            engine: Engine::AuroraPostgresql,
+            engine_version: c.engine_version().unwrap_or_default().to_string(),
+            tags: c
+                .tag_list()
+                .iter()
+                .filter_map(|t| {
+                    Some((
+                        t.key()?.to_string(),
+                        t.value().unwrap_or_default().to_string(),
+                    ))
+                })
+                .collect(),
+            attributes: Attributes {
+                publicly_accessible: members.iter().any(|m| m.publicly_accessible),
+                iam_auth: c.iam_database_authentication_enabled().unwrap_or(false),
+                cloudwatch_exports: c
+                    .enabled_cloudwatch_logs_exports()
+                    .iter()
+                    .cloned()
+                    .collect(),
+                deletion_protection: c.deletion_protection().unwrap_or(false),
+                backup_retention_days: u32::try_from(c.backup_retention_period().unwrap_or(0))
+                    .unwrap_or(0),
+                auto_minor_version_upgrade: members.iter().all(|m| m.auto_minor_version_upgrade),
+                storage_encrypted: c.storage_encrypted().unwrap_or(false),
+                kms_key_arn: c.kms_key_id().map(str::to_string),
+                managed_master_password: c.master_user_secret().is_some(),
+                ca_certificate: None,
+                port: port_of(c.port()),
+            },
+            members,
+            parameter_group,
+            security_groups: security_groups_of(&sg_ids, security_groups),
+            nacl_entries: subnets
+                .iter()
+                .flat_map(|s| nacls.get(*s).cloned().unwrap_or_default())
+                .collect(),
+            newest_minor_version: None,
+            maintenance_window: c.preferred_maintenance_window().map(str::to_string),
+        }
+    }
+}
+
+/// Values of one parameter group read.
+#[derive(Debug, Clone)]
+struct GroupRead {
+    family: String,
+    parameters: BTreeMap<String, ParameterValue>,
+}
+
+fn apply_type(s: &str) -> ApplyType {
+    if s.eq_ignore_ascii_case("dynamic") {
+        ApplyType::Dynamic
+    } else {
+        ApplyType::Static
+    }
+}
+
+/// `postgres` 16.4 → `postgres16`; `aurora-postgresql` 15.7 → `aurora-postgresql15`.
+fn family_of(engine: Option<&str>, version: Option<&str>) -> String {
+    format!(
+        "{}{}",
+        engine.unwrap_or("postgres"),
+        major(version.unwrap_or(""))
+    )
+}
+
+fn major(version: &str) -> &str {
+    version.split('.').next().unwrap_or(version)
+}
+
+fn port_of(port: Option<i32>) -> u16 {
+    port.and_then(|p| u16::try_from(p).ok()).unwrap_or(5432)
+}
+
+fn to_chrono(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+fn ca_of(i: &DbInstance, certificates: &BTreeMap<String, DateTime<Utc>>) -> Option<CaCertificate> {
+    let details = i.certificate_details();
+    let identifier = details
+        .and_then(|d| d.ca_identifier())
+        .or(i.ca_certificate_identifier())?;
+    let valid_till = details
+        .and_then(|d| d.valid_till())
+        .and_then(to_chrono)
+        .or_else(|| certificates.get(identifier).copied());
+    Some(CaCertificate {
+        identifier: identifier.to_string(),
+        valid_till,
+    })
+}
+
+fn security_groups_of(
+    ids: &[&str],
+    known: &BTreeMap<String, Vec<IngressRule>>,
+) -> Vec<SecurityGroup> {
+    ids.iter()
+        .filter_map(|id| {
+            known.get(*id).map(|rules| SecurityGroup {
+                id: id.to_string(),
+                rules: rules.clone(),
+                shared_with: Vec::new(),
+            })
+        })
+        .collect()
+}
+
+/// Which other databases share each parameter group and security group.
+fn fill_sharers(databases: &mut [Database]) {
+    let mut by_group: HashMap<(DatabaseKind, String), Vec<String>> = HashMap::new();
+    let mut by_sg: HashMap<String, Vec<String>> = HashMap::new();
+    for db in databases.iter() {
+        if let Some(g) = &db.parameter_group {
+            by_group
+                .entry((db.kind, g.name.clone()))
+                .or_default()
+                .push(db.id.clone());
+        }
+        for sg in &db.security_groups {
+            by_sg.entry(sg.id.clone()).or_default().push(db.id.clone());
+        }
+    }
+    for db in databases.iter_mut() {
+        let id = db.id.clone();
+        let kind = db.kind;
+        if let Some(g) = db.parameter_group.as_mut() {
+            g.shared_with = by_group
+                .get(&(kind, g.name.clone()))
+                .map(|ids| ids.iter().filter(|o| **o != id).cloned().collect())
+                .unwrap_or_default();
+        }
+        for sg in &mut db.security_groups {
+            sg.shared_with = by_sg
+                .get(&sg.id)
+                .map(|ids| ids.iter().filter(|o| **o != id).cloned().collect())
+                .unwrap_or_default();
+        }
+    }
+}

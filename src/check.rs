@@ -1,0 +1,236 @@
+//! `pgbaseline check`: evaluate policy manifests against AWS once, optionally fix, and print a
+//! table or a stable JSON report. Exit 0 compliant, 1 non-compliant, 2 bad input or error.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::api::{DatabaseKind, DatabaseSecurityPolicy, FindingStatus, Mode};
+use crate::aws::{
+    AwsError, AwsRegion, executor,
+    inventory::{Inventory, Needs},
+};
+use crate::posture::{self, EvalContext, PlanContext, report::Outcome, select::select};
+
+/// The report `--output json` prints. Field names are stable and documented in the README.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Report {
+    pub summary: ReportSummary,
+    pub databases: Vec<ReportDatabase>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<BTreeMap<String, u64>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportSummary {
+    pub databases: u32,
+    pub compliant: u32,
+    pub non_compliant: u32,
+    pub pending_reboot: u32,
+    pub remediated: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReportDatabase {
+    pub id: String,
+    pub kind: DatabaseKind,
+    pub region: String,
+    pub engine: String,
+    pub compliant: bool,
+    pub findings: Vec<ReportFinding>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReportFinding {
+    pub control: crate::api::ControlId,
+    pub status: FindingStatus,
+    pub observed: String,
+    pub expected: String,
+    pub message: String,
+    /// `namespace/name` of the policy that asked for the control.
+    pub policy: String,
+}
+
+/// Options of one run.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub fix: bool,
+    pub requests_per_second: u32,
+}
+
+/// How the run ended.
+pub enum Exit {
+    Compliant,
+    NonCompliant,
+    Error,
+}
+
+/// Evaluates (and with `fix`, remediates) every policy against its region.
+pub async fn run(
+    policies: &[DatabaseSecurityPolicy],
+    options: Options,
+) -> Result<(Report, Vec<std::sync::Arc<crate::aws::CallStats>>), AwsError> {
+    let mut by_region: BTreeMap<Option<String>, Vec<&DatabaseSecurityPolicy>> = BTreeMap::new();
+    for policy in policies {
+        by_region
+            .entry(policy.spec.region().map(str::to_string))
+            .or_default()
+            .push(policy);
+    }
+    let mut merged: BTreeMap<(String, DatabaseKind, String), ReportDatabase> = BTreeMap::new();
+    let mut stats = Vec::new();
+    for (region, policies) in by_region {
+        let aws = AwsRegion::from_env(region.as_deref(), options.requests_per_second).await?;
+        stats.push(aws.stats.clone());
+        let inventory = Inventory::new(aws.clone());
+        let needs = Needs::for_policies(policies.iter().map(|p| &p.spec));
+        let mut fleet = inventory.sweep(needs).await?;
+        for policy in policies {
+            let mut spec = policy.spec.clone();
+            if options.fix {
+                // `--fix` remediates as Enforce would; per-control Audit overrides still hold.
+                spec.mode = Mode::Enforce;
+            } else {
+                spec.mode = Mode::Audit;
+                spec.control_modes.clear();
+            }
+            let now = Utc::now();
+            let ctx = EvalContext {
+                now,
+                kms_keys: &fleet.kms_keys,
+            };
+            let selected = select(&spec.selector, &fleet);
+            let evaluated: Vec<_> = selected
+                .iter()
+                .map(|d| (*d, posture::evaluate(&spec, d, &ctx)))
+                .collect();
+            let plan = posture::plan(&spec, &evaluated, PlanContext { now, fleet: &fleet });
+            let outcomes: Vec<Outcome> = if options.fix {
+                executor::execute(&aws, &plan).await
+            } else {
+                Vec::new()
+            };
+            let (results, _) = posture::report::results(&evaluated, &plan, &outcomes);
+            let name = format!(
+                "{}/{}",
+                policy.metadata.namespace.as_deref().unwrap_or("default"),
+                policy.metadata.name.as_deref().unwrap_or("unnamed")
+            );
+            for result in results {
+                let entry = merged
+                    .entry((result.region.clone(), result.kind, result.id.clone()))
+                    .or_insert_with(|| ReportDatabase {
+                        id: result.id.clone(),
+                        kind: result.kind,
+                        region: result.region.clone(),
+                        engine: result.engine.clone(),
+                        compliant: true,
+                        findings: Vec::new(),
+                    });
+                entry
+                    .findings
+                    .extend(result.findings.into_iter().map(|f| ReportFinding {
+                        control: f.control,
+                        status: f.status,
+                        observed: f.observed,
+                        expected: f.expected,
+                        message: f.message,
+                        policy: name.clone(),
+                    }));
+            }
+            if options.fix && !plan.is_empty() {
+                // Later policies see what this one changed.
+                fleet = inventory.sweep(needs).await?;
+            }
+        }
+    }
+    let mut report = Report::default();
+    for (_, mut db) in merged {
+        db.compliant = db.findings.iter().all(|f| f.status.is_compliant());
+        report.summary.databases += 1;
+        if db.compliant {
+            report.summary.compliant += 1;
+        } else {
+            report.summary.non_compliant += 1;
+        }
+        if db
+            .findings
+            .iter()
+            .any(|f| f.status == FindingStatus::PendingReboot)
+        {
+            report.summary.pending_reboot += 1;
+        }
+        if db
+            .findings
+            .iter()
+            .any(|f| f.status == FindingStatus::Remediated)
+        {
+            report.summary.remediated += 1;
+        }
+        report.databases.push(db);
+    }
+    report
+        .databases
+        .sort_by(|a, b| (a.compliant, a.kind, &a.id).cmp(&(b.compliant, b.kind, &b.id)));
+    Ok((report, stats))
+}
+
+impl Report {
+    /// 0 compliant, 1 non-compliant, 2 when a control could not be evaluated or fixed.
+    pub fn exit(&self) -> Exit {
+        if self
+            .databases
+            .iter()
+            .flat_map(|d| &d.findings)
+            .any(|f| f.status == FindingStatus::Error)
+        {
+            Exit::Error
+        } else if self.summary.non_compliant > 0 {
+            Exit::NonCompliant
+        } else {
+            Exit::Compliant
+        }
+    }
+
+    /// A human table: one block per database, one line per finding.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        for db in &self.databases {
+            let verdict = if db.compliant {
+                "COMPLIANT"
+            } else {
+                "NON-COMPLIANT"
+            };
+            let _ = writeln!(
+                out,
+                "{} {} ({:?}, {}, {})",
+                verdict, db.id, db.kind, db.engine, db.region
+            );
+            for f in &db.findings {
+                let _ = writeln!(
+                    out,
+                    "  {:<38} {:<13} {}",
+                    f.control.as_str(),
+                    f.status.as_str(),
+                    f.observed
+                );
+                if !f.status.is_compliant() {
+                    let _ = writeln!(out, "  {:<38} {:<13} expected: {}", "", "", f.expected);
+                    if !f.message.is_empty() {
+                        let _ = writeln!(out, "  {:<38} {:<13} {}", "", "", f.message);
+                    }
+                }
+            }
+        }
+        let s = &self.summary;
+        let _ = writeln!(
+            out,
+            "\n{} databases: {} compliant, {} non-compliant, {} pending reboot, {} remediated",
+            s.databases, s.compliant, s.non_compliant, s.pending_reboot, s.remediated
+        );
+        out
+    }
+}

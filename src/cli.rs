@@ -1,0 +1,176 @@
+//! The command line: `crd`, `check` and `run`. Thin: parse, set up telemetry, call the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kube::CustomResourceExt;
+
+use crate::api::DatabaseSecurityPolicy;
+use crate::check::{self, Exit};
+use crate::manifest::parse_policies;
+
+/// Exit code for bad input or an error (clap uses it for usage errors too).
+pub const EXIT_ERROR: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pgbaseline",
+    version,
+    about = "PostgreSQL security baselines for Amazon RDS and Aurora, enforced from Kubernetes"
+)]
+pub struct Cli {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the DatabaseSecurityPolicy CustomResourceDefinition as YAML.
+    Crd,
+    /// Evaluate policy manifests against AWS once (exit 0 compliant, 1 non-compliant, 2 error).
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// A DatabaseSecurityPolicy manifest (multi-document YAML allowed; `-` reads stdin).
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Remediate as Enforce would (per-control Audit overrides still hold).
+    #[arg(long)]
+    pub fix: bool,
+    /// Add the AWS calls made, per action.
+    #[arg(long)]
+    pub stats: bool,
+    /// Client-side limit on AWS requests per second (per region).
+    #[arg(long, default_value_t = crate::aws::DEFAULT_REQUESTS_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub requests_per_second: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json, "warn,aws_config=error");
+    match cli.command {
+        Command::Crd => match crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.to_string()),
+        },
+        Command::Check(args) => run_check(args),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_ERROR)
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level.
+pub fn init_tracing(json: bool, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn read_policies(files: &[PathBuf]) -> Result<Vec<DatabaseSecurityPolicy>, String> {
+    let mut policies = Vec::new();
+    let mut problems = Vec::new();
+    for file in files {
+        let name = file.display().to_string();
+        let text = if name == "-" {
+            std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
+        } else {
+            std::fs::read_to_string(file).map_err(|e| format!("{name}: {e}"))?
+        };
+        match parse_policies(&name, &text) {
+            Ok(found) => policies.extend(found),
+            Err(errors) => problems.extend(errors.iter().map(|e| e.to_string())),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(format!("invalid policy:\n  {}", problems.join("\n  ")));
+    }
+    if policies.is_empty() {
+        return Err("no DatabaseSecurityPolicy found in the given files".into());
+    }
+    Ok(policies)
+}
+
+fn run_check(args: CheckArgs) -> ExitCode {
+    let policies = match read_policies(&args.files) {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let options = check::Options {
+        fix: args.fix,
+        requests_per_second: args.requests_per_second,
+    };
+    let (mut report, stats) = match runtime.block_on(check::run(&policies, options)) {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("AWS {e}")),
+    };
+    if args.stats {
+        let mut calls = std::collections::BTreeMap::new();
+        for s in &stats {
+            for ((service, operation, _), n) in s.snapshot() {
+                *calls.entry(format!("{service}:{operation}")).or_insert(0) += n;
+            }
+        }
+        report.stats = Some(calls);
+    }
+    match args.output {
+        Output::Json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => return fail(&e.to_string()),
+        },
+        Output::Table => {
+            print!("{}", report.table());
+            if let Some(calls) = &report.stats {
+                println!("\nAWS calls (attempts, retries included):");
+                for (call, n) in calls {
+                    println!("  {call:<48} {n}");
+                }
+            }
+        }
+    }
+    match report.exit() {
+        Exit::Compliant => ExitCode::SUCCESS,
+        Exit::NonCompliant => ExitCode::from(1),
+        Exit::Error => ExitCode::from(EXIT_ERROR),
+    }
+}
+
+/// The CRD exactly as `crds/` holds it.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&DatabaseSecurityPolicy::crd())
+}

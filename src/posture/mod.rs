@@ -1,0 +1,22 @@
+//! The sans-IO core: the control catalogue, the observed model, `evaluate`, `plan`, and the
+//! results that status, events, metrics and reports are made from. No tokio, no kube client, no
+//! AWS SDK: everything here is a pure function of its inputs and tested exhaustively.
+
+pub mod catalogue;
+pub mod evaluate;
+pub mod model;
+pub mod plan;
+pub mod report;
+pub mod select;
+pub mod simulate;
+pub mod testing;
+pub mod values;
+
+pub use evaluate::{EvalContext, Evaluation, Fix, evaluate};
+pub use model::{Database, Fleet};
+pub use plan::{Plan, PlanContext, plan};
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;

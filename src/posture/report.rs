@@ -1,0 +1,133 @@
+//! From evaluations, a plan and the outcome of each action to per-database results and the
+//! summary. Used alike by `pgbaseline check`, the operator's status and the reports.
+
+use std::collections::BTreeMap;
+
+use crate::api::{DatabaseResult, FindingStatus, MAX_DATABASES_IN_STATUS, Summary};
+
+use super::evaluate::Evaluation;
+use super::model::Database;
+use super::plan::{ActionKind, Cause, DbKey, Plan};
+
+/// How one action went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// Not attempted (Audit, or an earlier step of the same database failed).
+    Skipped,
+    /// Failed with the AWS error code and message.
+    Failed {
+        code: String,
+        message: String,
+    },
+}
+
+/// Per-database results for every selected database (unbounded, deterministic order: non
+/// compliant first, then kind and id) and the exact summary.
+pub fn results(
+    evaluated: &[(&Database, Vec<Evaluation>)],
+    plan: &Plan,
+    outcomes: &[Outcome],
+) -> (Vec<DatabaseResult>, Summary) {
+    // Every action's outcome per cause.
+    let mut by_cause: BTreeMap<&Cause, Vec<(&ActionKind, &Outcome)>> = BTreeMap::new();
+    for (index, action) in plan.actions.iter().enumerate() {
+        let outcome = outcomes.get(index).unwrap_or(&Outcome::Skipped);
+        for cause in &action.causes {
+            by_cause
+                .entry(cause)
+                .or_default()
+                .push((&action.kind, outcome));
+        }
+    }
+
+    let mut summary = Summary::default();
+    let mut results = Vec::with_capacity(evaluated.len());
+    for (database, evaluations) in evaluated {
+        let key = DbKey::of(database);
+        let mut findings = Vec::with_capacity(evaluations.len());
+        for evaluation in evaluations {
+            let mut finding = evaluation.finding.clone();
+            let cause = Cause {
+                database: key.clone(),
+                control: finding.control,
+            };
+            let actions = by_cause.get(&cause).map(Vec::as_slice).unwrap_or_default();
+            let acted = matches!(
+                finding.status,
+                FindingStatus::NonCompliant | FindingStatus::PendingReboot
+            );
+            if acted && !actions.is_empty() {
+                let failure = actions.iter().find_map(|(kind, outcome)| match outcome {
+                    Outcome::Failed { code, message } => {
+                        Some(format!("{} failed: {code}: {message}", kind.aws_call()))
+                    }
+                    _ => None,
+                });
+                let all_done = actions.iter().all(|(_, o)| **o == Outcome::Succeeded);
+                let rebooted = actions.iter().any(|(k, o)| {
+                    matches!(k, ActionKind::Reboot { .. }) && **o == Outcome::Succeeded
+                });
+                if let Some(message) = failure {
+                    finding.status = FindingStatus::Error;
+                    finding.message = message;
+                } else if all_done && plan.awaiting_reboot.contains(&cause) && !rebooted {
+                    finding.status = FindingStatus::PendingReboot;
+                    finding.message = "the new value is set and takes effect after a reboot; the reboot policy does not allow one now".into();
+                } else if all_done {
+                    finding.status = FindingStatus::Remediated;
+                    finding.message = actions
+                        .iter()
+                        .map(|(k, _)| k.describe())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                }
+            } else if acted && plan.awaiting_reboot.contains(&cause) {
+                finding.status = FindingStatus::PendingReboot;
+            } else if let Some(note) = plan.notes.get(&cause) {
+                finding.message = note.clone();
+            }
+            findings.push(finding);
+        }
+        let compliant = findings.iter().all(|f| f.status.is_compliant());
+        summary.selected += 1;
+        if compliant {
+            summary.compliant += 1;
+        } else {
+            summary.non_compliant += 1;
+        }
+        if findings
+            .iter()
+            .any(|f| f.status == FindingStatus::PendingReboot)
+        {
+            summary.pending_reboot += 1;
+        }
+        if findings
+            .iter()
+            .any(|f| f.status == FindingStatus::Remediated)
+        {
+            summary.remediated += 1;
+        }
+        if findings.iter().any(|f| f.status == FindingStatus::Error) {
+            summary.failed += 1;
+        }
+        results.push(DatabaseResult {
+            id: database.id.clone(),
+            kind: database.kind,
+            region: database.region.clone(),
+            engine: database.engine.as_str().to_string(),
+            compliant,
+            findings,
+        });
+    }
+    results.sort_by(|a, b| (a.compliant, a.kind, &a.id).cmp(&(b.compliant, b.kind, &b.id)));
+    (results, summary)
+}
+
+/// The results as status lists them: at most [`MAX_DATABASES_IN_STATUS`], and how many were left
+/// out.
+pub fn bounded(mut results: Vec<DatabaseResult>) -> (Vec<DatabaseResult>, u32) {
+    let omitted = results.len().saturating_sub(MAX_DATABASES_IN_STATUS);
+    results.truncate(MAX_DATABASES_IN_STATUS);
+    (results, u32::try_from(omitted).unwrap_or(u32::MAX))
+}

@@ -1,0 +1,210 @@
+//! Applies a plan to the model as AWS would (used by `check --fix --dry-run` style previews and
+//! by the property tests that prove convergence).
+
+use std::collections::BTreeMap;
+
+use crate::api::DatabaseKind;
+
+use super::evaluate::{AttributeChange, Target};
+use super::model::{ApplyStatus, Fleet, ParameterGroup};
+use super::plan::{ActionKind, ApplyMethod, Plan};
+
+/// Applies every action of `plan` to `fleet`, following AWS semantics: a static change or a
+/// newly attached group leaves the database pending reboot until it is rebooted.
+pub fn apply(fleet: &mut Fleet, plan: &Plan) {
+    // Groups known by name: every group attached somewhere, plus copies made here.
+    let mut groups: BTreeMap<(bool, String), ParameterGroup> = BTreeMap::new();
+    for db in &fleet.databases {
+        if let Some(g) = &db.parameter_group {
+            groups
+                .entry((g.cluster, g.name.clone()))
+                .or_insert_with(|| g.clone());
+        }
+    }
+    for action in &plan.actions {
+        match &action.kind {
+            ActionKind::CopyParameterGroup {
+                source,
+                target,
+                cluster,
+                ..
+            } => {
+                fleet.existing_groups.insert(target.clone());
+                if let Some(src) = groups.get(&(*cluster, source.clone())).cloned() {
+                    groups
+                        .entry((*cluster, target.clone()))
+                        .or_insert(ParameterGroup {
+                            name: target.clone(),
+                            managed: true,
+                            shared_with: Vec::new(),
+                            apply_status: ApplyStatus::InSync,
+                            ..src
+                        });
+                }
+            }
+            ActionKind::SetParameters {
+                group,
+                cluster,
+                changes,
+            } => {
+                if let Some(g) = groups.get_mut(&(*cluster, group.clone())) {
+                    for change in changes {
+                        if let Some(p) = g.parameters.get_mut(&change.name) {
+                            p.value = Some(change.value.clone());
+                        }
+                    }
+                }
+                let any_static = changes
+                    .iter()
+                    .any(|c| c.method == ApplyMethod::PendingReboot);
+                for db in &mut fleet.databases {
+                    let Some(g) = db.parameter_group.as_mut() else {
+                        continue;
+                    };
+                    if g.name != *group || g.cluster != *cluster {
+                        continue;
+                    }
+                    for change in changes {
+                        if let Some(p) = g.parameters.get_mut(&change.name) {
+                            p.value = Some(change.value.clone());
+                        }
+                    }
+                    if any_static {
+                        g.apply_status = ApplyStatus::PendingReboot;
+                        for m in &mut db.members {
+                            m.apply_status = ApplyStatus::PendingReboot;
+                        }
+                    }
+                }
+            }
+            ActionKind::AttachParameterGroup { database, group } => {
+                let cluster = database.kind == DatabaseKind::Cluster;
+                let Some(new_group) = groups.get(&(cluster, group.clone())).cloned() else {
+                    continue;
+                };
+                let old_name = fleet
+                    .get(database.kind, &database.id)
+                    .and_then(|d| d.parameter_group.as_ref().map(|g| g.name.clone()));
+                for db in &mut fleet.databases {
+                    let Some(g) = db.parameter_group.as_mut() else {
+                        continue;
+                    };
+                    if db.kind != database.kind {
+                        continue;
+                    }
+                    if db.id == database.id {
+                        *g = ParameterGroup {
+                            apply_status: ApplyStatus::PendingReboot,
+                            shared_with: Vec::new(),
+                            ..new_group.clone()
+                        };
+                        for m in &mut db.members {
+                            m.apply_status = ApplyStatus::PendingReboot;
+                        }
+                    } else if Some(&g.name) == old_name.as_ref() {
+                        g.shared_with.retain(|id| id != &database.id);
+                    }
+                }
+            }
+            ActionKind::ModifyAttributes { target, changes } => {
+                for change in changes {
+                    modify(fleet, target, change);
+                }
+            }
+            ActionKind::RevokeIngress {
+                security_group,
+                rule,
+            } => {
+                for db in &mut fleet.databases {
+                    for sg in db
+                        .security_groups
+                        .iter_mut()
+                        .filter(|sg| &sg.id == security_group)
+                    {
+                        sg.rules.retain(|r| r != rule);
+                    }
+                }
+            }
+            ActionKind::Reboot { instance } => {
+                for db in &mut fleet.databases {
+                    if db.kind == DatabaseKind::Instance
+                        && &db.id == instance
+                        && let Some(g) = db.parameter_group.as_mut()
+                    {
+                        g.apply_status = ApplyStatus::InSync;
+                    }
+                    if db.kind == DatabaseKind::Cluster
+                        && db.members.iter().any(|m| &m.id == instance)
+                    {
+                        for m in db.members.iter_mut().filter(|m| &m.id == instance) {
+                            m.apply_status = ApplyStatus::InSync;
+                        }
+                        if db
+                            .members
+                            .iter()
+                            .all(|m| m.apply_status == ApplyStatus::InSync)
+                            && let Some(g) = db.parameter_group.as_mut()
+                        {
+                            g.apply_status = ApplyStatus::InSync;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn modify(fleet: &mut Fleet, target: &Target, change: &AttributeChange) {
+    for db in &mut fleet.databases {
+        let whole = match target {
+            Target::Instance(id) => db.kind == DatabaseKind::Instance && &db.id == id,
+            Target::Cluster(id) => db.kind == DatabaseKind::Cluster && &db.id == id,
+        };
+        let member = match target {
+            Target::Instance(id) if db.kind == DatabaseKind::Cluster => {
+                db.members.iter().position(|m| &m.id == id)
+            }
+            _ => None,
+        };
+        if !whole && member.is_none() {
+            continue;
+        }
+        let a = &mut db.attributes;
+        match (change, member) {
+            (AttributeChange::DisablePublicAccess, Some(i)) => {
+                db.members[i].publicly_accessible = false
+            }
+            (AttributeChange::EnableAutoMinorVersionUpgrade, Some(i)) => {
+                db.members[i].auto_minor_version_upgrade = true
+            }
+            (AttributeChange::SetCaCertificate(ca), Some(i)) => {
+                db.members[i].ca_certificate = Some(super::model::CaCertificate {
+                    identifier: ca.clone(),
+                    valid_till: None,
+                });
+            }
+            (_, Some(_)) => {}
+            (AttributeChange::DisablePublicAccess, None) => a.publicly_accessible = false,
+            (AttributeChange::EnableIamAuth, None) => a.iam_auth = true,
+            (AttributeChange::EnableLogExports(logs), None) => {
+                a.cloudwatch_exports.extend(logs.iter().cloned())
+            }
+            (AttributeChange::EnableDeletionProtection, None) => a.deletion_protection = true,
+            (AttributeChange::RaiseBackupRetention(days), None) => {
+                a.backup_retention_days = a.backup_retention_days.max(*days)
+            }
+            (AttributeChange::EnableAutoMinorVersionUpgrade, None) => {
+                a.auto_minor_version_upgrade = true
+            }
+            (AttributeChange::SetCaCertificate(ca), None) => {
+                a.ca_certificate = Some(super::model::CaCertificate {
+                    identifier: ca.clone(),
+                    valid_till: None,
+                });
+            }
+            (AttributeChange::EnableManagedMasterPassword, None) => {
+                a.managed_master_password = true
+            }
+        }
+    }
+}

@@ -1,0 +1,926 @@
+//! Table-driven tests of evaluate → plan → report on the pure model.
+
+use std::collections::BTreeMap;
+
+use chrono::{TimeZone, Utc};
+
+use crate::api::*;
+
+use super::evaluate::{AttributeChange, EvalContext, Evaluation, Fix, Target, evaluate};
+use super::model::{
+    ApplyStatus, ApplyType, Database, Fleet, IngressRule, IngressSource, NaclEntry, SecurityGroup,
+};
+use super::plan::{ActionKind, ApplyMethod, PlanContext, in_maintenance_window, plan};
+use super::report::{Outcome, results};
+use super::testing::{cluster, group, instance};
+
+static EMPTY: Fleet = Fleet {
+    databases: Vec::new(),
+    kms_keys: BTreeMap::new(),
+    existing_groups: std::collections::BTreeSet::new(),
+};
+
+fn spec(yaml: &str) -> DatabaseSecurityPolicySpec {
+    serde_yaml::from_str(yaml).expect("test spec parses")
+}
+
+fn enforce(posture: &str) -> DatabaseSecurityPolicySpec {
+    spec(&format!(
+        "selector: {{tags: {{env: prod}}}}\nmode: Enforce\nposture:\n{posture}"
+    ))
+}
+
+fn now() -> chrono::DateTime<Utc> {
+    // A Wednesday, outside the fixtures' Sunday maintenance window.
+    Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+}
+
+fn eval_all<'a>(
+    spec: &DatabaseSecurityPolicySpec,
+    dbs: &'a [Database],
+) -> Vec<(&'a Database, Vec<Evaluation>)> {
+    let keys = BTreeMap::new();
+    let ctx = EvalContext {
+        now: now(),
+        kms_keys: &keys,
+    };
+    dbs.iter().map(|d| (d, evaluate(spec, d, &ctx))).collect()
+}
+
+fn status_of(evals: &[Evaluation], control: ControlId) -> FindingStatus {
+    evals
+        .iter()
+        .find(|e| e.finding.control == control)
+        .map(|e| e.finding.status)
+        .expect("control evaluated")
+}
+
+fn kinds(plan: &super::plan::Plan) -> Vec<&ActionKind> {
+    plan.actions.iter().map(|a| &a.kind).collect()
+}
+
+#[test]
+fn compliant_by_default_on_postgres16_default_group() {
+    let s = enforce(
+        "  transport: {forceSsl: true, minTlsVersion: TLSv1.2}\n  auth: {passwordEncryption: true}",
+    );
+    let dbs = [instance("a")];
+    let evaluated = eval_all(&s, &dbs);
+    for e in &evaluated[0].1 {
+        assert_eq!(
+            e.finding.status,
+            FindingStatus::Compliant,
+            "{:?}",
+            e.finding
+        );
+    }
+    assert!(
+        plan(
+            &s,
+            &evaluated,
+            PlanContext {
+                now: now(),
+                fleet: &EMPTY
+            }
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn default_group_is_copied_attached_and_waits_for_reboot() {
+    let s =
+        enforce("  transport: {forceSsl: true}\n  logging: {retention: {minimumMinutes: 10080}}");
+    let mut db = instance("orders");
+    db.parameter_group = Some(group("default.postgres14", "postgres14", false));
+    let dbs = [db];
+    let evaluated = eval_all(&s, &dbs);
+    assert_eq!(
+        status_of(&evaluated[0].1, ControlId::ForceSsl),
+        FindingStatus::NonCompliant
+    );
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    let k = kinds(&p);
+    assert_eq!(k.len(), 3, "{k:?}");
+    assert!(
+        matches!(k[0], ActionKind::CopyParameterGroup { source, target, .. }
+        if source == "default.postgres14" && target == "pgbaseline-orders-postgres14")
+    );
+    assert!(
+        matches!(k[1], ActionKind::SetParameters { group, changes, cluster: false }
+        if group == "pgbaseline-orders-postgres14"
+        && changes.iter().any(|c| c.name == "rds.force_ssl" && c.value == "1" && c.method == ApplyMethod::Immediate)
+        && changes.iter().any(|c| c.name == "rds.log_retention_period" && c.value == "10080"))
+    );
+    assert!(
+        matches!(k[2], ActionKind::AttachParameterGroup { group, .. } if group == "pgbaseline-orders-postgres14")
+    );
+    // Reboot policy Never: no reboot, both controls await one.
+    assert_eq!(p.awaiting_reboot.len(), 2);
+    for action in &p.actions {
+        if let ActionKind::SetParameters { group, .. } = &action.kind {
+            assert!(!group.starts_with("default."));
+        }
+    }
+}
+
+#[test]
+fn reboot_policy_decides_whether_and_when_to_reboot() {
+    let mut s = enforce("  transport: {forceSsl: true}");
+    let mut db = instance("orders");
+    db.parameter_group = Some(group("default.postgres14", "postgres14", false));
+    let dbs = [db];
+    let evaluated = eval_all(&s, &dbs);
+
+    s.remediation.reboot = RebootPolicy::Immediately;
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    assert!(
+        matches!(p.actions.last().map(|a| &a.kind), Some(ActionKind::Reboot { instance }) if instance == "orders")
+    );
+
+    s.remediation.reboot = RebootPolicy::MaintenanceWindow;
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a.kind, ActionKind::Reboot { .. }))
+    );
+    let sunday = Utc.with_ymd_and_hms(2026, 11, 29, 5, 10, 0).unwrap();
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: sunday,
+            fleet: &EMPTY,
+        },
+    );
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a.kind, ActionKind::Reboot { .. }))
+    );
+}
+
+#[test]
+fn maintenance_windows_including_week_wrap() {
+    let at = |d, h, m| Utc.with_ymd_and_hms(2026, 11, d, h, m, 0).unwrap(); // 23 = Monday
+    let cases = [
+        ("mon:03:00-mon:04:00", at(23, 3, 30), true),
+        ("mon:03:00-mon:04:00", at(23, 4, 0), false),
+        ("sun:23:00-mon:01:00", at(23, 0, 30), true),
+        ("sun:23:00-mon:01:00", at(29, 23, 30), true),
+        ("sun:23:00-mon:01:00", at(29, 22, 59), false),
+        ("garbage", at(23, 3, 30), false),
+    ];
+    for (window, t, expected) in cases {
+        assert_eq!(in_maintenance_window(window, t), expected, "{window} {t}");
+    }
+}
+
+#[test]
+fn shared_custom_group_is_copied_when_a_sharer_is_not_selected() {
+    let s = enforce("  logging: {connections: true}");
+    let mut a = instance("a");
+    let mut shared = group("team-pg16", "postgres16", false);
+    shared.shared_with = vec!["b".into()];
+    a.parameter_group = Some(shared.clone());
+    let dbs = [a.clone()];
+    let p = plan(
+        &s,
+        &eval_all(&s, &dbs),
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    assert!(
+        matches!(kinds(&p)[0], ActionKind::CopyParameterGroup { source, .. } if source == "team-pg16")
+    );
+
+    // When the sharer is selected too, the group is changed in place, once.
+    let mut b = instance("b");
+    let mut shared_b = shared.clone();
+    shared_b.shared_with = vec!["a".into()];
+    b.parameter_group = Some(shared_b);
+    let dbs = [a, b];
+    let p = plan(
+        &s,
+        &eval_all(&s, &dbs),
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    let k = kinds(&p);
+    assert_eq!(k.len(), 1, "{k:?}");
+    assert!(
+        matches!(k[0], ActionKind::SetParameters { group, changes, .. } if group == "team-pg16" && changes.len() == 2)
+    );
+    assert_eq!(p.actions[0].causes.len(), 2);
+}
+
+#[test]
+fn dedicated_strategy_always_copies_unless_already_dedicated() {
+    let mut s = enforce("  logging: {connections: true}");
+    s.remediation.parameter_group_strategy = ParameterGroupStrategy::Dedicated;
+    let mut a = instance("a");
+    a.parameter_group = Some(group("custom", "postgres16", false));
+    let p = plan(
+        &s,
+        &eval_all(&s, &[a.clone()]),
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    assert!(matches!(
+        kinds(&p)[0],
+        ActionKind::CopyParameterGroup { .. }
+    ));
+    a.parameter_group = Some(group("pgbaseline-a-postgres16", "postgres16", false));
+    let p = plan(
+        &s,
+        &eval_all(&s, &[a]),
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    assert!(
+        matches!(kinds(&p)[0], ActionKind::SetParameters { group, .. } if group == "pgbaseline-a-postgres16")
+    );
+}
+
+#[test]
+fn values_are_normalised_before_comparing() {
+    let s = enforce(
+        "  logging: {connections: true}\n  audit: {pgaudit: {classes: [ddl, role]}}\n  transport: {forceSsl: true}",
+    );
+    let mut db = instance("a");
+    let mut g = group("custom", "postgres16", false);
+    let mut set = |k: &str, v: &str| g.parameters.get_mut(k).unwrap().value = Some(v.into());
+    set("log_connections", "on");
+    set("log_disconnections", "TRUE");
+    set("shared_preload_libraries", "pg_stat_statements, PGAUDIT");
+    set("pgaudit.log", "ddl , Role");
+    set("rds.force_ssl", "1");
+    db.parameter_group = Some(g);
+    let evaluated = eval_all(&s, std::slice::from_ref(&db));
+    for e in &evaluated[0].1 {
+        assert_eq!(
+            e.finding.status,
+            FindingStatus::Compliant,
+            "{:?}",
+            e.finding
+        );
+    }
+}
+
+#[test]
+fn unset_parameters_fall_back_to_the_engine_default() {
+    let mut db = instance("a");
+    let mut g = group("custom", "postgres16", false);
+    g.parameters
+        .get_mut("ssl_min_protocol_version")
+        .unwrap()
+        .value = None;
+    db.parameter_group = Some(g);
+    let dbs = [db];
+    let s12 = enforce("  transport: {minTlsVersion: TLSv1.2}");
+    assert_eq!(
+        status_of(&eval_all(&s12, &dbs)[0].1, ControlId::MinTlsVersion),
+        FindingStatus::Compliant
+    );
+    let s13 = enforce("  transport: {minTlsVersion: TLSv1.3}");
+    assert_eq!(
+        status_of(&eval_all(&s13, &dbs)[0].1, ControlId::MinTlsVersion),
+        FindingStatus::NonCompliant
+    );
+}
+
+#[test]
+fn pending_reboot_is_reported_and_not_planned_again() {
+    let mut s = enforce("  audit: {pgaudit: {classes: [ddl]}}");
+    let mut db = instance("a");
+    let mut g = group("pgbaseline-a-postgres16", "postgres16", false);
+    g.parameters
+        .get_mut("shared_preload_libraries")
+        .unwrap()
+        .value = Some("pg_stat_statements,pgaudit".into());
+    g.parameters.get_mut("pgaudit.log").unwrap().value = Some("ddl".into());
+    g.apply_status = ApplyStatus::PendingReboot;
+    db.parameter_group = Some(g);
+    let dbs = [db];
+    let evaluated = eval_all(&s, &dbs);
+    assert_eq!(
+        status_of(&evaluated[0].1, ControlId::Pgaudit),
+        FindingStatus::PendingReboot
+    );
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    assert!(p.actions.is_empty());
+    let (res, summary) = results(&evaluated, &p, &[]);
+    assert_eq!(res[0].findings[0].status, FindingStatus::PendingReboot);
+    assert_eq!(summary.pending_reboot, 1);
+    assert_eq!(summary.compliant, 0);
+
+    s.remediation.reboot = RebootPolicy::Immediately;
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    assert_eq!(
+        kinds(&p),
+        vec![&ActionKind::Reboot {
+            instance: "a".into()
+        }]
+    );
+}
+
+#[test]
+fn static_parameter_uses_pending_reboot_apply_method() {
+    let s = enforce("  audit: {pgaudit: {classes: [ddl], role: rds_pgaudit}}");
+    let mut db = instance("a");
+    db.parameter_group = Some(group("custom", "postgres16", false));
+    let p = plan(
+        &s,
+        &eval_all(&s, &[db]),
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    let ActionKind::SetParameters { changes, .. } = &p.actions[0].kind else {
+        panic!("{p:?}")
+    };
+    let method = |n: &str| changes.iter().find(|c| c.name == n).unwrap().method;
+    assert_eq!(
+        method("shared_preload_libraries"),
+        ApplyMethod::PendingReboot
+    );
+    assert_eq!(method("pgaudit.log"), ApplyMethod::Immediate);
+    assert_eq!(
+        changes
+            .iter()
+            .find(|c| c.name == "shared_preload_libraries")
+            .unwrap()
+            .value,
+        "pg_stat_statements,pgaudit"
+    );
+    assert_eq!(
+        changes
+            .iter()
+            .find(|c| c.name == "pgaudit.role")
+            .unwrap()
+            .value,
+        "rds_pgaudit"
+    );
+    assert!(!p.awaiting_reboot.is_empty());
+}
+
+#[test]
+fn aurora_parameters_go_to_the_cluster_group_and_attributes_to_the_cluster() {
+    let s = enforce(
+        "  transport: {forceSsl: true}\n  auth: {iam: true}\n  network: {publicAccess: Forbidden}\n  maintenance: {deletionProtection: true}",
+    );
+    let mut c = cluster("billing", &["billing-1", "billing-2"]);
+    c.members[1].publicly_accessible = true;
+    let p = plan(
+        &s,
+        &eval_all(&s, &[c]),
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    let k = kinds(&p);
+    assert!(k.iter().any(|a| matches!(a, ActionKind::CopyParameterGroup { source, cluster: true, target, .. }
+        if source == "default.aurora-postgresql16" && target == "pgbaseline-billing-aurora-postgresql16")));
+    assert!(
+        k.iter()
+            .any(|a| matches!(a, ActionKind::SetParameters { cluster: true, .. }))
+    );
+    assert!(k.iter().any(|a| matches!(a, ActionKind::ModifyAttributes { target: Target::Cluster(id), changes }
+        if id == "billing" && changes.contains(&AttributeChange::EnableIamAuth) && changes.contains(&AttributeChange::EnableDeletionProtection))));
+    assert!(k.iter().any(
+        |a| matches!(a, ActionKind::ModifyAttributes { target: Target::Instance(id), changes }
+        if id == "billing-2" && changes == &vec![AttributeChange::DisablePublicAccess])
+    ));
+    assert!(!k.iter().any(|a| matches!(a, ActionKind::ModifyAttributes { target: Target::Instance(id), .. } if id == "billing-1")));
+}
+
+#[test]
+fn aurora_reboot_goes_member_by_member_when_allowed() {
+    let mut s = enforce("  transport: {forceSsl: true}");
+    s.remediation.reboot = RebootPolicy::Immediately;
+    let c = cluster("billing", &["billing-1", "billing-2"]);
+    let p = plan(
+        &s,
+        &eval_all(&s, &[c]),
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    let reboots: Vec<&str> = p
+        .actions
+        .iter()
+        .filter_map(|a| match &a.kind {
+            ActionKind::Reboot { instance } => Some(instance.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reboots, vec!["billing-1", "billing-2"]);
+}
+
+fn sg(id: &str, rules: Vec<IngressRule>) -> SecurityGroup {
+    SecurityGroup {
+        id: id.into(),
+        rules,
+        shared_with: Vec::new(),
+    }
+}
+
+fn cidr_rule(protocol: &str, from: i32, to: i32, cidr: &str) -> IngressRule {
+    IngressRule {
+        protocol: protocol.into(),
+        from_port: Some(from),
+        to_port: Some(to),
+        source: IngressSource::Cidr(cidr.parse().unwrap()),
+    }
+}
+
+#[test]
+fn ingress_revokes_exactly_the_offending_rules() {
+    let s = enforce(
+        "  network:\n    ingress: {allowedCidrs: [10.0.0.0/8], allowedSecurityGroups: [sg-0123456789abcdef0]}",
+    );
+    let mut db = instance("a");
+    let offending = vec![
+        cidr_rule("tcp", 5432, 5432, "0.0.0.0/0"),
+        cidr_rule("tcp", 5000, 6000, "192.168.0.0/16"),
+        cidr_rule("-1", -1, -1, "::/0"),
+        IngressRule {
+            protocol: "tcp".into(),
+            from_port: Some(5432),
+            to_port: Some(5432),
+            source: IngressSource::SecurityGroup("sg-99999999".into()),
+        },
+    ];
+    let fine = vec![
+        cidr_rule("tcp", 5432, 5432, "10.1.0.0/16"),
+        cidr_rule("tcp", 22, 22, "0.0.0.0/0"),
+        IngressRule {
+            protocol: "tcp".into(),
+            from_port: Some(5432),
+            to_port: Some(5432),
+            source: IngressSource::SecurityGroup("sg-0123456789abcdef0".into()),
+        },
+    ];
+    let mut rules = offending.clone();
+    rules.extend(fine);
+    db.security_groups = vec![sg("sg-11111111", rules)];
+    let p = plan(
+        &s,
+        &eval_all(&s, &[db]),
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    let revoked: Vec<&IngressRule> = p
+        .actions
+        .iter()
+        .filter_map(|a| match &a.kind {
+            ActionKind::RevokeIngress {
+                rule,
+                security_group,
+            } if security_group == "sg-11111111" => Some(rule),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(revoked.len(), offending.len());
+    for rule in &offending {
+        assert!(revoked.contains(&rule), "{rule:?}");
+    }
+}
+
+#[test]
+fn shared_security_group_with_unselected_database_is_only_reported() {
+    let s = enforce("  network:\n    ingress: {allowedCidrs: [10.0.0.0/8]}");
+    let mut db = instance("a");
+    let mut group = sg(
+        "sg-11111111",
+        vec![cidr_rule("tcp", 5432, 5432, "0.0.0.0/0")],
+    );
+    group.shared_with = vec!["outsider".into()];
+    db.security_groups = vec![group];
+    let dbs = [db];
+    let evaluated = eval_all(&s, &dbs);
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    assert!(p.actions.is_empty());
+    let (res, _) = results(&evaluated, &p, &[]);
+    assert_eq!(res[0].findings[0].status, FindingStatus::NonCompliant);
+    assert!(res[0].findings[0].message.contains("outsider"));
+}
+
+#[test]
+fn more_than_twenty_parameters_are_split_into_calls_of_twenty() {
+    let s = enforce("  transport: {forceSsl: true}");
+    let mut db = instance("a");
+    db.parameter_group = Some(group("custom", "postgres16", false));
+    let fixes: Vec<Fix> = (0..45)
+        .map(|i| Fix::Parameter {
+            name: format!("p{i:02}"),
+            value: "1".into(),
+        })
+        .collect();
+    let evaluation = Evaluation {
+        finding: Finding {
+            control: ControlId::ForceSsl,
+            status: FindingStatus::NonCompliant,
+            observed: String::new(),
+            expected: String::new(),
+            message: String::new(),
+        },
+        fixes,
+    };
+    let p = plan(
+        &s,
+        &[(&db, vec![evaluation])],
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    let sizes: Vec<usize> = p
+        .actions
+        .iter()
+        .filter_map(|a| match &a.kind {
+            ActionKind::SetParameters { changes, .. } => Some(changes.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, vec![20, 20, 5]);
+}
+
+#[test]
+fn audit_plans_nothing_and_overrides_switch_single_controls() {
+    let mut s = spec(
+        "selector: {tags: {env: prod}}\nposture:\n  transport: {forceSsl: true}\n  auth: {iam: true}",
+    );
+    let mut db = instance("a");
+    db.parameter_group = Some(group("default.postgres14", "postgres14", false));
+    let dbs = [db];
+    let evaluated = eval_all(&s, &dbs);
+    assert!(
+        plan(
+            &s,
+            &evaluated,
+            PlanContext {
+                now: now(),
+                fleet: &EMPTY
+            }
+        )
+        .is_empty()
+    );
+    s.control_modes.insert("auth.iam".into(), Mode::Enforce);
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    assert_eq!(
+        kinds(&p),
+        vec![&ActionKind::ModifyAttributes {
+            target: Target::Instance("a".into()),
+            changes: vec![AttributeChange::EnableIamAuth]
+        }]
+    );
+}
+
+#[test]
+fn master_password_rotation_needs_opt_in() {
+    let mut s = enforce("  auth: {managedMasterPassword: true}");
+    let dbs = [instance("a")];
+    let evaluated = eval_all(&s, &dbs);
+    assert_eq!(
+        status_of(&evaluated[0].1, ControlId::ManagedMasterPassword),
+        FindingStatus::ReportOnly
+    );
+    assert!(
+        plan(
+            &s,
+            &evaluated,
+            PlanContext {
+                now: now(),
+                fleet: &EMPTY
+            }
+        )
+        .is_empty()
+    );
+    s.remediation.allow_master_password_rotation = true;
+    let evaluated = eval_all(&s, &dbs);
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    assert_eq!(
+        kinds(&p),
+        vec![&ActionKind::ModifyAttributes {
+            target: Target::Instance("a".into()),
+            changes: vec![AttributeChange::EnableManagedMasterPassword]
+        }]
+    );
+}
+
+#[test]
+fn ca_change_waits_for_an_allowed_restart() {
+    let mut s = enforce("  transport: {caCertificate: {allowed: [rds-ca-rsa4096-g1]}}");
+    let dbs = [instance("a")];
+    let evaluated = eval_all(&s, &dbs);
+    assert_eq!(
+        status_of(&evaluated[0].1, ControlId::CaCertificate),
+        FindingStatus::NonCompliant
+    );
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    assert!(p.actions.is_empty());
+    assert_eq!(p.notes.len(), 1);
+    s.remediation.reboot = RebootPolicy::Immediately;
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    assert!(
+        matches!(kinds(&p)[0], ActionKind::ModifyAttributes { changes, .. } if changes == &vec![AttributeChange::SetCaCertificate("rds-ca-rsa4096-g1".into())])
+    );
+}
+
+#[test]
+fn ca_expiring_soon_is_non_compliant() {
+    let s = enforce("  transport: {caCertificate: {minValidDays: 60}}");
+    let mut db = instance("a");
+    db.attributes.ca_certificate.as_mut().unwrap().valid_till =
+        Some(now() + chrono::Duration::days(30));
+    assert_eq!(
+        status_of(&eval_all(&s, &[db.clone()])[0].1, ControlId::CaCertificate),
+        FindingStatus::NonCompliant
+    );
+    db.attributes.ca_certificate.as_mut().unwrap().valid_till =
+        Some(now() + chrono::Duration::days(400));
+    assert_eq!(
+        status_of(&eval_all(&s, &[db])[0].1, ControlId::CaCertificate),
+        FindingStatus::Compliant
+    );
+}
+
+#[test]
+fn storage_encryption_resolves_aliases_and_is_report_only() {
+    let s = enforce("  encryption: {storage: {kmsKeyId: alias/db}}");
+    let arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let keys = BTreeMap::from([("alias/db".to_string(), arn.to_string())]);
+    let ctx = EvalContext {
+        now: now(),
+        kms_keys: &keys,
+    };
+    let mut db = instance("a");
+    db.attributes.storage_encrypted = true;
+    db.attributes.kms_key_arn = Some(arn.into());
+    assert_eq!(
+        status_of(&evaluate(&s, &db, &ctx), ControlId::StorageEncryption),
+        FindingStatus::Compliant
+    );
+    db.attributes.kms_key_arn = Some("arn:aws:kms:us-east-1:123456789012:key/other".into());
+    let evals = evaluate(&s, &db, &ctx);
+    assert_eq!(
+        status_of(&evals, ControlId::StorageEncryption),
+        FindingStatus::ReportOnly
+    );
+    assert!(evals[0].fixes.is_empty());
+    assert!(evals[0].finding.message.contains("snapshot"));
+    db.attributes.storage_encrypted = false;
+    assert_eq!(
+        status_of(&evaluate(&s, &db, &ctx), ControlId::StorageEncryption),
+        FindingStatus::ReportOnly
+    );
+}
+
+#[test]
+fn nacl_first_matching_rule_decides() {
+    let s = enforce("  network: {acl: true}");
+    let entry = |n, allow, cidr: &str| NaclEntry {
+        acl_id: "acl-1".into(),
+        rule_number: n,
+        protocol: "-1".into(),
+        from_port: None,
+        to_port: None,
+        cidr: cidr.parse().unwrap(),
+        allow,
+    };
+    let mut db = instance("a");
+    db.nacl_entries = vec![entry(100, true, "0.0.0.0/0")];
+    assert_eq!(
+        status_of(&eval_all(&s, &[db.clone()])[0].1, ControlId::NetworkAcl),
+        FindingStatus::ReportOnly
+    );
+    db.nacl_entries.push(entry(50, false, "0.0.0.0/0"));
+    assert_eq!(
+        status_of(&eval_all(&s, &[db])[0].1, ControlId::NetworkAcl),
+        FindingStatus::Compliant
+    );
+}
+
+#[test]
+fn engine_version_currency_is_report_only() {
+    let s = enforce("  maintenance: {engineVersionCurrent: true}");
+    let mut db = instance("a");
+    db.newest_minor_version = Some("16.10".into());
+    let evals = eval_all(&s, std::slice::from_ref(&db));
+    assert_eq!(
+        status_of(&evals[0].1, ControlId::EngineVersionCurrent),
+        FindingStatus::ReportOnly
+    );
+    assert!(
+        plan(
+            &s,
+            &evals,
+            PlanContext {
+                now: now(),
+                fleet: &EMPTY
+            }
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn log_statement_that_logs_passwords_is_lowered_to_none() {
+    let s = enforce("  logging: {noStatementSecrets: true}");
+    for (value, expected) in [
+        ("all", FindingStatus::NonCompliant),
+        ("ddl", FindingStatus::NonCompliant),
+        ("mod", FindingStatus::NonCompliant),
+        ("none", FindingStatus::Compliant),
+    ] {
+        let mut db = instance("a");
+        let mut g = group("custom", "postgres16", false);
+        g.parameters.get_mut("log_statement").unwrap().value = Some(value.into());
+        db.parameter_group = Some(g);
+        assert_eq!(
+            status_of(&eval_all(&s, &[db])[0].1, ControlId::NoStatementSecrets),
+            expected,
+            "{value}"
+        );
+    }
+}
+
+#[test]
+fn report_marks_remediations_failures_and_counts() {
+    let s = enforce("  auth: {iam: true}\n  maintenance: {deletionProtection: true}");
+    let dbs = [instance("a"), instance("b")];
+    let evaluated = eval_all(&s, &dbs);
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    assert_eq!(p.actions.len(), 2);
+    let outcomes = vec![
+        Outcome::Succeeded,
+        Outcome::Failed {
+            code: "AccessDenied".into(),
+            message: "not authorized".into(),
+        },
+    ];
+    let (res, summary) = results(&evaluated, &p, &outcomes);
+    assert_eq!(summary.selected, 2);
+    assert_eq!(summary.remediated, 1);
+    assert_eq!(summary.failed, 1);
+    assert_eq!(summary.compliant, 1);
+    let failed = res.iter().find(|r| r.id == "b").unwrap();
+    assert!(!failed.compliant);
+    assert!(
+        failed
+            .findings
+            .iter()
+            .all(|f| f.status == FindingStatus::Error && f.message.contains("AccessDenied"))
+    );
+    // Non-compliant databases are listed first.
+    assert_eq!(res[0].id, "b");
+}
+
+#[test]
+fn bounded_status_keeps_the_summary_exact() {
+    let s = spec("selector: {tags: {env: prod}}\nposture:\n  auth: {iam: true}");
+    let dbs: Vec<Database> = (0..120).map(|i| instance(&format!("db{i:03}"))).collect();
+    let evaluated = eval_all(&s, &dbs);
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    let (res, summary) = results(&evaluated, &p, &[]);
+    assert_eq!(summary.selected, 120);
+    assert_eq!(summary.non_compliant, 120);
+    let (listed, omitted) = super::report::bounded(res);
+    assert_eq!(listed.len(), MAX_DATABASES_IN_STATUS);
+    assert_eq!(omitted, 70);
+    assert_eq!(listed[0].id, "db000");
+}
+
+#[test]
+fn a_static_parameter_in_a_catalogue_of_dynamic_ones_is_flagged_by_apply_type() {
+    // Apply type comes from the model (the engine catalogue), never from the value.
+    let mut g = group("custom", "postgres16", false);
+    g.parameters.get_mut("rds.force_ssl").unwrap().apply_type = ApplyType::Static;
+    let mut db = instance("a");
+    g.parameters.get_mut("rds.force_ssl").unwrap().value = Some("0".into());
+    db.parameter_group = Some(g);
+    let s = enforce("  transport: {forceSsl: true}");
+    let p = plan(
+        &s,
+        &eval_all(&s, &[db]),
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    assert!(
+        matches!(&p.actions[0].kind, ActionKind::SetParameters { changes, .. } if changes[0].method == ApplyMethod::PendingReboot)
+    );
+}
+
+#[test]
+fn fleet_lookup_finds_by_kind_and_id() {
+    let fleet = Fleet {
+        databases: vec![instance("a"), cluster("a", &["a-1"])],
+        ..Fleet::default()
+    };
+    assert_eq!(
+        fleet.get(DatabaseKind::Cluster, "a").map(|d| d.kind),
+        Some(DatabaseKind::Cluster)
+    );
+    assert!(fleet.get(DatabaseKind::Instance, "zzz").is_none());
+}

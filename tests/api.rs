@@ -1,0 +1,197 @@
+//! The generated CRD is what `crds/` holds, the examples are valid, and invalid manifests are
+//! rejected with a field path and a reason (schema and CEL, as the apiserver would).
+
+use pgbaseline::manifest::{ManifestError, parse_policies};
+
+const CRD_FILE: &str = "crds/databasesecuritypolicies.pgbaseline.io.yaml";
+
+#[test]
+fn crds_directory_holds_the_generated_crd() {
+    let generated = pgbaseline::cli::crd_yaml().expect("crd serialises");
+    let committed = std::fs::read_to_string(CRD_FILE).expect("crd file exists");
+    assert!(
+        generated == committed,
+        "{CRD_FILE} is stale: run `cargo run -- crd > {CRD_FILE}`"
+    );
+}
+
+#[test]
+fn every_example_is_a_valid_policy() {
+    let mut count = 0;
+    for entry in std::fs::read_dir("examples").expect("examples dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable");
+        let policies = parse_policies(&path.display().to_string(), &text)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+        assert!(!policies.is_empty());
+        count += policies.len();
+    }
+    assert!(count >= 3);
+}
+
+fn rejected(spec: &str) -> Vec<ManifestError> {
+    let manifest = format!(
+        "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata: {{name: t}}\nspec:\n{spec}"
+    );
+    parse_policies("test.yaml", &manifest).expect_err("manifest must be rejected")
+}
+
+const SELECTOR: &str = "  selector: {tags: {env: prod}}\n";
+const POSTURE: &str = "  posture: {transport: {forceSsl: true}}\n";
+
+#[test]
+fn invalid_policies_are_rejected_with_a_field_path_and_a_reason() {
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            format!("{SELECTOR}  mode: Sometimes\n{POSTURE}"),
+            "spec.mode",
+            "Sometimes",
+        ),
+        (
+            format!("{POSTURE}  selector: {{engines: [postgres]}}\n"),
+            "spec.selector",
+            "at least one of",
+        ),
+        (
+            format!("{SELECTOR}  posture: {{transport: {{minTlsVersion: TLSv1.1}}}}\n"),
+            "spec.posture.transport.minTlsVersion",
+            "",
+        ),
+        (
+            format!("{SELECTOR}  posture: {{logging: {{retention: {{minimumMinutes: 60}}}}}}\n"),
+            "spec.posture.logging.retention.minimumMinutes",
+            "1440",
+        ),
+        (
+            format!(
+                "{SELECTOR}  posture: {{maintenance: {{backupRetention: {{minimumDays: 90}}}}}}\n"
+            ),
+            "spec.posture.maintenance.backupRetention.minimumDays",
+            "35",
+        ),
+        (
+            format!(
+                "{SELECTOR}  posture: {{network: {{ingress: {{allowedSecurityGroups: [default]}}}}}}\n"
+            ),
+            "spec.posture.network.ingress.allowedSecurityGroups.0",
+            "",
+        ),
+        (
+            format!(
+                "{SELECTOR}  posture: {{network: {{ingress: {{allowedCidrs: [10.0.0.0/33]}}}}}}\n"
+            ),
+            "spec.posture.network.ingress.allowedCidrs",
+            "valid CIDR",
+        ),
+        (
+            format!(
+                "{SELECTOR}  posture: {{network: {{ingress: {{allowedCidrs: [0.0.0.0/0]}}}}}}\n"
+            ),
+            "spec.posture.network.ingress.allowedCidrs",
+            "never allowed",
+        ),
+        (
+            format!("{SELECTOR}  posture: {{audit: {{pgaudit: {{classes: [everything]}}}}}}\n"),
+            "spec.posture.audit.pgaudit.classes.0",
+            "",
+        ),
+        (
+            format!("{SELECTOR}  posture: {{audit: {{pgaudit: {{classes: []}}}}}}\n"),
+            "spec.posture.audit.pgaudit.classes",
+            "",
+        ),
+        (
+            format!("{SELECTOR}  posture: {{encryption: {{storage: {{kmsKeyId: my-key}}}}}}\n"),
+            "spec.posture.encryption.storage.kmsKeyId",
+            "",
+        ),
+        (
+            format!("{SELECTOR}{POSTURE}  controlModes: {{network.everything: Audit}}\n"),
+            "spec.controlModes",
+            "control ids",
+        ),
+        (
+            format!("{SELECTOR}{POSTURE}  resyncSeconds: 5\n"),
+            "spec.resyncSeconds",
+            "10",
+        ),
+        (
+            format!("{SELECTOR}{POSTURE}  remediation: {{reboot: Whenever}}\n"),
+            "spec.remediation.reboot",
+            "",
+        ),
+        (
+            format!("{SELECTOR}  posture: {{}}\n"),
+            "spec.posture",
+            "at least one",
+        ),
+        (
+            format!("{SELECTOR}  posture: {{transport: {{forceSSL: true}}}}\n"),
+            "spec.posture.transport.forceSSL",
+            "unknown field",
+        ),
+        (
+            format!("{SELECTOR}  posture: {{transport: {{forceSsl: yes-please}}}}\n"),
+            "spec.posture.transport.forceSsl",
+            "",
+        ),
+        (
+            format!("  selector: {{tags: {{env: prod}}, region: Mars}}\n{POSTURE}"),
+            "spec.selector.region",
+            "",
+        ),
+        (
+            format!("  selector: {{instanceIdentifiers: [\"1bad\"]}}\n{POSTURE}"),
+            "spec.selector.instanceIdentifiers.0",
+            "",
+        ),
+        (
+            format!("  selector: {{tags: {{env: prod}}, engines: [mysql]}}\n{POSTURE}"),
+            "spec.selector.engines.0",
+            "",
+        ),
+    ];
+    for (spec, path, reason) in cases {
+        let errors = rejected(&spec);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.path.starts_with(path) && e.reason.contains(reason)),
+            "spec:\n{spec}\nexpected an error at {path} containing {reason:?}, got {errors:#?}"
+        );
+        for e in &errors {
+            assert_eq!(e.source_name, "test.yaml");
+            assert_eq!(e.document, 1);
+        }
+    }
+}
+
+#[test]
+fn multi_document_files_report_the_document_number() {
+    let good = std::fs::read_to_string("examples/enforce-aurora-cluster.yaml").expect("example");
+    let text = format!("{good}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n");
+    let errors = parse_policies("multi.yaml", &text).expect_err("second document is not a policy");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].document, 2);
+    assert!(errors[0].reason.contains("DatabaseSecurityPolicy"));
+}
+
+#[test]
+fn defaults_come_from_the_schema() {
+    let text = format!(
+        "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata: {{name: t}}\nspec:\n{SELECTOR}{POSTURE}"
+    );
+    let policies = parse_policies("d.yaml", &text).expect("valid");
+    let spec = &policies[0].spec;
+    assert_eq!(spec.mode, pgbaseline::api::Mode::Audit);
+    assert_eq!(spec.resync_seconds, 60);
+    assert_eq!(
+        spec.remediation.reboot,
+        pgbaseline::api::RebootPolicy::Never
+    );
+    assert!(!spec.remediation.allow_master_password_rotation);
+    assert_eq!(spec.selector.engines.len(), 2);
+}
