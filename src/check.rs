@@ -9,10 +9,10 @@ use serde::Serialize;
 
 use crate::api::{DatabaseKind, DatabaseSecurityPolicy, FindingStatus, Mode};
 use crate::aws::{
-    AwsError, AwsRegion, executor,
+    AwsError, AwsRegion,
     inventory::{Inventory, Needs},
 };
-use crate::posture::{self, EvalContext, PlanContext, report::Outcome, select::select};
+use crate::engine;
 
 /// The report `--output json` prints. Field names are stable and documented in the README.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -97,29 +97,14 @@ pub async fn run(
                 spec.mode = Mode::Audit;
                 spec.control_modes.clear();
             }
-            let now = Utc::now();
-            let ctx = EvalContext {
-                now,
-                kms_keys: &fleet.kms_keys,
-            };
-            let selected = select(&spec.selector, &fleet);
-            let evaluated: Vec<_> = selected
-                .iter()
-                .map(|d| (*d, posture::evaluate(&spec, d, &ctx)))
-                .collect();
-            let plan = posture::plan(&spec, &evaluated, PlanContext { now, fleet: &fleet });
-            let outcomes: Vec<Outcome> = if options.fix {
-                executor::execute(&aws, &plan).await
-            } else {
-                Vec::new()
-            };
-            let (results, _) = posture::report::results(&evaluated, &plan, &outcomes);
+            let run = engine::run_policy(&spec, &fleet, &aws, Utc::now()).await;
+            let acted = !run.plan.is_empty();
             let name = format!(
                 "{}/{}",
                 policy.metadata.namespace.as_deref().unwrap_or("default"),
                 policy.metadata.name.as_deref().unwrap_or("unnamed")
             );
-            for result in results {
+            for result in run.results {
                 let entry = merged
                     .entry((result.region.clone(), result.kind, result.id.clone()))
                     .or_insert_with(|| ReportDatabase {
@@ -141,7 +126,7 @@ pub async fn run(
                         policy: name.clone(),
                     }));
             }
-            if options.fix && !plan.is_empty() {
+            if acted {
                 // Later policies see what this one changed.
                 fleet = inventory.sweep(needs).await?;
             }

@@ -5,5 +5,6 @@ pub mod api;
 pub mod aws;
 pub mod check;
 pub mod cli;
+pub mod engine;
 pub mod manifest;
 pub mod posture;
