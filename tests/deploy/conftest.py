@@ -76,7 +76,8 @@ def http(method: str, url: str, body: bytes | None = None, content_type: str = "
 
 
 class Emulator:
-    """The AWS emulator (tests/emulator/serve) on a free port, in its own process group."""
+    """The AWS emulator on a free port, in its own process group: tests/emulator with the two
+    authorization-fidelity fixes of tests/deploy/iam_emulator.py (see its docstring)."""
 
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
@@ -85,7 +86,8 @@ class Emulator:
         self.log = open(workdir / "emulator.log", "w")
         env = dict(os.environ, MOTO_RECORDER_FILEPATH=str(workdir / "recording.jsonl"),
                    AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-        self.proc = subprocess.Popen([str(ROOT / "tests/emulator/serve"), "--port", str(self.port)],
+        self.proc = subprocess.Popen([venv_python(), str(ROOT / "tests/deploy/iam_emulator.py"),
+                                      "--port", str(self.port)],
                                      cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         deadline = time.time() + 120
@@ -107,7 +109,17 @@ class Emulator:
         out = subprocess.run([venv_python(), str(ROOT / "tests/emulator/seed.py"), "--endpoint", self.url,
                               "--fleet", fleet], check=True, capture_output=True, text=True,
                              env=dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing"))
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return json.loads(out.stdout[out.stdout.index("{"):])
+
+    def start_recording(self) -> None:
+        http("POST", f"{self.url}/moto-api/recorder/reset-recording", b"")
+        http("POST", f"{self.url}/moto-api/recorder/start-recording", b"")
+
+    def stop_recording(self) -> list[dict]:
+        """The recorded requests (bodies hold secrets: never print them)."""
+        http("POST", f"{self.url}/moto-api/recorder/stop-recording", b"")
+        text = http("GET", f"{self.url}/moto-api/recorder/download-recording").decode()
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def calls(self) -> list[dict]:
         return json.loads(http("GET", f"{self.url}/_emulator/calls"))["calls"]

@@ -1,0 +1,172 @@
+"""A small IAM policy evaluator and the authorization requests AWS makes for the calls pgbaseline
+issues. moto evaluates actions only (every request is checked against Resource "*" and no
+condition keys), so resource ARNs and conditions of deploy/iam-policy.json are checked here,
+following the Service Authorization Reference:
+
+- rds:CopyDB[Cluster]ParameterGroup: resource pg*/cluster-pg* (source and target), condition keys
+  aws:RequestTag/${TagKey}, aws:TagKeys; dependent action rds:AddTagsToResource (on the target).
+- rds:ModifyDB[Cluster]ParameterGroup: pg* / cluster-pg*.
+- rds:ModifyDBInstance: db* (and pg when DBParameterGroupName is given), condition key
+  rds:ManageMasterUserPassword; with ManageMasterUserPassword=true also secretsmanager:CreateSecret,
+  secretsmanager:TagResource (the RDS-owned secret `rds!...`) and kms:DescribeKey (the
+  aws/secretsmanager key) per the RDS user guide, "Permissions required for Secrets Manager
+  integration".
+- rds:ModifyDBCluster: cluster* (and cluster-pg when DBClusterParameterGroupName is given); same
+  secret rules. rds:RebootDBInstance: db*. ec2:RevokeSecurityGroupIngress: security-group*.
+"""
+from __future__ import annotations
+
+import base64
+import fnmatch
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+SECRETS_MANAGER_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-aws-secretsmanager"
+
+
+@dataclass
+class AuthRequest:
+    action: str
+    resource: str
+    context: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.action} on {self.resource} {self.context or ''}"
+
+
+def _match(pattern: str, value: str) -> bool:
+    # IAM wildcards: * and ?, case-sensitive for resources, case-insensitive for actions.
+    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
+
+
+def _as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def _condition_holds(op: str, key: str, expected, context: dict) -> bool:
+    expected = [str(x).lower() if op.endswith("Bool") else str(x) for x in _as_list(expected)]
+    qualifier, _, base = op.rpartition(":")
+    present = key in context
+    actual = context.get(key)
+    if qualifier == "ForAllValues":
+        values = _as_list(actual) if present else []
+        return all(_single(base, v, expected) for v in values)
+    if qualifier == "ForAnyValue":
+        values = _as_list(actual) if present else []
+        return any(_single(base, v, expected) for v in values)
+    if not present:
+        return False
+    return any(_single(base, v, expected) for v in _as_list(actual))
+
+
+def _single(op: str, value, expected: list) -> bool:
+    value = str(value).lower() if isinstance(value, bool) else str(value)
+    if op == "StringEquals" or op == "Bool":
+        return value in expected
+    if op == "StringLike":
+        return any(_match(e, value) for e in expected)
+    if op == "StringNotEquals":
+        return value not in expected
+    raise NotImplementedError(op)
+
+
+def _statement_applies(stmt: dict, req: AuthRequest) -> bool:
+    actions = _as_list(stmt.get("Action", []))
+    if not any(_match(a.lower(), req.action.lower()) for a in actions):
+        return False
+    if not any(_match(r, req.resource) for r in _as_list(stmt.get("Resource", []))):
+        return False
+    for op, keys in stmt.get("Condition", {}).items():
+        for key, expected in keys.items():
+            if not _condition_holds(op, key, expected, req.context):
+                return False
+    return True
+
+
+def allowed(policies: list[dict], req: AuthRequest) -> bool:
+    statements = [s for p in policies for s in _as_list(p["Statement"])]
+    if any(s["Effect"] == "Deny" and _statement_applies(s, req) for s in statements):
+        return False
+    return any(s["Effect"] == "Allow" and _statement_applies(s, req) for s in statements)
+
+
+def _rds(kind: str, name: str) -> str:
+    if name.startswith("arn:"):
+        return name
+    return f"arn:aws:rds:{REGION}:{ACCOUNT}:{kind}:{name}"
+
+
+def _tags(params: dict) -> dict:
+    ctx: dict = {}
+    keys = []
+    i = 1
+    while f"Tags.Tag.{i}.Key" in params or f"Tags.member.{i}.Key" in params:
+        k = params.get(f"Tags.Tag.{i}.Key", params.get(f"Tags.member.{i}.Key"))
+        v = params.get(f"Tags.Tag.{i}.Value", params.get(f"Tags.member.{i}.Value", ""))
+        ctx[f"aws:RequestTag/{k}"] = v
+        keys.append(k)
+        i += 1
+    if keys:
+        ctx["aws:TagKeys"] = keys
+    return ctx
+
+
+def _secret(params: dict, kind: str) -> list[AuthRequest]:
+    if params.get("ManageMasterUserPassword", "").lower() != "true":
+        return []
+    secret = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:rds!{kind}-0a1b2c3d-AbCdEf"
+    return [AuthRequest("secretsmanager:CreateSecret", secret),
+            AuthRequest("secretsmanager:TagResource", secret),
+            AuthRequest("kms:DescribeKey", SECRETS_MANAGER_KEY)]
+
+
+def auth_requests(action: str, params: dict) -> list[AuthRequest]:
+    """What IAM authorizes for one API call (service-qualified action, form parameters)."""
+    service, _, op = action.partition(":")
+    if service == "rds" and op in ("CopyDBParameterGroup", "CopyDBClusterParameterGroup"):
+        kind = "pg" if op == "CopyDBParameterGroup" else "cluster-pg"
+        p = "DB" if kind == "pg" else "DBCluster"
+        ctx = _tags(params)
+        src = _rds(kind, params[f"Source{p}ParameterGroupIdentifier"])
+        dst = _rds(kind, params[f"Target{p}ParameterGroupIdentifier"])
+        reqs = [AuthRequest(action, src, ctx), AuthRequest(action, dst, ctx)]
+        if ctx:
+            reqs.append(AuthRequest("rds:AddTagsToResource", dst, ctx))
+        return reqs
+    if service == "rds" and op == "ModifyDBParameterGroup":
+        return [AuthRequest(action, _rds("pg", params["DBParameterGroupName"]))]
+    if service == "rds" and op == "ModifyDBClusterParameterGroup":
+        return [AuthRequest(action, _rds("cluster-pg", params["DBClusterParameterGroupName"]))]
+    if service == "rds" and op in ("ModifyDBInstance", "ModifyDBCluster", "RebootDBInstance"):
+        instance = op != "ModifyDBCluster"
+        ident = params["DBInstanceIdentifier"] if instance else params["DBClusterIdentifier"]
+        ctx = {}
+        if "ManageMasterUserPassword" in params:
+            ctx["rds:ManageMasterUserPassword"] = params["ManageMasterUserPassword"].lower() == "true"
+        reqs = [AuthRequest(action, _rds("db" if instance else "cluster", ident), ctx)]
+        group = params.get("DBParameterGroupName") if instance else params.get("DBClusterParameterGroupName")
+        if group:
+            reqs.append(AuthRequest(action, _rds("pg" if instance else "cluster-pg", group), ctx))
+        return reqs + _secret(params, "db" if instance else "cluster")
+    if action == "ec2:RevokeSecurityGroupIngress":
+        return [AuthRequest(action, f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/{params['GroupId']}")]
+    # Reads: Describe*/List* (resource "*" or the listed resource types).
+    return [AuthRequest(action, "*")]
+
+
+def recorded_calls(recording: list[dict]) -> list[tuple[str, dict]]:
+    """(service:Action, params) of each recorded query-protocol request (RDS, EC2)."""
+    out = []
+    for r in recording:
+        body = r.get("body") or ""
+        if r.get("body_encoded"):
+            body = base64.b64decode(body).decode()
+        params = dict(parse_qsl(body, keep_blank_values=True))
+        auth = r.get("headers", {}).get("Authorization", "")
+        if "Action" not in params or "Credential=" not in auth:
+            continue
+        service = auth.split("Credential=")[1].split("/")[3]
+        out.append((f"{service}:{params['Action']}", params))
+    return out
