@@ -33,6 +33,38 @@ pub enum Command {
     Crd,
     /// Evaluate policy manifests against AWS once (exit 0 compliant, 1 non-compliant, 2 error).
     Check(CheckArgs),
+    /// Run the operator: watch DatabaseSecurityPolicy resources and keep databases at baseline.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Namespace to watch (repeatable); all namespaces when omitted.
+    #[arg(long = "namespace", value_name = "NS")]
+    pub namespaces: Vec<String>,
+    /// Elect a leader with a coordination.k8s.io Lease; only the leader reconciles.
+    #[arg(long)]
+    pub leader_election: bool,
+    /// Namespace of the leader election Lease.
+    #[arg(
+        long,
+        value_name = "NS",
+        env = "POD_NAMESPACE",
+        default_value = "default"
+    )]
+    pub leader_election_namespace: String,
+    /// Name of the leader election Lease.
+    #[arg(long, default_value = "pgbaseline-leader")]
+    pub lease_name: String,
+    /// Identity in the Lease and on Events (default: $POD_NAME, else the hostname, else random).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Client-side limit on AWS requests per second (per region).
+    #[arg(long, default_value_t = crate::aws::DEFAULT_REQUESTS_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub requests_per_second: u32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,8 +94,13 @@ pub enum Output {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_json, "warn,aws_config=error");
+    let default_level = match cli.command {
+        Command::Run(_) => "info,aws_config=error,aws_smithy_runtime=warn,kube_lease_manager=warn",
+        _ => "warn,aws_config=error",
+    };
+    init_tracing(cli.log_json, default_level);
     match cli.command {
+        Command::Run(args) => run_operator(args),
         Command::Crd => match crd_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -73,6 +110,50 @@ pub fn main() -> ExitCode {
         },
         Command::Check(args) => run_check(args),
     }
+}
+
+fn run_operator(args: RunArgs) -> ExitCode {
+    let identity = args
+        .identity
+        .filter(|i| !i.is_empty())
+        .or_else(|| {
+            hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(random_identity);
+    let options = crate::controller::Options {
+        namespaces: args.namespaces,
+        leader_election: args.leader_election,
+        leader_election_namespace: args.leader_election_namespace,
+        lease_name: args.lease_name,
+        identity,
+        metrics_addr: args.metrics_addr,
+        requests_per_second: args.requests_per_second,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&e.to_string()),
+    };
+    match runtime.block_on(crate::controller::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "operator failed");
+            fail(&format!("{e:#}"))
+        }
+    }
+}
+
+fn random_identity() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("pgbaseline-{:016x}", h.finish())
 }
 
 fn fail(message: &str) -> ExitCode {

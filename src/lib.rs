@@ -5,6 +5,7 @@ pub mod api;
 pub mod aws;
 pub mod check;
 pub mod cli;
+pub mod controller;
 pub mod engine;
 pub mod manifest;
 pub mod posture;

@@ -1,0 +1,315 @@
+//! Prometheus metrics. Label values are the same CamelCase reasons as conditions and events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::api::DatabaseResult;
+use crate::aws::CallStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct FindingLabels {
+    pub policy: String,
+    pub control: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct RemediationLabels {
+    pub control: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct AwsCallLabels {
+    pub region: String,
+    pub service: String,
+    pub action: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct RegionLabels {
+    pub region: String,
+}
+
+fn reconcile_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+fn sweep_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.05, 2.0, 12))
+}
+
+type AwsKey = (String, String, String, &'static str);
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<ResultLabels, Counter>,
+    pub reconcile_duration: Family<ResultLabels, Histogram, fn() -> Histogram>,
+    pub findings: Family<FindingLabels, Gauge>,
+    pub remediations: Family<RemediationLabels, Counter>,
+    pub aws_calls: Family<AwsCallLabels, Counter>,
+    pub sweep_duration: Family<RegionLabels, Histogram, fn() -> Histogram>,
+    pub last_sweep: Family<RegionLabels, Gauge<f64, AtomicU64>>,
+    pub leader: Gauge,
+    pub status_writes: Counter,
+    /// The finding series each policy set last time, to drop the ones that went away.
+    finding_series: Mutex<BTreeMap<String, BTreeSet<FindingLabels>>>,
+    /// The AWS call counts already exported, per region.
+    aws_seen: Mutex<BTreeMap<AwsKey, u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("pgbaseline");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles of DatabaseSecurityPolicy objects by result (the Ready reason or an error class)",
+            reconciles.clone(),
+        );
+        let reconcile_duration: Family<ResultLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(reconcile_histogram);
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconcile",
+            reconcile_duration.clone(),
+        );
+        let findings = Family::<FindingLabels, Gauge>::default();
+        registry.register(
+            "findings",
+            "Selected databases per policy, control and finding status",
+            findings.clone(),
+        );
+        let remediations = Family::<RemediationLabels, Counter>::default();
+        registry.register(
+            "remediations",
+            "Remediation actions by control and result (Remediated or RemediationFailed)",
+            remediations.clone(),
+        );
+        let aws_calls = Family::<AwsCallLabels, Counter>::default();
+        registry.register(
+            "aws_calls",
+            "AWS API call attempts (retries included) by region, service, action and outcome",
+            aws_calls.clone(),
+        );
+        let sweep_duration: Family<RegionLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(sweep_histogram);
+        registry.register(
+            "sweep_duration_seconds",
+            "Duration of one inventory sweep of a region",
+            sweep_duration.clone(),
+        );
+        let last_sweep = Family::<RegionLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "last_successful_sweep_timestamp_seconds",
+            "Unix time of the last successful inventory sweep of a region",
+            last_sweep.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process holds the leader lease (or runs without leader election)",
+            leader.clone(),
+        );
+        let status_writes = Counter::default();
+        registry.register(
+            "status_writes",
+            "Status patches sent to the apiserver",
+            status_writes.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_duration,
+            findings,
+            remediations,
+            aws_calls,
+            sweep_duration,
+            last_sweep,
+            leader,
+            status_writes,
+            finding_series: Mutex::default(),
+            aws_seen: Mutex::default(),
+        }
+    }
+
+    /// Records one reconcile.
+    pub fn reconciled(&self, result: &str, seconds: f64) {
+        let labels = ResultLabels {
+            result: result.to_string(),
+        };
+        self.reconciles.get_or_create(&labels).inc();
+        self.reconcile_duration
+            .get_or_create(&labels)
+            .observe(seconds);
+    }
+
+    /// Replaces the finding gauges of `policy` with counts over `results`.
+    pub fn set_findings(&self, policy: &str, results: &[DatabaseResult]) {
+        let mut counts: BTreeMap<FindingLabels, i64> = BTreeMap::new();
+        for result in results {
+            for finding in &result.findings {
+                *counts
+                    .entry(FindingLabels {
+                        policy: policy.to_string(),
+                        control: finding.control.as_str().to_string(),
+                        status: finding.status.as_str().to_string(),
+                    })
+                    .or_insert(0) += 1;
+            }
+        }
+        let Ok(mut series) = self.finding_series.lock() else {
+            return;
+        };
+        let previous = series.remove(policy).unwrap_or_default();
+        for gone in previous.iter().filter(|l| !counts.contains_key(*l)) {
+            self.findings.remove(gone);
+        }
+        for (labels, n) in &counts {
+            self.findings.get_or_create(labels).set(*n);
+        }
+        series.insert(policy.to_string(), counts.into_keys().collect());
+    }
+
+    /// Drops every finding series of a deleted policy.
+    pub fn forget_policy(&self, policy: &str) {
+        if let Ok(mut series) = self.finding_series.lock() {
+            for labels in series.remove(policy).unwrap_or_default() {
+                self.findings.remove(&labels);
+            }
+        }
+    }
+
+    pub fn remediation(&self, control: &str, result: &str) {
+        self.remediations
+            .get_or_create(&RemediationLabels {
+                control: control.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn sweep(&self, region: &str, seconds: f64, ok: bool) {
+        let labels = RegionLabels {
+            region: region.to_string(),
+        };
+        self.sweep_duration.get_or_create(&labels).observe(seconds);
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default();
+            self.last_sweep.get_or_create(&labels).set(now);
+        }
+    }
+
+    /// Brings the AWS call counters up to date with a region's [`CallStats`].
+    pub fn sync_aws_calls(&self, region: &str, stats: &CallStats) {
+        let Ok(mut seen) = self.aws_seen.lock() else {
+            return;
+        };
+        for ((service, action, outcome), n) in stats.snapshot() {
+            let key = (region.to_string(), service, action, outcome);
+            let before = seen.get(&key).copied().unwrap_or(0);
+            if n > before {
+                self.aws_calls
+                    .get_or_create(&AwsCallLabels {
+                        region: key.0.clone(),
+                        service: key.1.clone(),
+                        action: key.2.clone(),
+                        outcome: outcome.to_string(),
+                    })
+                    .inc_by(n - before);
+                seen.insert(key, n);
+            }
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ControlId, DatabaseKind, Finding, FindingStatus};
+
+    fn result(status: FindingStatus) -> DatabaseResult {
+        DatabaseResult {
+            id: "a".into(),
+            kind: DatabaseKind::Instance,
+            region: "us-east-1".into(),
+            engine: "postgres".into(),
+            compliant: status.is_compliant(),
+            findings: vec![Finding {
+                control: ControlId::ForceSsl,
+                status,
+                observed: String::new(),
+                expected: String::new(),
+                message: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn finding_series_follow_the_latest_results() {
+        let m = Metrics::new();
+        m.set_findings("ns/p", &[result(FindingStatus::NonCompliant)]);
+        let text = m.encode();
+        assert!(text.contains(
+            "pgbaseline_findings{policy=\"ns/p\",control=\"transport.forceSsl\",status=\"NonCompliant\"} 1"
+        ));
+        m.set_findings("ns/p", &[result(FindingStatus::Compliant)]);
+        let text = m.encode();
+        assert!(!text.contains("NonCompliant"), "{text}");
+        assert!(text.contains("status=\"Compliant\"} 1"));
+        m.forget_policy("ns/p");
+        assert!(!m.encode().contains("ns/p"));
+    }
+
+    #[test]
+    fn exposition_has_every_family() {
+        let m = Metrics::new();
+        m.reconciled("Compliant", 0.1);
+        m.remediation("transport.forceSsl", "Remediated");
+        m.sweep("us-east-1", 1.0, true);
+        let text = m.encode();
+        for name in [
+            "pgbaseline_reconciles_total{result=\"Compliant\"} 1",
+            "pgbaseline_reconcile_duration_seconds_bucket",
+            "pgbaseline_remediations_total{control=\"transport.forceSsl\",result=\"Remediated\"} 1",
+            "pgbaseline_sweep_duration_seconds_count{region=\"us-east-1\"} 1",
+            "pgbaseline_last_successful_sweep_timestamp_seconds{region=\"us-east-1\"}",
+            "pgbaseline_leader",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+}

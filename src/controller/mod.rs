@@ -1,0 +1,224 @@
+//! `pgbaseline run`: the operator. Short async glue around the pure core: a kube-runtime
+//! `Controller` over `DatabaseSecurityPolicy`, a shared per-region inventory, status through
+//! server-side apply, Events, Prometheus metrics, leader election and graceful shutdown.
+
+pub mod events;
+pub mod fleet;
+pub mod http;
+pub mod metrics;
+pub mod reconcile;
+pub mod status;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use kube::runtime::controller::{self, Config as ControllerConfig, Controller};
+use kube::runtime::events::Reporter;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
+
+use crate::api::DatabaseSecurityPolicy;
+
+use self::metrics::Metrics;
+use self::reconcile::Context;
+
+/// Reconciles running at once.
+const CONCURRENCY: u16 = 4;
+/// Lease duration and renewal grace, in seconds: a dead leader is replaced within about
+/// `LEASE_SECONDS`.
+const LEASE_SECONDS: u64 = 15;
+const LEASE_GRACE_SECONDS: u64 = 5;
+
+/// How `pgbaseline run` was configured (from the command line).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Namespaces to watch; empty: all.
+    pub namespaces: Vec<String>,
+    pub leader_election: bool,
+    pub leader_election_namespace: String,
+    pub lease_name: String,
+    pub identity: String,
+    pub metrics_addr: std::net::SocketAddr,
+    pub requests_per_second: u32,
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Turns `stop` true on SIGTERM or SIGINT.
+fn spawn_signal_handler(stop: watch::Sender<bool>) {
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            _ = term => tracing::info!("SIGTERM: shutting down"),
+        }
+        let _ = stop.send(true);
+    });
+}
+
+/// Runs the operator until SIGTERM/SIGINT.
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    spawn_signal_handler(stop_tx);
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Reporter {
+            controller: "pgbaseline".into(),
+            instance: Some(options.identity.clone()),
+        },
+        metrics.clone(),
+        options.requests_per_second,
+    ));
+
+    let server = http::serve(
+        options.metrics_addr,
+        http::State {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+            ctx: ctx.clone(),
+        },
+        stopped(stop_rx.clone()),
+    )
+    .await?;
+    tracing::info!(
+        addr = %options.metrics_addr,
+        identity = %options.identity,
+        namespaces = ?options.namespaces,
+        leader_election = options.leader_election,
+        "pgbaseline operator starting"
+    );
+
+    if options.leader_election {
+        let manager = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
+            .with_namespace(&options.leader_election_namespace)
+            .with_identity(&options.identity)
+            .with_duration(LEASE_SECONDS)
+            .with_grace(LEASE_GRACE_SECONDS)
+            .build()
+            .await?;
+        let (mut leading, lease_task) = manager.watch().await;
+        ready.store(true, Ordering::Relaxed);
+        'outer: loop {
+            // Standby: serve health and metrics, wait for the lease.
+            while !*leading.borrow_and_update() {
+                tokio::select! {
+                    changed = leading.changed() => if changed.is_err() {
+                        anyhow::bail!("the leader election task ended");
+                    },
+                    _ = stopped(stop_rx.clone()) => break 'outer,
+                }
+            }
+            tracing::info!(identity = %options.identity, lease = %options.lease_name, "became the leader");
+            metrics.leader.set(1);
+            let lost = async {
+                loop {
+                    if leading.changed().await.is_err() || !*leading.borrow_and_update() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = run_controllers(ctx.clone(), &options.namespaces, stop_rx.clone()) => break 'outer,
+                _ = lost => {
+                    // Dropping the controllers cancels reconciles in flight: a standby never
+                    // remediates.
+                    tracing::warn!(identity = %options.identity, "lost the lease; standing by");
+                    metrics.leader.set(0);
+                }
+            }
+        }
+        metrics.leader.set(0);
+        // Closing the channel makes the lease task release the lease for a quick handover.
+        drop(leading);
+        match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
+            Ok(Ok(Ok(_))) => tracing::info!("released the lease"),
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "could not release the lease"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "leader election task failed"),
+            Err(_) => tracing::warn!("timed out releasing the lease"),
+        }
+    } else {
+        ready.store(true, Ordering::Relaxed);
+        metrics.leader.set(1);
+        run_controllers(ctx.clone(), &options.namespaces, stop_rx.clone()).await;
+    }
+    // Give the HTTP server its graceful end too.
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    tracing::info!("pgbaseline operator stopped");
+    Ok(())
+}
+
+/// One controller per watched namespace (or one over all namespaces), sharing `ctx`; returns
+/// once `stop` turns true and reconciles in flight are done.
+async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::Receiver<bool>) {
+    let apis: Vec<Api<DatabaseSecurityPolicy>> = if namespaces.is_empty() {
+        vec![Api::all(ctx.client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
+            .collect()
+    };
+    let mut stores = Vec::new();
+    let mut runs = Vec::new();
+    for api in apis {
+        let controller = Controller::new(api, watcher::Config::default())
+            .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
+            .graceful_shutdown_on(stopped(stop.clone()));
+        stores.push(controller.store());
+        let ctx_for_results = ctx.clone();
+        runs.push(
+            controller
+                .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+                .for_each(move |result| {
+                    handle_result(&ctx_for_results, result);
+                    futures::future::ready(())
+                })
+                .boxed(),
+        );
+    }
+    if let Ok(mut s) = ctx.stores.write() {
+        *s = stores;
+    }
+    futures::future::join_all(runs).await;
+}
+
+type RunResult = Result<
+    (
+        kube::runtime::reflector::ObjectRef<DatabaseSecurityPolicy>,
+        controller::Action,
+    ),
+    controller::Error<reconcile::Error, watcher::Error>,
+>;
+
+fn handle_result(ctx: &Context, result: RunResult) {
+    match result {
+        Ok(_) => {}
+        Err(controller::Error::ObjectNotFound(obj)) => {
+            // The policy was deleted: nothing more is done on its behalf.
+            tracing::info!(policy = %obj.name, "policy deleted; forgetting it");
+            ctx.forget(obj.namespace.as_deref(), &obj.name);
+        }
+        Err(controller::Error::ReconcilerFailed(_, _)) => {
+            // Logged by the error policy.
+        }
+        Err(e) => tracing::warn!(error = %e, "controller"),
+    }
+}

@@ -1,0 +1,502 @@
+//! The reconcile of one `DatabaseSecurityPolicy`, as named stages:
+//! inventory (shared sweep) → run (select → evaluate → plan → execute, `engine::run_policy`) →
+//! events → status → metrics.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{Instrument, info_span};
+
+use crate::api::{DatabaseSecurityPolicy, Mode};
+use crate::aws::AwsError;
+use crate::aws::inventory::Needs;
+use crate::engine;
+use crate::posture::report::Outcome;
+
+use super::events::{self, EventSpec};
+use super::fleet::{FleetView, Regions};
+use super::metrics::Metrics;
+use super::status::{self, Failure, Observation};
+
+/// The field manager of every status write.
+pub const FIELD_MANAGER: &str = "pgbaseline";
+
+/// After a plan changed AWS, look again this soon (at most) to confirm.
+const VERIFY_AFTER: Duration = Duration::from_secs(10);
+/// Backoff after errors: first delay and cap.
+const BACKOFF_BASE: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An AWS failure already reported in status; retried with backoff.
+    #[error("AWS: {reason}: {detail}")]
+    Aws {
+        reason: &'static str,
+        detail: String,
+    },
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Aws { reason, .. } => reason,
+            Error::Kube(_) => "KubernetesError",
+        }
+    }
+}
+
+/// What the operator remembers about a policy between reconciles.
+#[derive(Debug, Default)]
+struct Memory {
+    /// The generation last reconciled.
+    generation: Option<i64>,
+    /// When the next reconcile is due; watch events before then (our own status writes, a
+    /// re-list after an apiserver restart) are not a reason to read AWS again.
+    due: Option<Instant>,
+    /// Consecutive failed reconciles (backoff).
+    failures: u32,
+    /// Warnings published last time (so a persisting failure is published once).
+    warnings: BTreeSet<EventSpec>,
+    /// The Ready reason last published.
+    ready_reason: Option<String>,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub reporter: Reporter,
+    pub metrics: Arc<Metrics>,
+    pub regions: Regions,
+    /// The controllers' caches, to know which policies share a region.
+    pub stores: RwLock<Vec<Store<DatabaseSecurityPolicy>>>,
+    memory: Mutex<HashMap<ObjectRef<DatabaseSecurityPolicy>, Memory>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        reporter: Reporter,
+        metrics: Arc<Metrics>,
+        requests_per_second: u32,
+    ) -> Context {
+        Context {
+            client,
+            reporter,
+            metrics,
+            regions: Regions::new(requests_per_second),
+            stores: RwLock::new(Vec::new()),
+            memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// What every known policy of `region` reads, so one sweep serves them all.
+    fn region_needs(&self, region: Option<&str>) -> Needs {
+        let Ok(stores) = self.stores.read() else {
+            return Needs::default();
+        };
+        let policies: Vec<Arc<DatabaseSecurityPolicy>> =
+            stores.iter().flat_map(|s| s.state()).collect();
+        Needs::for_policies(
+            policies
+                .iter()
+                .filter(|p| p.spec.region() == region)
+                .map(|p| &p.spec),
+        )
+    }
+
+    /// `Some(wait)` when the policy is neither changed nor due: nothing to do yet.
+    fn not_due(
+        &self,
+        key: &ObjectRef<DatabaseSecurityPolicy>,
+        generation: Option<i64>,
+    ) -> Option<Duration> {
+        let memory = self.memory.lock().ok()?;
+        let m = memory.get(key)?;
+        if m.generation != generation {
+            return None;
+        }
+        let wait = m.due?.checked_duration_since(Instant::now())?;
+        (wait > Duration::from_millis(500)).then_some(wait)
+    }
+
+    fn with_memory<T>(
+        &self,
+        key: &ObjectRef<DatabaseSecurityPolicy>,
+        f: impl FnOnce(&mut Memory) -> T,
+    ) -> Option<T> {
+        let mut memory = self.memory.lock().ok()?;
+        Some(f(memory.entry(key.clone()).or_default()))
+    }
+
+    /// Forgets a deleted policy (memory and metric series).
+    pub fn forget(&self, namespace: Option<&str>, name: &str) {
+        if let Ok(mut memory) = self.memory.lock() {
+            memory.retain(|k, _| !(k.name == name && k.namespace.as_deref() == namespace));
+        }
+        self.metrics
+            .forget_policy(&format!("{}/{name}", namespace.unwrap_or_default()));
+    }
+
+    async fn publish(&self, policy: &DatabaseSecurityPolicy, event: &EventSpec) {
+        // A recorder per event: its cache would merge events of the same reason and action
+        // into one series and keep the first note, and notes name different databases.
+        // Repeats are suppressed by the reconcile's own memory instead.
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        let published = recorder
+            .publish(
+                &Event {
+                    type_: if event.warning {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
+                    reason: event.reason.clone(),
+                    note: Some(event.note.clone()),
+                    action: event.action.clone(),
+                    secondary: None,
+                },
+                &policy.object_ref(&()),
+            )
+            .await;
+        if let Err(e) = published {
+            tracing::warn!(error = %e, reason = %event.reason, "could not publish an event");
+        }
+    }
+}
+
+/// A random fraction in [0, 1).
+fn random_fraction() -> f64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The next resync: `resync` after the fleet was read, less up to 10% jitter, so policies that
+/// shared a sweep come due together and share the next one too.
+fn next_resync(resync: Duration, fleet_age: Duration) -> Duration {
+    let jitter = resync.mul_f64(0.1 * random_fraction());
+    resync
+        .saturating_sub(fleet_age)
+        .saturating_sub(jitter)
+        .max(Duration::from_secs(1))
+}
+
+/// How old a shared sweep may be for a policy with this resync interval.
+fn sweep_window(resync: Duration) -> Duration {
+    (resync / 5).max(Duration::from_secs(2))
+}
+
+/// Exponential backoff with jitter after `failures` consecutive failures.
+fn backoff(failures: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1 << failures.saturating_sub(1).min(8));
+    exp.min(BACKOFF_MAX).mul_f64(0.8 + 0.4 * random_fraction())
+}
+
+fn display_name(policy: &DatabaseSecurityPolicy) -> String {
+    format!(
+        "{}/{}",
+        policy.namespace().unwrap_or_default(),
+        policy.name_any()
+    )
+}
+
+fn failure_of(e: &AwsError) -> Failure {
+    Failure {
+        call: e.action.to_string(),
+        code: e.code.clone(),
+        message: e.message.clone(),
+    }
+}
+
+/// Reconciles one policy.
+pub async fn reconcile(
+    policy: Arc<DatabaseSecurityPolicy>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*policy);
+    let generation = policy.meta().generation;
+    if let Some(wait) = ctx.not_due(&key, generation) {
+        return Ok(Action::requeue(wait));
+    }
+    let name = display_name(&policy);
+    let span = info_span!("reconcile", policy = %name, generation);
+    let started = Instant::now();
+    let result = reconcile_stages(&policy, &ctx, &key).instrument(span).await;
+    let seconds = started.elapsed().as_secs_f64();
+    match &result {
+        Ok((_, reason)) => ctx.metrics.reconciled(reason, seconds),
+        Err(e) => ctx.metrics.reconciled(e.reason(), seconds),
+    }
+    tracing::debug!(policy = %name, seconds, "reconciled");
+    result.map(|(action, _)| action)
+}
+
+async fn reconcile_stages(
+    policy: &DatabaseSecurityPolicy,
+    ctx: &Context,
+    key: &ObjectRef<DatabaseSecurityPolicy>,
+) -> Result<(Action, String), Error> {
+    let spec = &policy.spec;
+    let name = display_name(policy);
+    let generation = policy.meta().generation;
+    let resync = Duration::from_secs(u64::from(spec.resync_seconds.max(10)));
+
+    // Stage 1: inventory (one sweep per region, shared by every policy in the window).
+    let may_act =
+        spec.mode == Mode::Enforce || spec.control_modes.values().any(|m| *m == Mode::Enforce);
+    let mut fleet_age = Duration::ZERO;
+    let observation;
+    let mut event_specs = Vec::new();
+    let mut acted = false;
+    match ctx.regions.get(spec.region()).await {
+        Err(e) => {
+            observation = Observation::InventoryFailed(failure_of(&e));
+        }
+        Ok(region) => {
+            let guard = if may_act {
+                Some(region.act_lock().await)
+            } else {
+                None
+            };
+            let fleet = region
+                .fleet(
+                    Needs::for_policies([spec]),
+                    ctx.region_needs(spec.region()),
+                    sweep_window(resync),
+                    &ctx.metrics,
+                )
+                .await;
+            match fleet {
+                Err(e) => {
+                    tracing::warn!(policy = %name, error = %e, "inventory failed");
+                    observation = Observation::InventoryFailed(failure_of(&e));
+                }
+                Ok(FleetView { fleet, at, swept }) => {
+                    fleet_age = at.elapsed();
+                    // Stage 2: select → evaluate → plan → execute (Enforce only).
+                    let run = engine::run_policy(spec, &fleet, &region.aws, Utc::now()).await;
+                    let attempted = run.outcomes.iter().any(|o| *o != Outcome::Skipped);
+                    if attempted {
+                        // AWS changed: the next policy must not plan from this fleet.
+                        region.invalidate().await;
+                        acted = true;
+                    }
+                    drop(guard);
+                    ctx.metrics
+                        .sync_aws_calls(&region.aws.region, &region.aws.stats);
+                    tracing::debug!(
+                        policy = %name,
+                        swept,
+                        selected = run.summary.selected,
+                        actions = run.plan.actions.len(),
+                        "evaluated"
+                    );
+                    let mut failures = Vec::new();
+                    let mut succeeded = 0;
+                    for (action, outcome) in run.plan.actions.iter().zip(&run.outcomes) {
+                        let result = match outcome {
+                            Outcome::Succeeded => {
+                                succeeded += 1;
+                                status::reason::REMEDIATED
+                            }
+                            Outcome::Failed { code, message } => {
+                                failures.push(Failure {
+                                    call: action.kind.aws_call().to_string(),
+                                    code: code.clone(),
+                                    message: message.clone(),
+                                });
+                                status::reason::REMEDIATION_FAILED
+                            }
+                            Outcome::Skipped => continue,
+                        };
+                        let controls: BTreeSet<_> =
+                            action.causes.iter().map(|c| c.control).collect();
+                        for control in controls {
+                            ctx.metrics.remediation(control.as_str(), result);
+                        }
+                    }
+                    event_specs = events::for_actions(&run.plan, &run.outcomes);
+                    ctx.metrics.set_findings(&name, &run.results);
+                    observation = Observation::Evaluated {
+                        results: run.results,
+                        summary: run.summary,
+                        actions_succeeded: succeeded,
+                        failures,
+                    };
+                }
+            }
+        }
+    }
+
+    // Stage 3: status (server-side apply, only when something but timestamps changed).
+    let now = Time(
+        k8s_openapi::jiff::Timestamp::from_second(Utc::now().timestamp())
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    );
+    let current = policy.status.as_ref();
+    let next = status::next_status(
+        current,
+        generation,
+        &observation,
+        spec.remediation.reboot,
+        now,
+    );
+    let ready_reason = status::ready_reason(&next).to_string();
+    let ready_message = next
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::READY)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+
+    // Stage 4: events (actions, failures, Ready changes; persisting warnings once).
+    if let Observation::InventoryFailed(failure) = &observation {
+        event_specs.push(events::for_failure(failure));
+    }
+    let previous_ready = ctx
+        .with_memory(key, |m| m.ready_reason.clone())
+        .flatten()
+        .or_else(|| current.map(|s| status::ready_reason(s).to_string()));
+    if let Some(e) =
+        events::for_ready_change(previous_ready.as_deref(), &ready_reason, &ready_message)
+    {
+        event_specs.push(e);
+    }
+    let published = ctx
+        .with_memory(key, |m| m.warnings.clone())
+        .unwrap_or_default();
+    let (fresh, warnings) = events::dedupe(event_specs, &published);
+    for event in &fresh {
+        ctx.publish(policy, event).await;
+    }
+
+    let write = status::differs(current, &next);
+    if write {
+        let api: Api<DatabaseSecurityPolicy> =
+            Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+        let patch = serde_json::json!({
+            "apiVersion": "pgbaseline.io/v1alpha1",
+            "kind": "DatabaseSecurityPolicy",
+            "status": next,
+        });
+        api.patch_status(
+            &policy.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        ctx.metrics.status_writes.inc();
+        tracing::info!(policy = %name, ready = %ready_reason, "status updated");
+    }
+
+    // Stage 5: schedule.
+    let failure = match &observation {
+        Observation::InventoryFailed(f) => Some(f.clone()),
+        Observation::Evaluated { failures, .. } => failures.first().cloned(),
+    };
+    ctx.with_memory(key, |m| {
+        m.generation = generation;
+        m.warnings = warnings;
+        m.ready_reason = Some(ready_reason.clone());
+    });
+    if let Some(f) = failure {
+        // Reported in status and events; the error policy backs off.
+        return Err(Error::Aws {
+            reason: f.reason(),
+            detail: format!("{}: {}: {}", f.call, f.code, f.message),
+        });
+    }
+    let delay = if acted {
+        next_resync(resync, fleet_age).min(VERIFY_AFTER)
+    } else {
+        next_resync(resync, fleet_age)
+    };
+    ctx.with_memory(key, |m| {
+        m.failures = 0;
+        m.due = Some(Instant::now() + delay);
+    });
+    Ok((Action::requeue(delay), ready_reason))
+}
+
+/// Per-object exponential backoff.
+pub fn error_policy(
+    policy: Arc<DatabaseSecurityPolicy>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = ObjectRef::from_obj(&*policy);
+    let failures = ctx
+        .with_memory(&key, |m| {
+            m.failures = m.failures.saturating_add(1);
+            m.failures
+        })
+        .unwrap_or(1);
+    let delay = backoff(failures);
+    ctx.with_memory(&key, |m| m.due = Some(Instant::now() + delay));
+    tracing::warn!(
+        policy = %display_name(&policy),
+        error = %error,
+        failures,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resync_is_jittered_down_and_counts_from_the_sweep() {
+        for _ in 0..100 {
+            let d = next_resync(Duration::from_secs(60), Duration::from_secs(5));
+            assert!(
+                d <= Duration::from_secs(55) && d >= Duration::from_secs(49),
+                "{d:?}"
+            );
+        }
+        assert_eq!(
+            next_resync(Duration::from_secs(10), Duration::from_secs(30)),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let b1 = backoff(1);
+        assert!(b1 >= Duration::from_secs(4) && b1 <= Duration::from_secs(6));
+        let b3 = backoff(3);
+        assert!(b3 >= Duration::from_secs(16) && b3 <= Duration::from_secs(24));
+        assert!(backoff(30) <= BACKOFF_MAX.mul_f64(1.2));
+    }
+
+    #[test]
+    fn sweep_window_is_a_fifth_of_resync() {
+        assert_eq!(
+            sweep_window(Duration::from_secs(60)),
+            Duration::from_secs(12)
+        );
+        assert_eq!(
+            sweep_window(Duration::from_secs(10)),
+            Duration::from_secs(2)
+        );
+    }
+}
