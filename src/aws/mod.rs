@@ -219,11 +219,23 @@ impl AwsRegion {
     ) -> Result<AwsRegion, AwsError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             // Throttling is expected under a shared budget: retry patiently.
-            .retry_config(RetryConfig::standard().with_max_attempts(10));
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(6)
+                    .with_max_backoff(std::time::Duration::from_secs(5)),
+            );
         if let Some(region) = region {
             loader = loader.region(Region::new(region.to_string()));
         }
         let config = loader.load().await;
+        AwsRegion::from_config(&config, requests_per_second)
+    }
+
+    /// Clients from an explicit SDK configuration (tests, benchmarks).
+    pub fn from_config(
+        config: &aws_config::SdkConfig,
+        requests_per_second: u32,
+    ) -> Result<AwsRegion, AwsError> {
         let region = config
             .region()
             .map(|r| r.to_string())
@@ -238,17 +250,17 @@ impl AwsRegion {
             stats: stats.clone(),
         };
         let rds = aws_sdk_rds::Client::from_conf(
-            aws_sdk_rds::config::Builder::from(&config)
+            aws_sdk_rds::config::Builder::from(config)
                 .interceptor(interceptor())
                 .build(),
         );
         let ec2 = aws_sdk_ec2::Client::from_conf(
-            aws_sdk_ec2::config::Builder::from(&config)
+            aws_sdk_ec2::config::Builder::from(config)
                 .interceptor(interceptor())
                 .build(),
         );
         let kms = aws_sdk_kms::Client::from_conf(
-            aws_sdk_kms::config::Builder::from(&config)
+            aws_sdk_kms::config::Builder::from(config)
                 .interceptor(interceptor())
                 .build(),
         );

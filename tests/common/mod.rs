@@ -37,7 +37,9 @@ pub struct Call {
 
 impl Call {
     pub fn is_mutating(&self) -> bool {
-        !["Describe", "List", "Get"].iter().any(|p| self.action.starts_with(p))
+        !["Describe", "List", "Get"]
+            .iter()
+            .any(|p| self.action.starts_with(p))
     }
 }
 
@@ -58,25 +60,43 @@ impl Emulator {
             .stderr(out)
             .spawn()
             .expect("start tests/emulator/serve");
-        let mut emulator = Emulator { child, url: format!("http://127.0.0.1:{port}"), log };
+        let mut emulator = Emulator {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             if let Ok(Some(status)) = emulator.child.try_wait() {
                 panic!("emulator exited with {status}: {}", emulator.log_tail());
             }
-            if ureq::get(&format!("{}/_emulator/health", emulator.url)).call().is_ok()
-                && std::fs::read_to_string(&emulator.log).unwrap_or_default().contains("listening")
+            if ureq::get(&format!("{}/_emulator/health", emulator.url))
+                .call()
+                .is_ok()
+                && std::fs::read_to_string(&emulator.log)
+                    .unwrap_or_default()
+                    .contains("listening")
             {
                 return emulator;
             }
-            assert!(Instant::now() < deadline, "emulator did not start: {}", emulator.log_tail());
+            assert!(
+                Instant::now() < deadline,
+                "emulator did not start: {}",
+                emulator.log_tail()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect()
+        text.chars()
+            .rev()
+            .take(3000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect()
     }
 
     /// Every call since the last reset, in order.
@@ -105,11 +125,15 @@ impl Emulator {
     }
 
     pub fn reset_calls(&self) {
-        ureq::post(&format!("{}/_emulator/calls/reset", self.url)).send_empty().expect("reset calls");
+        ureq::post(&format!("{}/_emulator/calls/reset", self.url))
+            .send_empty()
+            .expect("reset calls");
     }
 
     pub fn set_faults(&self, faults: Value) {
-        ureq::post(&format!("{}/_emulator/faults", self.url)).send_json(faults).expect("faults");
+        ureq::post(&format!("{}/_emulator/faults", self.url))
+            .send_json(faults)
+            .expect("faults");
     }
 
     /// Environment for an AWS client pointed at this emulator.
@@ -128,7 +152,9 @@ impl Emulator {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&self.url)
             .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_rds::config::Credentials::new("testing", "testing", None, None, "tests"))
+            .credentials_provider(aws_sdk_rds::config::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
             .load()
             .await
     }
@@ -144,7 +170,9 @@ impl Drop for Emulator {
 /// Runs the pgbaseline binary with `args` against `emulator`.
 pub fn pgbaseline(emulator: &Emulator, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgbaseline"));
-    cmd.current_dir(repo_root()).args(args).env_remove("AWS_PROFILE");
+    cmd.current_dir(repo_root())
+        .args(args)
+        .env_remove("AWS_PROFILE");
     for (k, v) in emulator.env() {
         cmd.env(k, v);
     }

@@ -1,0 +1,892 @@
+//! `pgbaseline check` against the AWS emulator: every control in Audit and Enforce on an RDS
+//! instance and an Aurora cluster, AWS's parameter-group semantics, paging, throttling, and the
+//! safety rules read from the emulator's call log.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Emulator, manifest, pgbaseline};
+use serde_json::Value;
+
+fn json(output: &std::process::Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): stdout={} stderr={}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// control id → status, for one database of a report.
+fn statuses(report: &Value, id: &str) -> BTreeMap<String, String> {
+    let db = report["databases"]
+        .as_array()
+        .expect("databases")
+        .iter()
+        .find(|d| d["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in report: {report:#}"));
+    db["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["control"].as_str().unwrap_or_default().to_string(),
+                f["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn policy(name: &str, selector: &str, mode: &str, posture: &str, remediation: &str) -> String {
+    format!(
+        "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata: {{name: {name}, namespace: test}}\nspec:\n  selector: {selector}\n  mode: {mode}\n  posture:\n{posture}\n  remediation: {remediation}\n"
+    )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// The security group the seeded `pgb-db-restricted` group admits on 5432 (the app tier).
+fn app_security_group(emulator: &Emulator) -> String {
+    runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&emulator.sdk_config().await);
+        let out = ec2
+            .describe_security_groups()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("group-name")
+                    .values("pgb-db-restricted")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("describe sg");
+        out.security_groups()[0].ip_permissions()[0].user_id_group_pairs()[0]
+            .group_id()
+            .expect("app sg")
+            .to_string()
+    })
+}
+
+fn full_posture(app_sg: &str) -> String {
+    format!(
+        "    transport: {{forceSsl: true, minTlsVersion: TLSv1.3, caCertificate: {{allowed: [rds-ca-rsa4096-g1]}}}}\n\
+         \x20   encryption: {{storage: {{}}}}\n\
+         \x20   logging: {{retention: {{minimumMinutes: 10080}}, cloudwatchExports: [postgresql, upgrade], connections: true, noStatementSecrets: true}}\n\
+         \x20   audit: {{pgaudit: {{classes: [ddl, role], role: rds_pgaudit}}}}\n\
+         \x20   auth: {{iam: true, managedMasterPassword: true, passwordEncryption: true}}\n\
+         \x20   network: {{publicAccess: Forbidden, ingress: {{allowedSecurityGroups: [{app_sg}], allowedCidrs: [10.0.0.0/8]}}, acl: true}}\n\
+         \x20   maintenance: {{autoMinorVersionUpgrade: true, deletionProtection: true, backupRetention: {{minimumDays: 7}}, engineVersionCurrent: true}}"
+    )
+}
+
+const SELECT_BILLING_AND_LEDGER: &str =
+    "{instanceIdentifiers: [billing-prod], clusterIdentifiers: [ledger-prod]}";
+const REPORT_ONLY: [&str; 3] = [
+    "encryption.storage",
+    "network.acl",
+    "maintenance.engineVersionCurrent",
+];
+
+#[test]
+fn every_control_audit_then_enforce_on_an_instance_and_an_aurora_cluster() {
+    let emulator = Emulator::start(Some("small"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let app_sg = app_security_group(&emulator);
+    let audit = manifest(
+        dir.path(),
+        "audit.yaml",
+        &policy(
+            "all",
+            SELECT_BILLING_AND_LEDGER,
+            "Audit",
+            &full_posture(&app_sg),
+            "{}",
+        ),
+    );
+
+    // Audit: every control reported for both kinds, nothing changed.
+    emulator.reset_calls();
+    let out = pgbaseline(
+        &emulator,
+        &["check", "-f", audit.to_str().unwrap(), "-o", "json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&out);
+    assert_eq!(report["summary"]["databases"], 2);
+    for id in ["billing-prod", "ledger-prod"] {
+        let s = statuses(&report, id);
+        assert_eq!(
+            s.len(),
+            pgbaseline::api::ControlId::ALL.len(),
+            "{id}: {s:?}"
+        );
+    }
+    let billing = statuses(&report, "billing-prod");
+    let ledger = statuses(&report, "ledger-prod");
+    for control in [
+        "logging.connections",
+        "audit.pgaudit",
+        "auth.iam",
+        "network.ingress",
+        "maintenance.deletionProtection",
+        "transport.caCertificate",
+        "transport.minTlsVersion",
+    ] {
+        assert_eq!(billing[control], "NonCompliant", "billing {control}");
+    }
+    // Aurora's defaults: rds.force_ssl is 0 in default.aurora-postgresql16; RDS 15 forces SSL.
+    assert_eq!(ledger["transport.forceSsl"], "NonCompliant");
+    assert_eq!(billing["transport.forceSsl"], "Compliant");
+    // Without allowMasterPasswordRotation the control is report only (turning it on rotates).
+    assert_eq!(billing["auth.managedMasterPassword"], "ReportOnly");
+    assert!(
+        emulator.mutating_calls().is_empty(),
+        "Audit changed AWS: {:?}",
+        emulator.mutating_calls()
+    );
+
+    // Enforce with every remediation allowed.
+    let enforce = manifest(
+        dir.path(),
+        "enforce.yaml",
+        &policy(
+            "all",
+            SELECT_BILLING_AND_LEDGER,
+            "Enforce",
+            &full_posture(&app_sg),
+            "{reboot: Immediately, allowMasterPasswordRotation: true}",
+        ),
+    );
+    let out = pgbaseline(
+        &emulator,
+        &[
+            "check",
+            "-f",
+            enforce.to_str().unwrap(),
+            "--fix",
+            "-o",
+            "json",
+        ],
+    );
+    let fixed = json(&out);
+    assert!(
+        fixed["summary"]["remediated"].as_u64() == Some(2),
+        "{fixed:#}"
+    );
+    let mutating: Vec<String> = emulator
+        .mutating_calls()
+        .into_iter()
+        .map(|c| c.action)
+        .collect();
+    for call in [
+        "CopyDBParameterGroup",
+        "CopyDBClusterParameterGroup",
+        "ModifyDBParameterGroup",
+        "ModifyDBClusterParameterGroup",
+        "ModifyDBInstance",
+        "ModifyDBCluster",
+        "RevokeSecurityGroupIngress",
+        "RebootDBInstance",
+    ] {
+        assert!(
+            mutating.iter().any(|a| a == call),
+            "{call} not called: {mutating:?}"
+        );
+    }
+
+    // Re-read: every fixable control complies on both databases.
+    let out = pgbaseline(
+        &emulator,
+        &["check", "-f", audit.to_str().unwrap(), "-o", "json"],
+    );
+    let after = json(&out);
+    for id in ["billing-prod", "ledger-prod"] {
+        for (control, status) in statuses(&after, id) {
+            if REPORT_ONLY.contains(&control.as_str()) {
+                assert!(
+                    status == "Compliant" || status == "ReportOnly",
+                    "{id} {control}: {status}"
+                );
+            } else {
+                assert_eq!(status, "Compliant", "{id} {control} after --fix: {after:#}");
+            }
+        }
+    }
+
+    // A second --fix has nothing left to do.
+    emulator.reset_calls();
+    let out = pgbaseline(
+        &emulator,
+        &[
+            "check",
+            "-f",
+            enforce.to_str().unwrap(),
+            "--fix",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(json(&out)["summary"]["remediated"], 0);
+    assert!(
+        emulator.mutating_calls().is_empty(),
+        "second --fix changed AWS: {:?}",
+        emulator.mutating_calls()
+    );
+}
+
+#[test]
+fn default_group_is_copied_attached_and_pending_until_the_policy_allows_a_reboot() {
+    let emulator = Emulator::start(Some("small"));
+    emulator.reset_calls();
+    let dir = tempfile::tempdir().expect("tmp");
+    let posture = "    transport: {forceSsl: true}\n    audit: {pgaudit: {classes: [ddl]}}";
+    let never = manifest(
+        dir.path(),
+        "never.yaml",
+        &policy(
+            "legacy",
+            "{instanceIdentifiers: [legacy-prod]}",
+            "Enforce",
+            posture,
+            "{reboot: Never}",
+        ),
+    );
+    let out = pgbaseline(
+        &emulator,
+        &[
+            "check",
+            "-f",
+            never.to_str().unwrap(),
+            "--fix",
+            "-o",
+            "json",
+        ],
+    );
+    let report = json(&out);
+    let s = statuses(&report, "legacy-prod");
+    assert_eq!(s["transport.forceSsl"], "PendingReboot", "{report:#}");
+    assert_eq!(s["audit.pgaudit"], "PendingReboot");
+    let calls: Vec<String> = emulator
+        .mutating_calls()
+        .into_iter()
+        .map(|c| c.action)
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            "CopyDBParameterGroup",
+            "ModifyDBParameterGroup",
+            "ModifyDBInstance"
+        ],
+        "{calls:?}"
+    );
+
+    runtime().block_on(async {
+        let rds = aws_sdk_rds::Client::new(&emulator.sdk_config().await);
+        let db = rds
+            .describe_db_instances()
+            .db_instance_identifier("legacy-prod")
+            .send()
+            .await
+            .expect("describe");
+        let group = &db.db_instances()[0].db_parameter_groups()[0];
+        assert_eq!(
+            group.db_parameter_group_name(),
+            Some("pgbaseline-legacy-prod-postgres14")
+        );
+        assert_eq!(group.parameter_apply_status(), Some("pending-reboot"));
+        // The default group itself is untouched.
+        let defaults = rds
+            .describe_db_parameters()
+            .db_parameter_group_name("default.postgres14")
+            .source("user")
+            .send()
+            .await
+            .expect("default params");
+        assert!(defaults.parameters().is_empty());
+    });
+
+    // Still pending, and not planned again: no mutating call.
+    emulator.reset_calls();
+    let out = pgbaseline(
+        &emulator,
+        &[
+            "check",
+            "-f",
+            never.to_str().unwrap(),
+            "--fix",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(
+        statuses(&json(&out), "legacy-prod")["transport.forceSsl"],
+        "PendingReboot"
+    );
+    assert!(
+        emulator.mutating_calls().is_empty(),
+        "{:?}",
+        emulator.mutating_calls()
+    );
+
+    // A policy that allows the reboot reboots, and the database complies.
+    let now = manifest(
+        dir.path(),
+        "now.yaml",
+        &policy(
+            "legacy",
+            "{instanceIdentifiers: [legacy-prod]}",
+            "Enforce",
+            posture,
+            "{reboot: Immediately}",
+        ),
+    );
+    let out = pgbaseline(
+        &emulator,
+        &["check", "-f", now.to_str().unwrap(), "--fix", "-o", "json"],
+    );
+    let calls: Vec<String> = emulator
+        .mutating_calls()
+        .into_iter()
+        .map(|c| c.action)
+        .collect();
+    assert_eq!(calls, vec!["RebootDBInstance"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = pgbaseline(
+        &emulator,
+        &["check", "-f", never.to_str().unwrap(), "-o", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        statuses(&json(&out), "legacy-prod")
+            .values()
+            .all(|s| s == "Compliant")
+    );
+}
+
+#[test]
+fn shared_group_is_copied_when_a_sharer_is_not_selected_and_changed_in_place_when_all_are() {
+    let emulator = Emulator::start(Some("small"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let posture = "    logging: {noStatementSecrets: true}";
+    // orders-prod (env=prod) shares pgb-shared-pg16 with analytics-dev (env=dev).
+    let prod = manifest(
+        dir.path(),
+        "prod.yaml",
+        &policy(
+            "prod",
+            "{tags: {env: prod}, engines: [postgres]}",
+            "Enforce",
+            posture,
+            "{}",
+        ),
+    );
+    let out = pgbaseline(
+        &emulator,
+        &["check", "-f", prod.to_str().unwrap(), "--fix", "-o", "json"],
+    );
+    assert!(out.status.code().is_some());
+    runtime().block_on(async {
+        let rds = aws_sdk_rds::Client::new(&emulator.sdk_config().await);
+        let value = |group: &'static str| {
+            let rds = rds.clone();
+            async move {
+                let out = rds
+                    .describe_db_parameters()
+                    .db_parameter_group_name(group)
+                    .filters(
+                        aws_sdk_rds::types::Filter::builder()
+                            .name("parameter-name")
+                            .values("log_statement")
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .expect("params");
+                out.parameters()[0].parameter_value().map(str::to_string)
+            }
+        };
+        // The shared group still serves analytics-dev unchanged; orders-prod has its own copy.
+        assert_eq!(value("pgb-shared-pg16").await.as_deref(), Some("all"));
+        assert_eq!(
+            value("pgbaseline-orders-prod-postgres16").await.as_deref(),
+            Some("none")
+        );
+        let analytics = rds
+            .describe_db_instances()
+            .db_instance_identifier("analytics-dev")
+            .send()
+            .await
+            .expect("d");
+        assert_eq!(
+            analytics.db_instances()[0].db_parameter_groups()[0].db_parameter_group_name(),
+            Some("pgb-shared-pg16")
+        );
+    });
+
+    // A policy selecting both sharers changes the shared group in place (no copy).
+    emulator.reset_calls();
+    let both = manifest(
+        dir.path(),
+        "both.yaml",
+        &policy(
+            "both",
+            "{instanceIdentifiers: [analytics-dev]}",
+            "Enforce",
+            posture,
+            "{}",
+        ),
+    );
+    pgbaseline(
+        &emulator,
+        &["check", "-f", both.to_str().unwrap(), "--fix", "-o", "json"],
+    );
+    let calls: Vec<String> = emulator
+        .mutating_calls()
+        .into_iter()
+        .map(|c| c.action)
+        .collect();
+    assert_eq!(
+        calls,
+        vec!["ModifyDBParameterGroup"],
+        "after orders-prod left, analytics-dev alone uses the group"
+    );
+}
+
+#[test]
+fn interrupted_run_between_copy_and_attach_converges_without_a_second_copy() {
+    let emulator = Emulator::start(Some("small"));
+    let dir = tempfile::tempdir().expect("tmp");
+    runtime().block_on(async {
+        // The first run died right after its copy.
+        let rds = aws_sdk_rds::Client::new(&emulator.sdk_config().await);
+        rds.copy_db_parameter_group()
+            .source_db_parameter_group_identifier("default.postgres14")
+            .target_db_parameter_group_identifier("pgbaseline-legacy-prod-postgres14")
+            .target_db_parameter_group_description("interrupted")
+            .send()
+            .await
+            .expect("copy");
+    });
+    let p = manifest(
+        dir.path(),
+        "p.yaml",
+        &policy(
+            "legacy",
+            "{instanceIdentifiers: [legacy-prod]}",
+            "Enforce",
+            "    transport: {forceSsl: true}",
+            "{reboot: Immediately}",
+        ),
+    );
+    let out = pgbaseline(
+        &emulator,
+        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    runtime().block_on(async {
+        let rds = aws_sdk_rds::Client::new(&emulator.sdk_config().await);
+        let groups = rds
+            .describe_db_parameter_groups()
+            .send()
+            .await
+            .expect("groups");
+        let ours: Vec<&str> = groups
+            .db_parameter_groups()
+            .iter()
+            .filter_map(|g| g.db_parameter_group_name())
+            .filter(|n| n.starts_with("pgbaseline-legacy-prod"))
+            .collect();
+        assert_eq!(ours, vec!["pgbaseline-legacy-prod-postgres14"]);
+        let db = rds
+            .describe_db_instances()
+            .db_instance_identifier("legacy-prod")
+            .send()
+            .await
+            .expect("d");
+        assert_eq!(
+            db.db_instances()[0].db_parameter_groups()[0].db_parameter_group_name(),
+            Some("pgbaseline-legacy-prod-postgres14")
+        );
+    });
+    let out = pgbaseline(
+        &emulator,
+        &["check", "-f", p.to_str().unwrap(), "-o", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn ingress_revokes_only_the_offending_rule() {
+    let emulator = Emulator::start(Some("small"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let open_sg = runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&emulator.sdk_config().await);
+        let out = ec2
+            .describe_security_groups()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("group-name")
+                    .values("pgb-db-open")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("sg");
+        let id = out.security_groups()[0].group_id().expect("id").to_string();
+        // A second, allowed rule and an IPv6 everywhere rule on a port range covering 5432.
+        ec2.authorize_security_group_ingress()
+            .group_id(&id)
+            .ip_permissions(
+                aws_sdk_ec2::types::IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(5432)
+                    .to_port(5432)
+                    .ip_ranges(
+                        aws_sdk_ec2::types::IpRange::builder()
+                            .cidr_ip("10.20.0.0/16")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .ip_permissions(
+                aws_sdk_ec2::types::IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(5000)
+                    .to_port(6000)
+                    .ipv6_ranges(
+                        aws_sdk_ec2::types::Ipv6Range::builder()
+                            .cidr_ipv6("::/0")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("authorize");
+        id
+    });
+    let p = manifest(
+        dir.path(),
+        "p.yaml",
+        &policy(
+            "net",
+            "{instanceIdentifiers: [billing-prod]}",
+            "Enforce",
+            "    network: {ingress: {allowedCidrs: [10.0.0.0/8]}}",
+            "{}",
+        ),
+    );
+    let out = pgbaseline(
+        &emulator,
+        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
+    );
+    assert_eq!(
+        statuses(&json(&out), "billing-prod")["network.ingress"],
+        "Remediated"
+    );
+    let revokes = emulator
+        .mutating_calls()
+        .into_iter()
+        .filter(|c| c.action == "RevokeSecurityGroupIngress")
+        .count();
+    assert_eq!(revokes, 2);
+    runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&emulator.sdk_config().await);
+        let out = ec2
+            .describe_security_groups()
+            .group_ids(&open_sg)
+            .send()
+            .await
+            .expect("sg");
+        let perms = out.security_groups()[0].ip_permissions();
+        let v4: Vec<&str> = perms
+            .iter()
+            .flat_map(|p| p.ip_ranges())
+            .filter_map(|r| r.cidr_ip())
+            .collect();
+        let v6: Vec<&str> = perms
+            .iter()
+            .flat_map(|p| p.ipv6_ranges())
+            .filter_map(|r| r.cidr_ipv6())
+            .collect();
+        assert_eq!(v4, vec!["10.20.0.0/16"]);
+        assert!(v6.is_empty());
+    });
+}
+
+#[test]
+fn more_than_twenty_parameters_go_out_in_calls_of_at_most_twenty() {
+    use pgbaseline::api::{ControlId, Finding, FindingStatus};
+    use pgbaseline::posture::{Evaluation, Fix, PlanContext, plan, testing};
+    let emulator = Emulator::start(None);
+    emulator.reset_calls();
+    let rt = runtime();
+    let (plan, outcomes) = rt.block_on(async {
+        let rds = aws_sdk_rds::Client::new(&emulator.sdk_config().await);
+        rds.create_db_parameter_group()
+            .db_parameter_group_name("many")
+            .db_parameter_group_family("postgres16")
+            .description("many parameters")
+            .send()
+            .await
+            .expect("create group");
+        // Every modifiable, dynamic parameter of the emulator's postgres16 catalogue.
+        let defaults = rds.describe_engine_default_parameters().db_parameter_group_family("postgres16").send().await.expect("defaults");
+        let params: Vec<(String, String, bool)> = defaults
+            .engine_defaults()
+            .expect("defaults")
+            .parameters()
+            .iter()
+            .filter(|p| p.is_modifiable() == Some(true))
+            .filter_map(|p| {
+                // The default, else the first allowed value (`a,b,c` or the low end of `lo-hi`).
+                let allowed_first = p.allowed_values().map(|a| match a.split_once(',') {
+                    Some((first, _)) => first.to_string(),
+                    None => a.rsplit_once('-').map(|(lo, _)| lo.to_string()).unwrap_or_else(|| a.to_string()),
+                });
+                let value = p.parameter_value().map(str::to_string).or(allowed_first)?;
+                Some((p.parameter_name()?.to_string(), value, p.apply_type() == Some("dynamic")))
+            })
+            .collect();
+        assert!(params.len() > 20, "catalogue has {} modifiable parameters with a default", params.len());
+        let mut db = testing::instance("many-db");
+        db.parameter_group = Some(testing::group("many", "postgres16", false));
+        for (name, _, dynamic) in &params {
+            let apply_type = if *dynamic { pgbaseline::posture::model::ApplyType::Dynamic } else { pgbaseline::posture::model::ApplyType::Static };
+            db.parameter_group
+                .as_mut()
+                .expect("group")
+                .parameters
+                .insert(name.clone(), pgbaseline::posture::model::ParameterValue { value: None, apply_type, modifiable: true });
+        }
+        let evaluation = Evaluation {
+            finding: Finding { control: ControlId::LogConnections, status: FindingStatus::NonCompliant, observed: String::new(), expected: String::new(), message: String::new() },
+            fixes: params.iter().map(|(name, value, _)| Fix::Parameter { name: name.clone(), value: value.clone() }).collect(),
+        };
+        let spec: pgbaseline::api::DatabaseSecurityPolicySpec =
+            serde_yaml::from_str("selector: {instanceIdentifiers: [many-db]}\nmode: Enforce\nposture: {logging: {connections: true}}").expect("spec");
+        let fleet = pgbaseline::posture::Fleet::default();
+        let plan = plan(&spec, &[(&db, vec![evaluation])], PlanContext { now: chrono::Utc::now(), fleet: &fleet });
+        let aws = pgbaseline::aws::AwsRegion::from_config(&emulator.sdk_config().await, 8).expect("aws");
+        let outcomes = pgbaseline::aws::executor::execute(&aws, &plan).await;
+        (plan, outcomes)
+    });
+    assert!(plan.actions.len() >= 2);
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| *o == pgbaseline::posture::report::Outcome::Succeeded),
+        "{outcomes:?}"
+    );
+    let sizes: Vec<usize> = plan
+        .actions
+        .iter()
+        .map(|a| match &a.kind {
+            pgbaseline::posture::plan::ActionKind::SetParameters { changes, .. } => changes.len(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert!(
+        sizes.iter().all(|n| *n <= 20) && sizes[0] == 20,
+        "{sizes:?}"
+    );
+    let modifies = emulator
+        .mutating_calls()
+        .into_iter()
+        .filter(|c| c.action == "ModifyDBParameterGroup" && c.status == 200)
+        .count();
+    assert_eq!(modifies, plan.actions.len());
+}
+
+#[test]
+fn two_hundred_fifty_instances_are_read_across_pages() {
+    let emulator = Emulator::start(None);
+    let dir = tempfile::tempdir().expect("tmp");
+    runtime().block_on(async {
+        let rds = aws_sdk_rds::Client::new(&emulator.sdk_config().await);
+        for i in 0..250 {
+            rds.create_db_instance()
+                .db_instance_identifier(format!("page-{i:03}"))
+                .engine("postgres")
+                .engine_version("16.4")
+                .db_instance_class("db.t4g.micro")
+                .master_username("pgadmin")
+                .master_user_password("not-a-real-password-1")
+                .allocated_storage(20)
+                .tags(
+                    aws_sdk_rds::types::Tag::builder()
+                        .key("fleet")
+                        .value("paged")
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("create");
+        }
+    });
+    emulator.reset_calls();
+    let p = manifest(
+        dir.path(),
+        "p.yaml",
+        &policy(
+            "paged",
+            "{tags: {fleet: paged}}",
+            "Audit",
+            "    auth: {iam: true}",
+            "{}",
+        ),
+    );
+    let out = pgbaseline(
+        &emulator,
+        &["check", "-f", p.to_str().unwrap(), "-o", "json", "--stats"],
+    );
+    let report = json(&out);
+    assert_eq!(report["summary"]["databases"], 250);
+    assert_eq!(report["summary"]["nonCompliant"], 250);
+    let pages = emulator
+        .calls()
+        .into_iter()
+        .filter(|c| c.action == "DescribeDBInstances")
+        .count();
+    assert_eq!(pages, 3, "100 per page");
+    // 250 instances on one default group: one parameter read, not 250.
+    let reads = emulator
+        .calls()
+        .into_iter()
+        .filter(|c| c.action == "DescribeDBParameters")
+        .count();
+    assert_eq!(reads, 1);
+    assert_eq!(report["stats"]["RDS:DescribeDBInstances"], 3);
+}
+
+#[test]
+fn a_fifth_of_calls_throttled_still_completes_with_the_same_result() {
+    let emulator = Emulator::start(Some("small"));
+    let audit = pgbaseline(
+        &emulator,
+        &[
+            "check",
+            "-f",
+            "examples/audit-prod-baseline.yaml",
+            "-o",
+            "json",
+        ],
+    );
+    let expected = json(&audit);
+    emulator.reset_calls();
+    emulator.set_faults(
+        serde_json::json!({"throttle_fraction": 0.2, "seed": 7, "services": ["rds", "ec2", "kms"]}),
+    );
+    let throttled = pgbaseline(
+        &emulator,
+        &[
+            "check",
+            "-f",
+            "examples/audit-prod-baseline.yaml",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(
+        throttled.status.code(),
+        audit.status.code(),
+        "{}",
+        String::from_utf8_lossy(&throttled.stderr)
+    );
+    assert_eq!(json(&throttled), expected);
+    let calls = emulator.calls();
+    assert!(
+        calls.iter().any(|c| c.throttled),
+        "no call was throttled: {calls:?}"
+    );
+}
+
+#[test]
+fn invalid_input_exits_2_with_the_field_path() {
+    let emulator = Emulator::start(None);
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad = manifest(
+        dir.path(),
+        "bad.yaml",
+        &policy(
+            "bad",
+            "{tags: {env: prod}}",
+            "Audit",
+            "    logging: {retention: {minimumMinutes: 5}}",
+            "{}",
+        ),
+    );
+    let out = pgbaseline(&emulator, &["check", "-f", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("spec.posture.logging.retention.minimumMinutes"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("bad.yaml"), "{stderr}");
+
+    let out = pgbaseline(&emulator, &["check", "-f", "does-not-exist.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does-not-exist.yaml"));
+
+    let out = pgbaseline(
+        &emulator,
+        &[
+            "check",
+            "-f",
+            "examples/audit-prod-baseline.yaml",
+            "--output",
+            "xml",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = pgbaseline(&emulator, &["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(emulator.calls().is_empty(), "bad input must not reach AWS");
+}
+
+#[test]
+fn aws_errors_exit_2_with_the_aws_error_code() {
+    let emulator = Emulator::start(None);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgbaseline"))
+        .current_dir(common::repo_root())
+        .args(["check", "-f", "examples/audit-prod-baseline.yaml"])
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", common::free_port()),
+        )
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("run");
+    drop(emulator);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DescribeDBInstances"));
+}
