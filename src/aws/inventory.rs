@@ -179,7 +179,14 @@ impl Inventory {
         } else {
             BTreeMap::new()
         };
-        let certificates = if needs.certificates {
+        // AWS describes each instance's CA with its expiry; the certificate list is read only
+        // when some instance lacks that detail.
+        let missing_expiry = instances.iter().any(|i| {
+            i.certificate_details()
+                .and_then(|d| d.valid_till())
+                .is_none()
+        });
+        let certificates = if needs.certificates && missing_expiry {
             self.certificates().await?
         } else {
             BTreeMap::new()
@@ -297,8 +304,19 @@ impl Inventory {
             .into_iter()
             .filter(|p| p.parameter_name().is_some_and(|n| wanted.contains(&n)))
             .collect();
-        let defaults = self.engine_defaults(cluster, &family).await?;
-        let mut parameters = defaults;
+        // DescribeDB(Cluster)Parameters lists every parameter of the group, defaults included,
+        // with its apply type; the engine defaults are read only when some controlled parameter
+        // is missing from that answer (an older endpoint, or a trimmed catalogue).
+        let complete = wanted.iter().all(|w| {
+            explicit
+                .iter()
+                .any(|p| p.parameter_name() == Some(w) && p.apply_type().is_some())
+        });
+        let mut parameters = if complete {
+            BTreeMap::new()
+        } else {
+            self.engine_defaults(cluster, &family).await?
+        };
         for p in &explicit {
             let Some(n) = p.parameter_name() else {
                 continue;
