@@ -79,6 +79,8 @@ pub struct DatabaseSecurityPolicySpec {
     /// Per-control mode overrides keyed by control id (for example `network.ingress: Audit` while
     /// the rest enforces).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    // Bounding the map keeps the CEL rule's estimated cost inside the apiserver's budget.
+    #[schemars(extend("maxProperties" = 19))]
     #[x_kube(validation = override_keys_rule())]
     pub control_modes: BTreeMap<String, Mode>,
 
@@ -92,6 +94,7 @@ pub struct DatabaseSecurityPolicySpec {
     /// How often AWS is re-read, in seconds.
     #[serde(default = "default_resync_seconds")]
     #[schemars(range(min = 10, max = 86400))]
+    #[schemars(with = "i32")]
     pub resync_seconds: u32,
 }
 
@@ -190,7 +193,7 @@ pub struct Selector {
 
 /// The controls, grouped as their ids are. A control that is not mentioned is not checked.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("size(self) > 0").message("posture must name at least one control group"))]
+#[x_kube(validation = Rule::new("has(self.transport) || has(self.encryption) || has(self.logging) || has(self.audit) || has(self.auth) || has(self.network) || has(self.maintenance)").message("posture must name at least one control group"))]
 #[serde(rename_all = "camelCase")]
 pub struct Posture {
     /// Transport security: SSL, TLS version, server certificate.
@@ -268,6 +271,7 @@ pub struct CaCertificate {
     /// The CA must stay valid at least this many more days.
     #[serde(default = "default_min_valid_days")]
     #[schemars(range(min = 0, max = 3650))]
+    #[schemars(with = "i32")]
     pub min_valid_days: u32,
 }
 
@@ -330,6 +334,7 @@ pub struct Logging {
 pub struct LogRetention {
     /// Minimum retention in minutes (RDS accepts 1440 to 10080).
     #[schemars(range(min = 1440, max = 10080))]
+    #[schemars(with = "i32")]
     pub minimum_minutes: u32,
 }
 
@@ -510,6 +515,7 @@ pub struct Maintenance {
 pub struct BackupRetention {
     /// Minimum days of automated backups (1 to 35).
     #[schemars(range(min = 1, max = 35))]
+    #[schemars(with = "i32")]
     pub minimum_days: u32,
 }
 

@@ -33,6 +33,7 @@ pub struct DatabaseSecurityPolicyStatus {
     pub databases: Vec<DatabaseResult>,
     /// How many selected databases are not listed in `databases` because of the bound.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(with = "i32")]
     pub databases_omitted: u32,
 }
 
@@ -45,16 +46,22 @@ fn is_zero(n: &u32) -> bool {
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     /// Databases the selector matched.
+    #[schemars(with = "i32")]
     pub selected: u32,
     /// Selected databases where every control complies.
+    #[schemars(with = "i32")]
     pub compliant: u32,
     /// Selected databases with at least one control out of compliance.
+    #[schemars(with = "i32")]
     pub non_compliant: u32,
     /// Databases waiting for a reboot before a setting takes effect.
+    #[schemars(with = "i32")]
     pub pending_reboot: u32,
     /// Databases where a remediation succeeded in this pass.
+    #[schemars(with = "i32")]
     pub remediated: u32,
     /// Databases where a remediation or a read failed.
+    #[schemars(with = "i32")]
     pub failed: u32,
 }
 
