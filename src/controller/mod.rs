@@ -46,6 +46,12 @@ pub struct Options {
     pub requests_per_second: u32,
 }
 
+/// The AWS SDK and kube both link rustls, with different crypto back-ends; kube's client needs
+/// a process default.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Resolves when `stop` turns true (or its sender is gone).
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -72,6 +78,7 @@ fn spawn_signal_handler(stop: watch::Sender<bool>) {
 
 /// Runs the operator until SIGTERM/SIGINT.
 pub async fn run(options: Options) -> anyhow::Result<()> {
+    install_crypto_provider();
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));

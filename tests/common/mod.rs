@@ -1,6 +1,8 @@
 //! Test harness: the project's AWS emulator as a child process, and the pgbaseline binary.
 #![allow(dead_code)]
 
+pub mod controlplane;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,210 @@
+//! Test harness for a real control plane: etcd + kube-apiserver from `scripts/controlplane`,
+//! kubectl against it, and a kube client.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::repo_root;
+
+/// A running etcd + kube-apiserver (see scripts/controlplane/README.md).
+pub struct ControlPlane {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+    /// Stop on drop (false for the shared one, which stops itself when the test process exits).
+    owned: bool,
+}
+
+static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+static NAMESPACES: AtomicU32 = AtomicU32::new(0);
+
+fn parse_env(dir: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(dir.join("env")).expect("control plane env file");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                v.trim_matches(|c| c == '\'' || c == '"').to_string(),
+            )
+        })
+        .collect()
+}
+
+impl ControlPlane {
+    /// Starts a fresh control plane in a new temporary directory. It stops itself when this
+    /// process exits, even if the test panics before `Drop`.
+    pub fn start() -> ControlPlane {
+        let dir = std::env::temp_dir().join(format!(
+            "pgbaseline-cp-{}-{}",
+            std::process::id(),
+            NAMESPACES.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("control plane dir");
+        let started = Instant::now();
+        let out = Command::new(repo_root().join("scripts/controlplane/start"))
+            .arg(&dir)
+            .env("CONTROLPLANE_OWNER_PID", std::process::id().to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/controlplane/start");
+        assert!(
+            out.status.success(),
+            "scripts/controlplane/start failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = parse_env(&dir);
+        let cp = ControlPlane {
+            kubeconfig: PathBuf::from(&env["KUBECONFIG"]),
+            kubectl: PathBuf::from(&env["KUBECTL"]),
+            dir,
+            owned: true,
+        };
+        eprintln!(
+            "control plane up in {:.1}s at {}",
+            started.elapsed().as_secs_f64(),
+            env["APISERVER_URL"]
+        );
+        cp
+    }
+
+    /// One control plane shared by every test of this process (tests use fresh namespaces).
+    pub fn shared() -> &'static ControlPlane {
+        SHARED.get_or_init(|| {
+            let mut cp = ControlPlane::start();
+            cp.owned = false;
+            cp.install_crd();
+            cp
+        })
+    }
+
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(&self.kubectl);
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd.spawn().expect("run kubectl");
+        if let Some(text) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("write kubectl stdin");
+        }
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Runs kubectl and returns stdout; panics with stderr on failure.
+    pub fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Installs the CRD from `crds/` and waits until it is established.
+    pub fn install_crd(&self) {
+        let crd = repo_root().join("crds/databasesecuritypolicies.pgbaseline.io.yaml");
+        self.kubectl_ok(
+            &[
+                "apply",
+                "--server-side",
+                "-f",
+                crd.to_str().expect("utf-8 path"),
+            ],
+            None,
+        );
+        self.kubectl_ok(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/databasesecuritypolicies.pgbaseline.io",
+            ],
+            None,
+        );
+    }
+
+    /// Creates a fresh namespace `prefix-N` (namespaces are never reused: there is no
+    /// controller-manager to finish deleting them).
+    pub fn namespace(&self, prefix: &str) -> String {
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            NAMESPACES.fetch_add(1, Ordering::Relaxed)
+        );
+        self.kubectl_ok(&["create", "namespace", &name], None);
+        name
+    }
+
+    /// Stops kube-apiserver, keeps it down `downtime`, and starts it again (same port, etcd).
+    pub fn restart_apiserver(&self, downtime: Duration) {
+        let out = Command::new(repo_root().join("scripts/controlplane/restart-apiserver"))
+            .arg(&self.dir)
+            .env("DOWNTIME", downtime.as_secs().to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run restart-apiserver");
+        assert!(
+            out.status.success(),
+            "restart-apiserver failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A kube client for this control plane (admin).
+    pub async fn client(&self) -> kube::Client {
+        pgbaseline::controller::install_crypto_provider();
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("kubeconfig");
+        kube::Client::try_from(config).expect("kube client")
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("kube-apiserver.log")).unwrap_or_default();
+        text.lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = Command::new(repo_root().join("scripts/controlplane/stop"))
+                .arg("--purge")
+                .arg(&self.dir)
+                .stdin(Stdio::null())
+                .output();
+        }
+    }
+}

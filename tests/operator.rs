@@ -1,0 +1,1049 @@
+//! The operator against a real control plane (etcd + kube-apiserver from scripts/controlplane)
+//! and the AWS emulator: CRD validation, Audit, Enforce, reboots, steady state, drift, deletion,
+//! two policies on one database, leader election and an apiserver restart.
+//!
+//! Run with `cargo test --test operator -- --test-threads=1`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::controlplane::ControlPlane;
+use common::{Emulator, free_port, repo_root};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use pgbaseline::api::{DatabaseSecurityPolicy, FindingStatus};
+use serde_json::{Value, json};
+
+/// The policies' resync interval in these tests.
+const RESYNC: u64 = 10;
+
+// ------------------------------------------------------------------------------------------
+// Harness: the operator as a child process.
+
+struct Operator {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn start(cp: &ControlPlane, emulator: &Emulator, args: &[&str]) -> Operator {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("pgbaseline-operator-{port}.log"));
+        let out = std::fs::File::create(&log).expect("operator log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgbaseline"));
+        cmd.current_dir(repo_root())
+            .arg("run")
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .env("KUBECONFIG", &cp.kubeconfig)
+            .env("RUST_LOG", "info,pgbaseline=debug,aws_config=error")
+            .env_remove("AWS_PROFILE")
+            .env_remove("POD_NAME")
+            .env_remove("POD_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone"))
+            .stderr(out);
+        for (k, v) in emulator.env() {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start pgbaseline run");
+        let mut op = Operator {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = op.child.try_wait() {
+                panic!("operator exited with {status}:\n{}", op.log_tail());
+            }
+            if ureq::get(&format!("{}/healthz", op.base)).call().is_ok() {
+                return op;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "operator did not start:\n{}",
+                op.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut resp = ureq::get(&format!("{}{path}", self.base))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.body_mut().read_to_string().ok()?))
+    }
+
+    fn metrics(&self) -> String {
+        self.get("/metrics").map(|(_, b)| b).unwrap_or_default()
+    }
+
+    /// Sum of the samples whose line starts with `prefix` (a name, optionally with labels).
+    fn metric(&self, prefix: &str) -> f64 {
+        sum_metric(&self.metrics(), prefix)
+    }
+
+    fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn log_tail(&self) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sum_metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum()
+}
+
+// ------------------------------------------------------------------------------------------
+// Helpers on policies.
+
+fn condition<'a>(p: &'a DatabaseSecurityPolicy, type_: &str) -> Option<&'a Condition> {
+    p.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// `Some((status, reason))` of a condition, when the status describes the current generation.
+fn current(p: &DatabaseSecurityPolicy, type_: &str) -> Option<(String, String)> {
+    let status = p.status.as_ref()?;
+    if status.observed_generation != p.metadata.generation {
+        return None;
+    }
+    condition(p, type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+fn is(p: &DatabaseSecurityPolicy, type_: &str, status: &str, reason: &str) -> bool {
+    current(p, type_) == Some((status.to_string(), reason.to_string()))
+}
+
+async fn wait_policy(
+    api: &Api<DatabaseSecurityPolicy>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    op: &Operator,
+    pred: impl Fn(&DatabaseSecurityPolicy) -> bool,
+) -> DatabaseSecurityPolicy {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        if let Ok(p) = api.get(name).await {
+            if pred(&p) {
+                return p;
+            }
+            last = Some(p);
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {name}: {what}\nlast status: {}\noperator log:\n{}",
+                serde_json::to_string_pretty(&last.and_then(|p| p.status)).unwrap_or_default(),
+                op.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn policy_yaml(ns: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{spec}"
+    )
+}
+
+async fn patch_spec(api: &Api<DatabaseSecurityPolicy>, name: &str, spec: Value) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "spec": spec })),
+    )
+    .await
+    .expect("patch spec");
+}
+
+fn rv(p: &DatabaseSecurityPolicy) -> String {
+    p.metadata.resource_version.clone().unwrap_or_default()
+}
+
+fn mutating(emulator: &Emulator) -> Vec<String> {
+    emulator
+        .mutating_calls()
+        .into_iter()
+        .map(|c| format!("{}:{}", c.service, c.action))
+        .collect()
+}
+
+/// Events on the policies of `ns`: (type, reason, action, note).
+fn events(cp: &ControlPlane, ns: &str) -> Vec<(String, String, String, String)> {
+    let out = cp.kubectl_ok(
+        &["get", "events.events.k8s.io", "-n", ns, "-o", "json"],
+        None,
+    );
+    let v: Value = serde_json::from_str(&out).expect("events json");
+    v["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|e| {
+                    let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                    (s("type"), s("reason"), s("action"), s("note"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn rds(emulator: &Emulator) -> aws_sdk_rds::Client {
+    aws_sdk_rds::Client::new(&emulator.sdk_config().await)
+}
+
+// ------------------------------------------------------------------------------------------
+// 1. The CRD on a real apiserver.
+
+#[test]
+fn crd_installs_rejects_malformed_policies_and_accepts_the_examples() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("crd");
+    const SEL: &str = "  selector: {tags: {env: prod}}\n";
+    const POS: &str = "  posture: {transport: {forceSsl: true}}\n";
+    let long_key = "k".repeat(129);
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            format!("{SEL}  mode: Sometimes\n{POS}"),
+            "spec.mode",
+            "Unsupported value",
+        ),
+        (format!("{SEL}  mode: 1\n{POS}"), "spec.mode", "string"),
+        (
+            format!("{POS}  selector: {{engines: [postgres]}}\n"),
+            "spec.selector",
+            "at least one of",
+        ),
+        (POS.to_string(), "spec.selector", "Required value"),
+        (
+            format!("{SEL}  posture: {{transport: {{minTlsVersion: TLSv1.1}}}}\n"),
+            "spec.posture.transport.minTlsVersion",
+            "Unsupported value",
+        ),
+        (
+            format!("{SEL}  posture: {{logging: {{retention: {{minimumMinutes: 60}}}}}}\n"),
+            "spec.posture.logging.retention.minimumMinutes",
+            "1440",
+        ),
+        (
+            format!("{SEL}  posture: {{maintenance: {{backupRetention: {{minimumDays: 90}}}}}}\n"),
+            "spec.posture.maintenance.backupRetention.minimumDays",
+            "35",
+        ),
+        (
+            format!(
+                "{SEL}  posture: {{network: {{ingress: {{allowedSecurityGroups: [default]}}}}}}\n"
+            ),
+            "spec.posture.network.ingress.allowedSecurityGroups[0]",
+            "should match",
+        ),
+        (
+            format!("{SEL}  posture: {{network: {{ingress: {{allowedCidrs: [10.0.0.0/33]}}}}}}\n"),
+            "spec.posture.network.ingress.allowedCidrs",
+            "valid CIDR",
+        ),
+        (
+            format!("{SEL}  posture: {{network: {{ingress: {{allowedCidrs: [0.0.0.0/0]}}}}}}\n"),
+            "spec.posture.network.ingress.allowedCidrs",
+            "never allowed",
+        ),
+        (
+            format!("{SEL}  posture: {{network: {{publicAccess: Allowed}}}}\n"),
+            "spec.posture.network.publicAccess",
+            "Unsupported value",
+        ),
+        (
+            format!("{SEL}  posture: {{audit: {{pgaudit: {{classes: [everything]}}}}}}\n"),
+            "spec.posture.audit.pgaudit.classes[0]",
+            "Unsupported value",
+        ),
+        (
+            format!("{SEL}  posture: {{audit: {{pgaudit: {{classes: []}}}}}}\n"),
+            "spec.posture.audit.pgaudit.classes",
+            "at least 1",
+        ),
+        (
+            format!("{SEL}  posture: {{audit: {{pgaudit: {{classes: [ddl], role: Bad-Role}}}}}}\n"),
+            "spec.posture.audit.pgaudit.role",
+            "should match",
+        ),
+        (
+            format!("{SEL}  posture: {{encryption: {{storage: {{kmsKeyId: my-key}}}}}}\n"),
+            "spec.posture.encryption.storage.kmsKeyId",
+            "should match",
+        ),
+        (
+            format!("{SEL}  posture: {{transport: {{caCertificate: {{allowed: [digicert]}}}}}}\n"),
+            "spec.posture.transport.caCertificate.allowed[0]",
+            "should match",
+        ),
+        (
+            format!("{SEL}  posture: {{transport: {{caCertificate: {{minValidDays: 5000}}}}}}\n"),
+            "spec.posture.transport.caCertificate.minValidDays",
+            "3650",
+        ),
+        (
+            format!("{SEL}  posture: {{logging: {{cloudwatchExports: [audit]}}}}\n"),
+            "spec.posture.logging.cloudwatchExports[0]",
+            "Unsupported value",
+        ),
+        (
+            format!("{SEL}{POS}  controlModes: {{network.everything: Audit}}\n"),
+            "spec.controlModes",
+            "control ids",
+        ),
+        (
+            format!("{SEL}{POS}  controlModes: {{transport.forceSsl: Sometimes}}\n"),
+            "spec.controlModes",
+            "Unsupported value",
+        ),
+        (
+            format!("{SEL}{POS}  resyncSeconds: 5\n"),
+            "spec.resyncSeconds",
+            "10",
+        ),
+        (
+            format!("{SEL}{POS}  resyncSeconds: 100000\n"),
+            "spec.resyncSeconds",
+            "86400",
+        ),
+        (
+            format!("{SEL}{POS}  remediation: {{reboot: Whenever}}\n"),
+            "spec.remediation.reboot",
+            "Unsupported value",
+        ),
+        (
+            format!("{SEL}{POS}  remediation: {{parameterGroupStrategy: Shared}}\n"),
+            "spec.remediation.parameterGroupStrategy",
+            "Unsupported value",
+        ),
+        (
+            format!("{SEL}  posture: {{}}\n"),
+            "spec.posture",
+            "at least one",
+        ),
+        (
+            format!("{SEL}  posture: {{transport: {{forceSSL: true}}}}\n"),
+            "spec.posture.transport.forceSSL",
+            "unknown field",
+        ),
+        (
+            format!("{SEL}  posture: {{transport: {{forceSsl: yes-please}}}}\n"),
+            "spec.posture.transport.forceSsl",
+            "boolean",
+        ),
+        (
+            format!("  selector: {{tags: {{env: prod}}, region: Mars}}\n{POS}"),
+            "spec.selector.region",
+            "should match",
+        ),
+        (
+            format!("  selector: {{instanceIdentifiers: [\"1bad\"]}}\n{POS}"),
+            "spec.selector.instanceIdentifiers[0]",
+            "should match",
+        ),
+        (
+            format!("  selector: {{instanceIdentifiers: []}}\n{POS}"),
+            "spec.selector.instanceIdentifiers",
+            "at least 1",
+        ),
+        (
+            format!("  selector: {{tags: {{env: prod}}, engines: [mysql]}}\n{POS}"),
+            "spec.selector.engines[0]",
+            "Unsupported value",
+        ),
+        (
+            format!("  selector: {{tags: {{{long_key}: x}}}}\n{POS}"),
+            "spec.selector.tags",
+            "at most 128",
+        ),
+    ];
+    assert!(cases.len() >= 20);
+    for (i, (spec, path, reason)) in cases.iter().enumerate() {
+        let name = format!("bad-{i}");
+        let out = cp.kubectl(&["create", "-f", "-"], Some(&policy_yaml(&ns, &name, spec)));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "case {i} was accepted:\n{spec}");
+        assert!(
+            stderr.contains(path) && stderr.contains(reason),
+            "case {i}: expected {path:?} and {reason:?} in the apiserver's answer, got:\n{stderr}\nspec:\n{spec}"
+        );
+    }
+    // Nothing was stored.
+    let listed = cp.kubectl_ok(&["get", "dbsp", "-n", &ns, "-o", "name"], None);
+    assert!(listed.trim().is_empty(), "{listed}");
+
+    // The examples are accepted as they are.
+    let _ = cp.kubectl(&["create", "namespace", "platform-security"], None);
+    for entry in std::fs::read_dir(repo_root().join("examples")).expect("examples") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
+            cp.kubectl_ok(
+                &[
+                    "apply",
+                    "--dry-run=server",
+                    "-f",
+                    path.to_str().expect("utf-8"),
+                ],
+                None,
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// 2–4. Audit → Enforce → static parameter and reboot → steady state.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_then_enforce_then_reboot_then_steady_state() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("flow");
+    let emulator = Emulator::start(Some("small"));
+    let op = Operator::start(cp, &emulator, &["--namespace", &ns]);
+    let client = cp.client().await;
+    let api: Api<DatabaseSecurityPolicy> = Api::namespaced(client, &ns);
+    emulator.reset_calls();
+
+    // Audit: findings in status, Ready=False NonCompliant, no mutating call.
+    let spec = format!(
+        "  selector: {{instanceIdentifiers: [legacy-prod]}}\n  mode: Audit\n  resyncSeconds: {RESYNC}\n  posture:\n    network: {{publicAccess: Forbidden}}\n    maintenance: {{deletionProtection: true, autoMinorVersionUpgrade: true, backupRetention: {{minimumDays: 7}}}}\n"
+    );
+    let t0 = Instant::now();
+    cp.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&policy_yaml(&ns, "legacy", &spec)),
+    );
+    let p = wait_policy(
+        &api,
+        "legacy",
+        Duration::from_secs(60),
+        "Audit → NonCompliant",
+        &op,
+        |p| is(p, "Ready", "False", "NonCompliant"),
+    )
+    .await;
+    eprintln!(
+        "audit: first status after {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    let status = p.status.as_ref().expect("status");
+    assert_eq!(status.summary.selected, 1);
+    assert_eq!(status.summary.non_compliant, 1);
+    let db = &status.databases[0];
+    assert_eq!(db.id, "legacy-prod");
+    let bad: Vec<&str> = db
+        .findings
+        .iter()
+        .filter(|f| f.status == FindingStatus::NonCompliant)
+        .map(|f| f.control.as_str())
+        .collect();
+    for control in [
+        "network.publicAccess",
+        "maintenance.deletionProtection",
+        "maintenance.autoMinorVersionUpgrade",
+    ] {
+        assert!(bad.contains(&control), "{control} not reported: {bad:?}");
+    }
+    let ready = condition(&p, "Ready").expect("Ready");
+    assert!(ready.message.contains("legacy-prod"), "{}", ready.message);
+    for c in ["Ready", "Reconciling", "Stalled"] {
+        assert_eq!(
+            condition(&p, c).and_then(|c| c.observed_generation),
+            Some(1),
+            "{c}"
+        );
+    }
+    assert_eq!(
+        current(&p, "Stalled"),
+        Some(("False".into(), "Healthy".into()))
+    );
+    let columns = cp.kubectl_ok(&["get", "dbsp", "-n", &ns], None);
+    let header = columns.lines().next().unwrap_or_default();
+    for col in [
+        "NAME",
+        "MODE",
+        "SELECTED",
+        "COMPLIANT",
+        "NONCOMPLIANT",
+        "READY",
+        "AGE",
+    ] {
+        assert!(header.contains(col), "column {col} missing:\n{columns}");
+    }
+    let row = columns.lines().nth(1).unwrap_or_default();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &cells[..6],
+        &["legacy", "Audit", "1", "0", "1", "False"],
+        "{columns}"
+    );
+    assert_eq!(
+        mutating(&emulator),
+        Vec::<String>::new(),
+        "Audit made a mutating call"
+    );
+    assert!(
+        !emulator.calls().is_empty(),
+        "the operator read nothing from AWS"
+    );
+
+    // Enforce: remediated, then Ready=True.
+    let t1 = Instant::now();
+    patch_spec(&api, "legacy", json!({"mode": "Enforce"})).await;
+    wait_policy(
+        &api,
+        "legacy",
+        Duration::from_secs(60),
+        "Enforce → Ready",
+        &op,
+        |p| is(p, "Ready", "True", "Compliant"),
+    )
+    .await;
+    eprintln!("enforce: Ready after {:.1}s", t1.elapsed().as_secs_f64());
+    let calls = mutating(&emulator);
+    assert!(
+        calls.contains(&"rds:ModifyDBInstance".to_string()),
+        "{calls:?}"
+    );
+    let waited = cp.kubectl(
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "dbsp/legacy",
+            "-n",
+            &ns,
+            "--timeout=30s",
+        ],
+        None,
+    );
+    assert!(
+        waited.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    let evs = events(cp, &ns);
+    assert!(
+        evs.iter().any(|(t, r, a, n)| t == "Normal"
+            && r == "Remediated"
+            && a == "ModifyDBInstance"
+            && n.contains("legacy-prod")),
+        "no Remediated event naming the call and the database: {evs:#?}"
+    );
+
+    // A static parameter: PendingReboot while the policy allows no reboot.
+    let t2 = Instant::now();
+    patch_spec(
+        &api,
+        "legacy",
+        json!({"posture": {"audit": {"pgaudit": {"classes": ["ddl"]}}}}),
+    )
+    .await;
+    let p = wait_policy(
+        &api,
+        "legacy",
+        Duration::from_secs(60),
+        "PendingReboot",
+        &op,
+        |p| is(p, "Ready", "False", "PendingReboot"),
+    )
+    .await;
+    eprintln!(
+        "static parameter: PendingReboot after {:.1}s",
+        t2.elapsed().as_secs_f64()
+    );
+    let finding = p.status.as_ref().expect("status").databases[0]
+        .findings
+        .iter()
+        .find(|f| f.control.as_str() == "audit.pgaudit")
+        .cloned()
+        .expect("pgaudit finding");
+    assert_eq!(finding.status, FindingStatus::PendingReboot);
+    assert!(
+        !mutating(&emulator).contains(&"rds:RebootDBInstance".to_string()),
+        "rebooted although the policy allows no reboot"
+    );
+
+    // Reboot allowed: compliant.
+    let t3 = Instant::now();
+    patch_spec(
+        &api,
+        "legacy",
+        json!({"remediation": {"reboot": "Immediately"}}),
+    )
+    .await;
+    wait_policy(
+        &api,
+        "legacy",
+        Duration::from_secs(60),
+        "rebooted → Ready",
+        &op,
+        |p| is(p, "Ready", "True", "Compliant") && is(p, "Reconciling", "False", "Idle"),
+    )
+    .await;
+    eprintln!(
+        "reboot allowed: Ready after {:.1}s",
+        t3.elapsed().as_secs_f64()
+    );
+    assert!(mutating(&emulator).contains(&"rds:RebootDBInstance".to_string()));
+
+    // Steady state: several resyncs, no status write, no mutating call.
+    let p = wait_policy(
+        &api,
+        "legacy",
+        Duration::from_secs(30),
+        "settled",
+        &op,
+        |p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.databases
+                    .iter()
+                    .flat_map(|d| &d.findings)
+                    .all(|f| f.status == FindingStatus::Compliant)
+            }) && is(p, "Reconciling", "False", "Idle")
+        },
+    )
+    .await;
+    let before = rv(&p);
+    let writes_before = op.metric("pgbaseline_status_writes_total");
+    let reconciles_before = op.metric("pgbaseline_reconciles_total");
+    emulator.reset_calls();
+    tokio::time::sleep(Duration::from_secs(3 * RESYNC + 2)).await;
+    let p = api.get("legacy").await.expect("policy");
+    assert_eq!(rv(&p), before, "status was written in steady state");
+    assert_eq!(op.metric("pgbaseline_status_writes_total"), writes_before);
+    assert_eq!(
+        mutating(&emulator),
+        Vec::<String>::new(),
+        "mutating call in steady state"
+    );
+    let reads = emulator
+        .calls()
+        .iter()
+        .filter(|c| c.action == "DescribeDBInstances")
+        .count();
+    assert!(
+        (2..=4).contains(&reads),
+        "expected one sweep per resync (2-4 in {}s), saw {reads}",
+        3 * RESYNC + 2
+    );
+    assert!(op.metric("pgbaseline_reconciles_total") >= reconciles_before + 2.0);
+    let metrics = op.metrics();
+    for family in [
+        "pgbaseline_findings{",
+        "pgbaseline_remediations_total{",
+        "pgbaseline_aws_calls_total{",
+        "pgbaseline_sweep_duration_seconds_count",
+        "pgbaseline_last_successful_sweep_timestamp_seconds",
+        "pgbaseline_reconcile_duration_seconds_bucket",
+    ] {
+        assert!(metrics.contains(family), "{family} missing:\n{metrics}");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// 5. Drift and deletion.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_detected_within_one_resync_and_deleted_policies_cost_nothing() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("drift");
+    let emulator = Emulator::start(Some("small"));
+    let op = Operator::start(cp, &emulator, &["--namespace", &ns]);
+    let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
+
+    let spec = format!(
+        "  selector: {{instanceIdentifiers: [payments-prod]}}\n  resyncSeconds: {RESYNC}\n  posture:\n    network: {{publicAccess: Forbidden}}\n    maintenance: {{deletionProtection: true}}\n    auth: {{iam: true}}\n"
+    );
+    cp.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&policy_yaml(&ns, "payments", &spec)),
+    );
+    wait_policy(
+        &api,
+        "payments",
+        Duration::from_secs(60),
+        "Ready",
+        &op,
+        |p| is(p, "Ready", "True", "Compliant"),
+    )
+    .await;
+
+    // Drift injected behind the operator's back.
+    rds(&emulator)
+        .await
+        .modify_db_instance()
+        .db_instance_identifier("payments-prod")
+        .publicly_accessible(true)
+        .apply_immediately(true)
+        .send()
+        .await
+        .expect("inject drift");
+    let injected = Instant::now();
+    let p = wait_policy(
+        &api,
+        "payments",
+        Duration::from_secs(RESYNC + 10),
+        "drift reported",
+        &op,
+        |p| is(p, "Ready", "False", "NonCompliant"),
+    )
+    .await;
+    let detected = injected.elapsed();
+    eprintln!(
+        "drift visible in status after {:.1}s (resync {RESYNC}s)",
+        detected.as_secs_f64()
+    );
+    assert!(
+        detected <= Duration::from_secs(RESYNC + 3),
+        "drift took {detected:?} to show, resync is {RESYNC}s"
+    );
+    assert!(
+        condition(&p, "Ready")
+            .expect("Ready")
+            .message
+            .contains("network.publicAccess")
+    );
+    let evs = events(cp, &ns);
+    assert!(
+        evs.iter()
+            .any(|(t, r, _, _)| t == "Warning" && r == "NonCompliant"),
+        "{evs:#?}"
+    );
+
+    // Deleted: nothing more is read or changed on its behalf.
+    api.delete("payments", &DeleteParams::default())
+        .await
+        .expect("delete");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    emulator.reset_calls();
+    tokio::time::sleep(Duration::from_secs(2 * RESYNC + 2)).await;
+    let calls = emulator.calls();
+    assert!(
+        calls.is_empty(),
+        "AWS calls after the policy was deleted: {calls:?}"
+    );
+    assert!(
+        !op.metrics().contains("policy=\""),
+        "finding series of a deleted policy remain"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// 5. Two policies on one database.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_policies_on_one_database_converge_without_flapping() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("two");
+    let emulator = Emulator::start(Some("small"));
+    let op = Operator::start(cp, &emulator, &["--namespace", &ns]);
+    let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
+    emulator.reset_calls();
+
+    let a = format!(
+        "  selector: {{instanceIdentifiers: [sandbox-dev]}}\n  mode: Enforce\n  resyncSeconds: {RESYNC}\n  posture:\n    maintenance: {{deletionProtection: true, backupRetention: {{minimumDays: 7}}}}\n"
+    );
+    let b = format!(
+        "  selector: {{tags: {{env: dev}}, engines: [postgres]}}\n  mode: Enforce\n  resyncSeconds: {RESYNC}\n  posture:\n    maintenance: {{backupRetention: {{minimumDays: 14}}, autoMinorVersionUpgrade: true}}\n"
+    );
+    let both = format!(
+        "{}\n---\n{}",
+        policy_yaml(&ns, "a", &a),
+        policy_yaml(&ns, "b", &b)
+    );
+    cp.kubectl_ok(&["apply", "-f", "-"], Some(&both));
+    let settled = |p: &DatabaseSecurityPolicy| {
+        is(p, "Ready", "True", "Compliant")
+            && is(p, "Reconciling", "False", "Idle")
+            && p.status.as_ref().is_some_and(|s| {
+                s.databases
+                    .iter()
+                    .flat_map(|d| &d.findings)
+                    .all(|f| f.status == FindingStatus::Compliant)
+            })
+    };
+    let pa = wait_policy(
+        &api,
+        "a",
+        Duration::from_secs(60),
+        "a settled",
+        &op,
+        settled,
+    )
+    .await;
+    let pb = wait_policy(
+        &api,
+        "b",
+        Duration::from_secs(60),
+        "b settled",
+        &op,
+        settled,
+    )
+    .await;
+    let modifies = mutating(&emulator);
+    eprintln!("two policies converged with {modifies:?}");
+    assert!(
+        modifies.len() <= 4,
+        "too many changes to converge: {modifies:?}"
+    );
+
+    // No flapping: several resyncs, no write, no change.
+    let (rva, rvb) = (rv(&pa), rv(&pb));
+    emulator.reset_calls();
+    tokio::time::sleep(Duration::from_secs(3 * RESYNC)).await;
+    assert_eq!(mutating(&emulator), Vec::<String>::new());
+    assert_eq!(rv(&api.get("a").await.expect("a")), rva);
+    assert_eq!(rv(&api.get("b").await.expect("b")), rvb);
+    // The two policies shared their sweeps: about one DescribeDBInstances per resync.
+    let sweeps = emulator
+        .calls()
+        .iter()
+        .filter(|c| c.action == "DescribeDBInstances")
+        .count();
+    assert!(
+        sweeps <= 5,
+        "{sweeps} sweeps in {}s for two policies: the sweep is not shared",
+        3 * RESYNC
+    );
+    let backup = rds(&emulator)
+        .await
+        .describe_db_instances()
+        .db_instance_identifier("sandbox-dev")
+        .send()
+        .await
+        .expect("describe")
+        .db_instances()[0]
+        .backup_retention_period();
+    assert_eq!(backup, Some(14));
+}
+
+// ------------------------------------------------------------------------------------------
+// 5. Leader election.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_leader_election_exactly_one_remediates_and_the_standby_takes_over() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("leader");
+    let emulator = Emulator::start(Some("small"));
+    let args = |id: &'static str| {
+        vec![
+            "--namespace".to_string(),
+            ns.clone(),
+            "--leader-election".to_string(),
+            "--leader-election-namespace".to_string(),
+            ns.clone(),
+            "--identity".to_string(),
+            id.to_string(),
+        ]
+    };
+    let a_args = args("op-a");
+    let b_args = args("op-b");
+    let mut a = Operator::start(
+        cp,
+        &emulator,
+        &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut b = Operator::start(
+        cp,
+        &emulator,
+        &b_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leaders = a.metric("pgbaseline_leader") + b.metric("pgbaseline_leader");
+        if leaders >= 1.0 {
+            assert_eq!(leaders, 1.0, "two leaders");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nobody became the leader:\n{}",
+            a.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for op in [&a, &b] {
+        let (code, _) = op.get("/readyz").expect("readyz");
+        assert_eq!(code, 200, "standbys are ready too");
+    }
+    let (leader, standby) = if a.metric("pgbaseline_leader") == 1.0 {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
+    emulator.reset_calls();
+    let spec = format!(
+        "  selector: {{instanceIdentifiers: [sandbox-dev]}}\n  mode: Enforce\n  resyncSeconds: {RESYNC}\n  posture:\n    maintenance: {{deletionProtection: true}}\n"
+    );
+    cp.kubectl_ok(&["apply", "-f", "-"], Some(&policy_yaml(&ns, "le", &spec)));
+    wait_policy(&api, "le", Duration::from_secs(60), "Ready", leader, |p| {
+        is(p, "Ready", "True", "Compliant")
+    })
+    .await;
+    // Let the standby have every chance to act too.
+    tokio::time::sleep(Duration::from_secs(RESYNC)).await;
+    let modifies: Vec<String> = mutating(&emulator);
+    assert_eq!(
+        modifies,
+        vec!["rds:ModifyDBInstance".to_string()],
+        "exactly one remediation"
+    );
+    assert!(leader.metric("pgbaseline_remediations_total") >= 1.0);
+    assert_eq!(standby.metric("pgbaseline_remediations_total"), 0.0);
+    assert_eq!(
+        standby.metric("pgbaseline_aws_calls_total"),
+        0.0,
+        "the standby called AWS"
+    );
+    assert_eq!(standby.metric("pgbaseline_reconciles_total"), 0.0);
+
+    // Kill the leader hard; the standby takes the lease and remediates new drift.
+    leader.signal("KILL");
+    let killed = Instant::now();
+    rds(&emulator)
+        .await
+        .modify_db_instance()
+        .db_instance_identifier("sandbox-dev")
+        .deletion_protection(false)
+        .apply_immediately(true)
+        .send()
+        .await
+        .expect("inject drift");
+    emulator.reset_calls();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if standby.metric("pgbaseline_remediations_total") >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not take over:\n{}",
+            standby.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "standby remediated {:.1}s after the leader was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(standby.metric("pgbaseline_leader"), 1.0);
+    assert!(standby.is_running());
+    let calls = mutating(&emulator);
+    assert_eq!(calls, vec!["rds:ModifyDBInstance".to_string()]);
+    wait_policy(
+        &api,
+        "le",
+        Duration::from_secs(30),
+        "Ready again",
+        standby,
+        |p| is(p, "Ready", "True", "Compliant"),
+    )
+    .await;
+    // Graceful shutdown: SIGTERM ends the process promptly and cleanly.
+    standby.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while standby.is_running() {
+        assert!(Instant::now() < deadline, "no graceful exit on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = standby.log_text();
+    assert!(log.contains("released the lease"), "{}", standby.log_tail());
+}
+
+// ------------------------------------------------------------------------------------------
+// 5. The apiserver goes away and comes back.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_recovers_after_an_apiserver_restart() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("restart");
+    let emulator = Emulator::start(Some("small"));
+    let mut op = Operator::start(cp, &emulator, &["--namespace", &ns]);
+    let spec = format!(
+        "  selector: {{instanceIdentifiers: [orders-prod]}}\n  resyncSeconds: {RESYNC}\n  posture:\n    maintenance: {{deletionProtection: true}}\n"
+    );
+    cp.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&policy_yaml(&ns, "orders", &spec)),
+    );
+    {
+        let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
+        wait_policy(
+            &api,
+            "orders",
+            Duration::from_secs(60),
+            "first status",
+            &op,
+            |p| is(p, "Ready", "False", "NonCompliant"),
+        )
+        .await;
+    }
+    let t = Instant::now();
+    cp.restart_apiserver(Duration::from_secs(3));
+    eprintln!("apiserver restarted in {:.1}s", t.elapsed().as_secs_f64());
+    assert!(op.is_running(), "the operator died with the apiserver");
+    // A spec change after the restart is picked up without restarting the operator.
+    let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
+    let t = Instant::now();
+    patch_spec(&api, "orders", json!({"mode": "Enforce"})).await;
+    wait_policy(
+        &api,
+        "orders",
+        Duration::from_secs(90),
+        "Enforce after restart",
+        &op,
+        |p| is(p, "Ready", "True", "Compliant"),
+    )
+    .await;
+    eprintln!(
+        "spec change reconciled {:.1}s after the restart",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(op.is_running());
+}
