@@ -232,48 +232,59 @@ impl Inventory {
         })
     }
 
-    async fn describe_instances(&self) -> Result<Vec<DbInstance>, AwsError> {
+    /// Follows `Marker` until the last page, waiting for the rate limit before each call.
+    async fn paged<T, F, Fut>(&self, mut page: F) -> Result<Vec<T>, AwsError>
+    where
+        F: FnMut(Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), AwsError>>,
+    {
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
             self.aws.throttle().await;
-            let page = self
-                .aws
-                .rds
-                .describe_db_instances()
-                .max_records(PAGE)
-                .set_marker(marker.take())
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("DescribeDBInstances", e))?;
-            out.extend(page.db_instances().iter().cloned());
-            match page.marker() {
-                Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+            let (items, next) = page(marker.take()).await?;
+            out.extend(items);
+            match next {
+                Some(m) if !m.is_empty() => marker = Some(m),
                 _ => return Ok(out),
             }
         }
     }
 
+    async fn describe_instances(&self) -> Result<Vec<DbInstance>, AwsError> {
+        let rds = &self.aws.rds;
+        self.paged(|marker| async move {
+            let page = rds
+                .describe_db_instances()
+                .max_records(PAGE)
+                .set_marker(marker)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DescribeDBInstances", e))?;
+            Ok((
+                page.db_instances().to_vec(),
+                page.marker().map(str::to_string),
+            ))
+        })
+        .await
+    }
+
     async fn describe_clusters(&self) -> Result<Vec<DbCluster>, AwsError> {
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            self.aws.throttle().await;
-            let page = self
-                .aws
-                .rds
+        let rds = &self.aws.rds;
+        self.paged(|marker| async move {
+            let page = rds
                 .describe_db_clusters()
                 .max_records(PAGE)
-                .set_marker(marker.take())
+                .set_marker(marker)
                 .send()
                 .await
                 .map_err(|e| AwsError::from_sdk("DescribeDBClusters", e))?;
-            out.extend(page.db_clusters().iter().cloned());
-            match page.marker() {
-                Some(m) if !m.is_empty() => marker = Some(m.to_string()),
-                _ => return Ok(out),
-            }
-        }
+            Ok((
+                page.db_clusters().to_vec(),
+                page.marker().map(str::to_string),
+            ))
+        })
+        .await
     }
 
     /// The controlled parameters of one group: explicit values over engine defaults.
@@ -353,49 +364,40 @@ impl Inventory {
                     .build(),
             ]
         });
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            self.aws.throttle().await;
-            let (params, next) = if cluster {
-                let page = self
-                    .aws
-                    .rds
+        let rds = &self.aws.rds;
+        let filters = &filters;
+        self.paged(|marker| async move {
+            if cluster {
+                let page = rds
                     .describe_db_cluster_parameters()
                     .db_cluster_parameter_group_name(name)
                     .set_filters(filters.clone())
                     .max_records(PAGE)
-                    .set_marker(marker.take())
+                    .set_marker(marker)
                     .send()
                     .await
                     .map_err(|e| AwsError::from_sdk("DescribeDBClusterParameters", e))?;
-                (
+                Ok((
                     page.parameters().to_vec(),
                     page.marker().map(str::to_string),
-                )
+                ))
             } else {
-                let page = self
-                    .aws
-                    .rds
+                let page = rds
                     .describe_db_parameters()
                     .db_parameter_group_name(name)
                     .set_filters(filters.clone())
                     .max_records(PAGE)
-                    .set_marker(marker.take())
+                    .set_marker(marker)
                     .send()
                     .await
                     .map_err(|e| AwsError::from_sdk("DescribeDBParameters", e))?;
-                (
+                Ok((
                     page.parameters().to_vec(),
                     page.marker().map(str::to_string),
-                )
-            };
-            out.extend(params);
-            match next {
-                Some(m) if !m.is_empty() => marker = Some(m),
-                _ => return Ok(out),
+                ))
             }
-        }
+        })
+        .await
     }
 
     /// Engine defaults of the controlled parameters, once per family for the process lifetime.
@@ -430,44 +432,40 @@ impl Inventory {
                 .set_values(Some(wanted.iter().map(|s| s.to_string()).collect()))
                 .build(),
         ];
-        let mut params: Vec<Parameter> = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            self.aws.throttle().await;
-            let defaults = if cluster {
-                self.aws
-                    .rds
-                    .describe_engine_default_cluster_parameters()
-                    .db_parameter_group_family(family)
-                    .set_filters(Some(filters.clone()))
-                    .max_records(PAGE)
-                    .set_marker(marker.take())
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("DescribeEngineDefaultClusterParameters", e))?
-                    .engine_defaults()
-                    .cloned()
-            } else {
-                self.aws
-                    .rds
-                    .describe_engine_default_parameters()
-                    .db_parameter_group_family(family)
-                    .set_filters(Some(filters.clone()))
-                    .max_records(PAGE)
-                    .set_marker(marker.take())
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("DescribeEngineDefaultParameters", e))?
-                    .engine_defaults()
-                    .cloned()
-            };
-            let Some(defaults) = defaults else { break };
-            params.extend(defaults.parameters().iter().cloned());
-            match defaults.marker() {
-                Some(m) if !m.is_empty() => marker = Some(m.to_string()),
-                _ => break,
-            }
-        }
+        let rds = &self.aws.rds;
+        let filters = &filters;
+        let params: Vec<Parameter> = self
+            .paged(|marker| async move {
+                let defaults = if cluster {
+                    rds.describe_engine_default_cluster_parameters()
+                        .db_parameter_group_family(family)
+                        .set_filters(Some(filters.clone()))
+                        .max_records(PAGE)
+                        .set_marker(marker)
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            AwsError::from_sdk("DescribeEngineDefaultClusterParameters", e)
+                        })?
+                        .engine_defaults()
+                        .cloned()
+                } else {
+                    rds.describe_engine_default_parameters()
+                        .db_parameter_group_family(family)
+                        .set_filters(Some(filters.clone()))
+                        .max_records(PAGE)
+                        .set_marker(marker)
+                        .send()
+                        .await
+                        .map_err(|e| AwsError::from_sdk("DescribeEngineDefaultParameters", e))?
+                        .engine_defaults()
+                        .cloned()
+                };
+                Ok(defaults
+                    .map(|d| (d.parameters().to_vec(), d.marker().map(str::to_string)))
+                    .unwrap_or_default())
+            })
+            .await?;
         let map: BTreeMap<String, ParameterValue> = params
             .iter()
             .filter_map(|p| {
