@@ -22,7 +22,7 @@ def lua_literal(v) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return '"' + "".join(c if c.isalnum() or c in " .,:;-_/()=+!?'" else "\\%d" % ord(c) for c in v) + '"'
+        return '"' + "".join(c if (c.isascii() and c.isalnum()) or c in " .,:;-_/()=+!?'" else "\\%03d" % ord(c) for c in v.encode("utf-8").decode("latin-1")) + '"'
     if isinstance(v, list):
         return "{" + ", ".join(lua_literal(x) for x in v) + "}"
     if isinstance(v, dict):
