@@ -195,3 +195,36 @@ fn defaults_come_from_the_schema() {
     assert!(!spec.remediation.allow_master_password_rotation);
     assert_eq!(spec.selector.engines.len(), 2);
 }
+
+#[test]
+fn every_schema_field_has_a_description_for_kubectl_explain() {
+    fn walk(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+        if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+            for (name, prop) in props {
+                let here = format!("{path}.{name}");
+                if prop.get("description").is_none()
+                    && !["apiVersion", "kind", "metadata"].contains(&name.as_str())
+                {
+                    missing.push(here.clone());
+                }
+                walk(prop, &here, missing);
+                if let Some(items) = prop.get("items") {
+                    walk(items, &format!("{here}[]"), missing);
+                }
+            }
+        }
+    }
+    let crd: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(CRD_FILE).expect("crd")).expect("yaml");
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let mut missing = Vec::new();
+    walk(schema, "", &mut missing);
+    assert!(
+        missing.is_empty(),
+        "fields without description: {missing:?}"
+    );
+    assert!(
+        schema["properties"]["spec"]["properties"]["posture"]["properties"]["transport"]
+            .is_object()
+    );
+}

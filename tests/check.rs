@@ -890,3 +890,43 @@ fn aws_errors_exit_2_with_the_aws_error_code() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("DescribeDBInstances"));
 }
+
+#[test]
+fn an_endpoint_without_the_parameter_name_filter_gets_full_pages_and_the_same_report() {
+    let emulator = Emulator::start(Some("small"));
+    let filtered = pgbaseline(
+        &emulator,
+        &[
+            "check",
+            "-f",
+            "examples/audit-prod-baseline.yaml",
+            "-o",
+            "json",
+        ],
+    );
+    emulator.set_faults(serde_json::json!({"reject_parameter_filter": true}));
+    emulator.reset_calls();
+    let unfiltered = pgbaseline(
+        &emulator,
+        &[
+            "check",
+            "-f",
+            "examples/audit-prod-baseline.yaml",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(json(&unfiltered), json(&filtered));
+    let reads: Vec<u16> = emulator
+        .calls()
+        .into_iter()
+        .filter(|c| c.action == "DescribeDBParameters" || c.action == "DescribeDBClusterParameters")
+        .map(|c| c.status)
+        .collect();
+    // Only the first read is refused; every later group is read unfiltered straight away.
+    assert_eq!(reads.iter().filter(|s| **s == 400).count(), 1, "{reads:?}");
+    assert!(
+        reads.iter().filter(|s| **s == 200).count() >= 5,
+        "{reads:?}"
+    );
+}

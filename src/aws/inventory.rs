@@ -84,6 +84,8 @@ pub struct Inventory {
     caches: Mutex<Caches>,
     /// Cleared when an endpoint rejects the `parameter-name` filter.
     filter_supported: AtomicBool,
+    /// Set once a filtered read has been answered either way.
+    filter_probed: AtomicBool,
 }
 
 impl Inventory {
@@ -92,6 +94,7 @@ impl Inventory {
             aws,
             caches: Mutex::new(Caches::default()),
             filter_supported: AtomicBool::new(true),
+            filter_probed: AtomicBool::new(false),
         }
     }
 
@@ -135,14 +138,25 @@ impl Inventory {
                 groups.insert((true, name.to_string()), family);
             }
         }
-        let group_values: HashMap<(bool, String), GroupRead> =
-            stream::iter(groups.into_iter().map(|(key, family)| async move {
+        let mut groups = groups.into_iter();
+        let mut group_values: HashMap<(bool, String), GroupRead> = HashMap::new();
+        // Until an endpoint has answered one filtered read, read one group alone: if it rejects
+        // the filter, one call is wasted rather than one per concurrent read.
+        if !self.filter_probed.load(Ordering::Relaxed)
+            && let Some((key, family)) = groups.next()
+        {
+            let read = self.read_group(key.0, &key.1, family).await?;
+            group_values.insert(key, read);
+        }
+        let rest: Vec<((bool, String), GroupRead)> =
+            stream::iter(groups.map(|(key, family)| async move {
                 let read = self.read_group(key.0, &key.1, family).await?;
                 Ok::<_, AwsError>((key, read))
             }))
             .buffer_unordered(GROUP_READ_CONCURRENCY)
             .try_collect()
             .await?;
+        group_values.extend(rest);
 
         let (security_groups, nacls) = if needs.network {
             let sg_ids: BTreeSet<String> = instances
@@ -296,7 +310,9 @@ impl Inventory {
     ) -> Result<GroupRead, AwsError> {
         let wanted = controlled_parameters();
         let explicit = if self.filter_supported.load(Ordering::Relaxed) {
-            match self.group_parameters(cluster, name, Some(&wanted)).await {
+            let result = self.group_parameters(cluster, name, Some(&wanted)).await;
+            self.filter_probed.store(true, Ordering::Relaxed);
+            match result {
                 Ok(p) => p,
                 Err(e)
                     if e.code.starts_with("InvalidParameter")

@@ -281,3 +281,37 @@ impl AwsRegion {
         self.limiter.until_ready().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_error_codes_are_classified() {
+        let cases = [
+            ("Throttling", ErrorClass::Throttled),
+            ("RequestLimitExceeded", ErrorClass::Throttled),
+            ("ThrottlingException", ErrorClass::Throttled),
+            ("AccessDenied", ErrorClass::AccessDenied),
+            ("UnauthorizedOperation", ErrorClass::AccessDenied),
+            ("AccessDeniedException", ErrorClass::AccessDenied),
+            ("DBInstanceNotFound", ErrorClass::NotFound),
+            ("DBParameterGroupNotFoundFault", ErrorClass::NotFound),
+            ("InvalidGroup.NotFound", ErrorClass::NotFound),
+            ("InvalidDBInstanceState", ErrorClass::InvalidState),
+            ("InvalidDBParameterGroupStateFault", ErrorClass::InvalidState),
+            ("InvalidParameterValue", ErrorClass::Other),
+        ];
+        for (code, class) in cases {
+            assert_eq!(ErrorClass::of_code(code), class, "{code}");
+        }
+    }
+
+    #[test]
+    fn only_describe_list_and_get_are_reads() {
+        assert!(is_read_operation("DescribeDBInstances"));
+        assert!(is_read_operation("ListAliases"));
+        assert!(!is_read_operation("ModifyDBInstance"));
+        assert!(!is_read_operation("RevokeSecurityGroupIngress"));
+    }
+}

@@ -194,3 +194,19 @@ def test_seed_f1000_fleet(emu: str) -> None:
     rds = client(emu, "rds")
     n = sum(len(p["DBInstances"]) for p in rds.get_paginator("describe_db_instances").paginate())
     assert n == 1020
+
+
+def test_fault_mode_rejects_the_parameter_name_filter_like_older_endpoints(emu: str, rds: Any) -> None:
+    """Older RDS API models have no `parameter-name` filter and answer InvalidParameterValue;
+    the fault mode reproduces that so clients can prove their fallback to full paging."""
+    import botocore.exceptions
+
+    status, _ = http("POST", f"{emu}/_emulator/faults", {"reject_parameter_filter": True})
+    assert status == 200
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        rds.describe_db_parameters(DBParameterGroupName="default.postgres16",
+                                   Filters=[{"Name": "parameter-name", "Values": ["rds.force_ssl"]}])
+    assert err.value.response["Error"]["Code"] == "InvalidParameterValue"
+    assert "filter" in err.value.response["Error"]["Message"]
+    # Unfiltered reads still work.
+    assert rds.describe_db_parameters(DBParameterGroupName="default.postgres16")["Parameters"]

@@ -63,6 +63,8 @@ class Faults:
             self.latency_ms = 0
             self.seed: int | None = None
             self.services: list[str] | None = None
+            # Older RDS endpoints reject the `parameter-name` filter of DescribeDB*Parameters.
+            self.reject_parameter_filter = False
             self._rng = random.Random()
 
     def configure(self, cfg: dict[str, Any]) -> None:
@@ -78,7 +80,9 @@ class Faults:
                 raise ValueError("services must be a list of service names")
             services = [s.lower() for s in services]
         seed = cfg.get("seed")
+        reject_filter = bool(cfg.get("reject_parameter_filter", False))
         with self._lock:
+            self.reject_parameter_filter = reject_filter
             self.throttle_fraction = fraction
             self.latency_ms = latency
             self.seed = seed
@@ -92,6 +96,7 @@ class Faults:
                 "latency_ms": self.latency_ms,
                 "seed": self.seed,
                 "services": self.services,
+                "reject_parameter_filter": self.reject_parameter_filter,
             }
 
     def decide(self, service: str) -> tuple[bool, int]:
@@ -144,6 +149,17 @@ def classify(environ: dict[str, Any], body: bytes) -> tuple[str, str]:
     if service == "monitoring":
         service = "cloudwatch"
     return service, action or "unknown"
+
+
+def filter_rejected_response() -> tuple[str, list[tuple[str, str]], bytes]:
+    """What an RDS endpoint without the parameter-name filter answers."""
+    body = (
+        '<ErrorResponse xmlns="http://rds.amazonaws.com/doc/2014-10-31/"><Error><Type>Sender</Type>'
+        "<Code>InvalidParameterValue</Code>"
+        "<Message>Unrecognized filter name: parameter-name</Message></Error>"
+        f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
+    ).encode()
+    return "400 Bad Request", [("Content-Type", "text/xml")], body
 
 
 def throttle_response(service: str) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -272,6 +288,16 @@ class EmulatorMiddleware:
         environ.pop("wsgi.input_terminated", None)
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         service, action = classify(environ, body)
+
+        if (self.faults.reject_parameter_filter and service == "rds"
+                and action in ("DescribeDBParameters", "DescribeDBClusterParameters")
+                and b"Filters.Filter" in body):
+            status, headers, payload = filter_rejected_response()
+            headers.append(("Content-Length", str(len(payload))))
+            self.calls.add({"service": service, "action": action,
+                            "status": int(status.split()[0]), "throttled": False})
+            start_response(status, headers)
+            return [payload]
 
         throttle, latency = self.faults.decide(service)
         if latency:
