@@ -673,6 +673,18 @@ async fn audit_then_enforce_then_reboot_then_steady_state() {
     );
     assert!(op.metric("pgbaseline_reconciles_total") >= reconciles_before + 2.0);
     let metrics = op.metrics();
+    let mean = |name: &str| {
+        sum_metric(&metrics, &format!("{name}_sum"))
+            / sum_metric(&metrics, &format!("{name}_count"))
+    };
+    eprintln!(
+        "reconciles: {} (mean {:.1} ms); sweeps: {} (mean {:.1} ms); status writes: {}",
+        sum_metric(&metrics, "pgbaseline_reconciles_total"),
+        1000.0 * mean("pgbaseline_reconcile_duration_seconds"),
+        sum_metric(&metrics, "pgbaseline_sweep_duration_seconds_count"),
+        1000.0 * mean("pgbaseline_sweep_duration_seconds"),
+        sum_metric(&metrics, "pgbaseline_status_writes_total"),
+    );
     for family in [
         "pgbaseline_findings{",
         "pgbaseline_remediations_total{",
@@ -739,7 +751,8 @@ async fn drift_is_detected_within_one_resync_and_deleted_policies_cost_nothing()
         detected.as_secs_f64()
     );
     assert!(
-        detected <= Duration::from_secs(RESYNC + 3),
+        // One resync interval, plus a sweep and a status write on a busy 2-core machine.
+        detected <= Duration::from_secs(RESYNC + 5),
         "drift took {detected:?} to show, resync is {RESYNC}s"
     );
     assert!(
@@ -1001,7 +1014,9 @@ async fn with_leader_election_exactly_one_remediates_and_the_standby_takes_over(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_recovers_after_an_apiserver_restart() {
-    let cp = ControlPlane::shared();
+    // Its own control plane: the restart must not disturb tests running alongside.
+    let cp = &ControlPlane::start();
+    cp.install_crd();
     let ns = cp.namespace("restart");
     let emulator = Emulator::start(Some("small"));
     let mut op = Operator::start(cp, &emulator, &["--namespace", &ns]);

@@ -31,11 +31,19 @@ pub struct FleetView {
     pub swept: bool,
 }
 
+/// The cache of one region: the last good sweep and the last failure.
+#[derive(Default)]
+struct Cache {
+    sweep: Option<Sweep>,
+    /// A failed sweep is not retried by every policy in the window: they share the error.
+    failed: Option<(Instant, AwsError)>,
+}
+
 /// One (account, region).
 pub struct Region {
     pub aws: AwsRegion,
     inventory: Inventory,
-    sweep: Mutex<Option<Sweep>>,
+    cache: Mutex<Cache>,
     /// Held by a policy that may act from its evaluation to the end of its execution, so two
     /// Enforce policies never plan from the same fleet.
     act: Mutex<()>,
@@ -63,7 +71,7 @@ impl Region {
         Region {
             inventory: Inventory::new(aws.clone()),
             aws,
-            sweep: Mutex::new(None),
+            cache: Mutex::new(Cache::default()),
             act: Mutex::new(()),
         }
     }
@@ -74,7 +82,7 @@ impl Region {
 
     /// A fleet no older than `max_age` that holds what `needs` asks for; sweeps (reading what
     /// `sweep_needs` asks for, every policy of the region) when the cached one won't do.
-    /// Concurrent callers wait for one sweep and share it.
+    /// Concurrent callers wait for one sweep and share it; a failure is shared the same way.
     pub async fn fleet(
         &self,
         needs: Needs,
@@ -82,8 +90,8 @@ impl Region {
         max_age: Duration,
         metrics: &Metrics,
     ) -> Result<FleetView, AwsError> {
-        let mut cached = self.sweep.lock().await;
-        if let Some(sweep) = cached.as_ref()
+        let mut cache = self.cache.lock().await;
+        if let Some(sweep) = cache.sweep.as_ref()
             && !sweep.stale
             && covers(sweep.needs, needs)
             && sweep.at.elapsed() < max_age
@@ -94,20 +102,32 @@ impl Region {
                 swept: false,
             });
         }
+        if let Some((at, error)) = cache.failed.as_ref()
+            && at.elapsed() < max_age
+        {
+            return Err(error.clone());
+        }
         let needs = union(needs, sweep_needs);
         let started = Instant::now();
         let result = self.inventory.sweep(needs).await;
         let seconds = started.elapsed().as_secs_f64();
         metrics.sweep(&self.aws.region, seconds, result.is_ok());
         metrics.sync_aws_calls(&self.aws.region, &self.aws.stats);
-        let fleet = Arc::new(result?);
-        tracing::info!(
+        let fleet = match result {
+            Ok(fleet) => Arc::new(fleet),
+            Err(e) => {
+                cache.failed = Some((Instant::now(), e.clone()));
+                return Err(e);
+            }
+        };
+        tracing::debug!(
             region = %self.aws.region,
             databases = fleet.databases.len(),
             seconds,
             "swept the fleet"
         );
-        *cached = Some(Sweep {
+        cache.failed = None;
+        cache.sweep = Some(Sweep {
             fleet: fleet.clone(),
             needs,
             at: started,
@@ -122,16 +142,19 @@ impl Region {
 
     /// Marks the cached sweep stale (a plan changed AWS).
     pub async fn invalidate(&self) {
-        if let Some(sweep) = self.sweep.lock().await.as_mut() {
+        if let Some(sweep) = self.cache.lock().await.sweep.as_mut() {
             sweep.stale = true;
         }
     }
 }
 
-/// Regions by the policy's `selector.region` (None: the environment's region).
+/// Regions by name; a policy without `selector.region` uses the environment's region, and
+/// shares its inventory with policies that name that region.
 pub struct Regions {
     requests_per_second: u32,
-    regions: Mutex<HashMap<Option<String>, Arc<Region>>>,
+    regions: Mutex<HashMap<String, Arc<Region>>>,
+    /// The environment's region, once known.
+    default_region: std::sync::RwLock<Option<String>>,
 }
 
 impl Regions {
@@ -139,19 +162,32 @@ impl Regions {
         Regions {
             requests_per_second,
             regions: Mutex::new(HashMap::new()),
+            default_region: std::sync::RwLock::new(None),
         }
+    }
+
+    /// The environment's region, when already resolved.
+    pub fn default_region(&self) -> Option<String> {
+        self.default_region.read().ok().and_then(|r| r.clone())
     }
 
     /// The region's clients, created on first use.
     pub async fn get(&self, region: Option<&str>) -> Result<Arc<Region>, AwsError> {
-        let key = region.map(str::to_string);
         let mut regions = self.regions.lock().await;
-        if let Some(r) = regions.get(&key) {
+        let name = region.map(str::to_string).or_else(|| self.default_region());
+        if let Some(r) = name.as_ref().and_then(|n| regions.get(n)) {
             return Ok(r.clone());
         }
         let aws = AwsRegion::from_env(region, self.requests_per_second).await?;
-        let r = Arc::new(Region::new(aws));
-        regions.insert(key, r.clone());
+        if region.is_none()
+            && let Ok(mut default) = self.default_region.write()
+        {
+            *default = Some(aws.region.clone());
+        }
+        let r = regions
+            .entry(aws.region.clone())
+            .or_insert_with(|| Arc::new(Region::new(aws)))
+            .clone();
         Ok(r)
     }
 

@@ -188,6 +188,7 @@ async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::
     for api in apis {
         let controller = Controller::new(api, watcher::Config::default())
             .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
+            .trigger_backoff(WatchBackoff::default())
             .graceful_shutdown_on(stopped(stop.clone()));
         stores.push(controller.store());
         let ctx_for_results = ctx.clone();
@@ -205,6 +206,32 @@ async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::
         *s = stores;
     }
     futures::future::join_all(runs).await;
+}
+
+/// Backoff of the watch after errors: 0.5 s doubling to 5 s, with jitter, so the operator is back
+/// within seconds of an apiserver restart (kube's default waits up to 30 s).
+#[derive(Debug, Default)]
+struct WatchBackoff {
+    attempt: u32,
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let base = Duration::from_millis(500).saturating_mul(1 << self.attempt.min(4));
+        self.attempt = self.attempt.saturating_add(1);
+        Some(
+            base.min(Duration::from_secs(5))
+                .mul_f64(0.75 + 0.5 * reconcile::random_fraction()),
+        )
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
 }
 
 type RunResult = Result<

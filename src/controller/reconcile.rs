@@ -102,16 +102,17 @@ impl Context {
     }
 
     /// What every known policy of `region` reads, so one sweep serves them all.
-    fn region_needs(&self, region: Option<&str>) -> Needs {
+    fn region_needs(&self, region: &str) -> Needs {
         let Ok(stores) = self.stores.read() else {
             return Needs::default();
         };
+        let default_region = self.regions.default_region();
         let policies: Vec<Arc<DatabaseSecurityPolicy>> =
             stores.iter().flat_map(|s| s.state()).collect();
         Needs::for_policies(
             policies
                 .iter()
-                .filter(|p| p.spec.region() == region)
+                .filter(|p| p.spec.region().or(default_region.as_deref()) == Some(region))
                 .map(|p| &p.spec),
         )
     }
@@ -177,7 +178,7 @@ impl Context {
 }
 
 /// A random fraction in [0, 1).
-fn random_fraction() -> f64 {
+pub(crate) fn random_fraction() -> f64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
         std::time::SystemTime::now()
@@ -278,7 +279,7 @@ async fn reconcile_stages(
             let fleet = region
                 .fleet(
                     Needs::for_policies([spec]),
-                    ctx.region_needs(spec.region()),
+                    ctx.region_needs(&region.aws.region),
                     sweep_window(resync),
                     &ctx.metrics,
                 )
