@@ -784,6 +784,26 @@ async fn drift_is_detected_within_one_resync_and_deleted_policies_cost_nothing()
         !op.metrics().contains("policy=\""),
         "finding series of a deleted policy remain"
     );
+
+    // Created again under the same name: a new object, reconciled at once.
+    let t = Instant::now();
+    cp.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&policy_yaml(&ns, "payments", &spec)),
+    );
+    wait_policy(
+        &api,
+        "payments",
+        Duration::from_secs(RESYNC),
+        "re-created policy reconciled",
+        &op,
+        |p| is(p, "Ready", "False", "NonCompliant"),
+    )
+    .await;
+    eprintln!(
+        "re-created policy reconciled after {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
 }
 
 // ------------------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ impl Error {
 /// What the operator remembers about a policy between reconciles.
 #[derive(Debug, Default)]
 struct Memory {
+    /// The object this memory is about (a policy deleted and created again is a new one).
+    uid: Option<String>,
     /// The generation last reconciled.
     generation: Option<i64>,
     /// When the next reconcile is due; watch events before then (our own status writes, a
@@ -121,10 +123,15 @@ impl Context {
     fn not_due(
         &self,
         key: &ObjectRef<DatabaseSecurityPolicy>,
+        uid: Option<&str>,
         generation: Option<i64>,
     ) -> Option<Duration> {
-        let memory = self.memory.lock().ok()?;
+        let mut memory = self.memory.lock().ok()?;
         let m = memory.get(key)?;
+        if m.uid.as_deref() != uid {
+            memory.remove(key);
+            return None;
+        }
         if m.generation != generation {
             return None;
         }
@@ -233,7 +240,7 @@ pub async fn reconcile(
 ) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*policy);
     let generation = policy.meta().generation;
-    if let Some(wait) = ctx.not_due(&key, generation) {
+    if let Some(wait) = ctx.not_due(&key, policy.meta().uid.as_deref(), generation) {
         return Ok(Action::requeue(wait));
     }
     let name = display_name(&policy);
@@ -413,6 +420,7 @@ async fn reconcile_stages(
         Observation::Evaluated { failures, .. } => failures.first().cloned(),
     };
     ctx.with_memory(key, |m| {
+        m.uid = policy.meta().uid.clone();
         m.generation = generation;
         m.warnings = warnings;
         m.ready_reason = Some(ready_reason.clone());
