@@ -69,10 +69,13 @@ impl Needs {
     }
 }
 
+/// Engine-default parameters of one family, read at most once.
+type EngineDefaults = Arc<OnceCell<BTreeMap<String, ParameterValue>>>;
+
 /// Caches that outlive one sweep (engine facts do not change between sweeps).
 #[derive(Debug, Default)]
 struct Caches {
-    engine_defaults: HashMap<(bool, String), Arc<OnceCell<BTreeMap<String, ParameterValue>>>>,
+    engine_defaults: HashMap<(bool, String), EngineDefaults>,
     newest_minor: HashMap<(String, String), Option<String>>,
     certificates: Option<BTreeMap<String, DateTime<Utc>>>,
 }

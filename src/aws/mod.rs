@@ -299,7 +299,10 @@ mod tests {
             ("DBParameterGroupNotFoundFault", ErrorClass::NotFound),
             ("InvalidGroup.NotFound", ErrorClass::NotFound),
             ("InvalidDBInstanceState", ErrorClass::InvalidState),
-            ("InvalidDBParameterGroupStateFault", ErrorClass::InvalidState),
+            (
+                "InvalidDBParameterGroupStateFault",
+                ErrorClass::InvalidState,
+            ),
             ("InvalidParameterValue", ErrorClass::Other),
         ];
         for (code, class) in cases {
