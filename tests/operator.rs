@@ -1082,3 +1082,61 @@ async fn operator_recovers_after_an_apiserver_restart() {
     );
     assert!(op.is_running());
 }
+
+// ------------------------------------------------------------------------------------------
+// One sweep serves every policy of a region.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_policies_share_one_sweep_per_resync() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("many");
+    let emulator = Emulator::start(Some("small"));
+    let op = Operator::start(cp, &emulator, &["--namespace", &ns]);
+    let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
+    const N: usize = 20;
+    let manifests: Vec<String> = (0..N)
+        .map(|i| {
+            let spec = format!(
+                "  selector: {{tags: {{env: prod}}}}\n  resyncSeconds: {RESYNC}\n  posture:\n    transport: {{forceSsl: true}}\n    maintenance: {{backupRetention: {{minimumDays: {}}}}}\n",
+                1 + i
+            );
+            policy_yaml(&ns, &format!("p{i:02}"), &spec)
+        })
+        .collect();
+    let t = Instant::now();
+    cp.kubectl_ok(&["apply", "-f", "-"], Some(&manifests.join("\n---\n")));
+    for i in 0..N {
+        wait_policy(
+            &api,
+            &format!("p{i:02}"),
+            Duration::from_secs(60),
+            "status",
+            &op,
+            |p| current(p, "Ready").is_some(),
+        )
+        .await;
+    }
+    eprintln!(
+        "{N} policies have status after {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    emulator.reset_calls();
+    tokio::time::sleep(Duration::from_secs(2 * RESYNC)).await;
+    let calls = emulator.calls();
+    let sweeps = calls
+        .iter()
+        .filter(|c| c.action == "DescribeDBInstances")
+        .count();
+    eprintln!(
+        "{N} policies, {}s: {sweeps} sweeps, {} AWS calls",
+        2 * RESYNC,
+        calls.len()
+    );
+    assert!(
+        (1..=5).contains(&sweeps),
+        "{sweeps} sweeps in {}s for {N} policies: expected about one per resync",
+        2 * RESYNC
+    );
+    assert_eq!(mutating(&emulator), Vec::<String>::new());
+    assert!(op.metric("pgbaseline_reconciles_total") >= (2 * N) as f64);
+}
