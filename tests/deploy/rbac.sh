@@ -210,7 +210,7 @@ fi
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 EMU_PORT=$(free_port); EMU="http://127.0.0.1:$EMU_PORT"
 mkdir -p "$WORK/emu"
-( cd "$WORK/emu" && exec setsid "$PY" "$HERE/iam_emulator.py" --port "$EMU_PORT" --seed small >"$WORK/emulator.log" 2>&1 ) &
+( cd "$WORK/emu" && exec setsid "$PY" "$HERE/iam_emulator.py" --port "$EMU_PORT" >"$WORK/emulator.log" 2>&1 ) &
 EMU_PID=$!
 for _ in $(seq 120); do grep -q 'listening on' "$WORK/emulator.log" 2>/dev/null && break; sleep 0.5; done
 grep -q 'listening on' "$WORK/emulator.log" || { bad "emulator start" "$(tail -n 20 "$WORK/emulator.log")"; finish; }
@@ -240,7 +240,41 @@ operator_died() { # operator_died LOG: one failure with the reason, then stop (t
 }
 jp() { k get dbsp "$1" -n "$POLICY_NS" -o jsonpath="$2" 2>/dev/null; }
 
-start_operator testing testing "$WORK/operator.log"
+iam_user() { # iam_user [ACTION...]: fresh small fleet, a user with deploy/iam-policy.json's actions
+  # (minus ACTIONs; moto evaluates actions only), IAM enforcement on; prints "KEY SECRET"
+  "$PY" - "$EMU" "$ROOT/deploy/iam-policy.json" "$@" <<'PYEOF'
+import json, sys, urllib.request
+import boto3
+ep, path, drop = sys.argv[1], sys.argv[2], set(sys.argv[3:])
+def post(p, body):
+    urllib.request.urlopen(urllib.request.Request(ep + p, data=body, method="POST",
+                                                  headers={"Content-Type": "text/plain"})).read()
+post("/moto-api/reset-auth", b"inf")
+post("/moto-api/reset", b"")
+import subprocess, os
+subprocess.run([sys.executable, os.path.join(os.path.dirname(path), "..", "tests/emulator/seed.py"),
+                "--endpoint", ep, "--fleet", "small"], check=True, capture_output=True,
+               env=dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing"))
+doc = json.load(open(path))
+st = []
+for s in doc["Statement"]:
+    if s["Effect"] == "Allow":
+        acts = [a for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]) if a not in drop]
+        if acts:
+            st.append({"Effect": "Allow", "Action": acts, "Resource": "*"})
+iam = boto3.client("iam", endpoint_url=ep, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+iam.create_user(UserName="pgbaseline-operator")
+arn = iam.create_policy(PolicyName="pgbaseline-operator", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": st}))["Policy"]["Arn"]
+iam.attach_user_policy(UserName="pgbaseline-operator", PolicyArn=arn)
+key = iam.create_access_key(UserName="pgbaseline-operator")["AccessKey"]
+post("/_emulator/calls/reset", b"")
+post("/moto-api/reset-auth", b"0")
+print(key["AccessKeyId"], key["SecretAccessKey"])
+PYEOF
+}
+creds=$(iam_user) || { bad "IAM user with deploy/iam-policy.json" "$creds"; finish; }
+read -r AK SK <<<"$creds"
+start_operator "$AK" "$SK" "$WORK/operator.log"
 for f in "$ROOT"/examples/*.yaml; do k apply -f "$f" >/dev/null || bad "apply $(basename "$f")"; done
 names=$(k get dbsp -n "$POLICY_NS" -o jsonpath='{.items[*].metadata.name}')
 has_ready() { for n in $names; do [[ -n $(jp "$n" '{.status.conditions[?(@.type=="Ready")].status}') ]] || return 1; done; }
@@ -251,6 +285,40 @@ if (( rc == 0 )); then
   ok "operator with the SA token: every example has a Ready condition ($((SECONDS - t0))s): $(for n in $names; do printf '%s=%s/%s ' "$n" "$(jp "$n" '{.status.conditions[?(@.type=="Ready")].status}')" "$(jp "$n" '{.status.conditions[?(@.type=="Ready")].reason}')"; done)"
 else
   bad "every example gets a Ready condition in 180s" "$(k get dbsp -A -o yaml | grep -A3 'type: Ready'; tail -n 20 "$WORK/operator.log")"
+fi
+# Enforce end to end under IAM enforcement with exactly the policy's actions: the Aurora policy
+# (reboot: Immediately) converges to Ready=True, nothing is Stalled, remediation events exist.
+compliant() { [[ $(jp ledger-aurora '{.status.conditions[?(@.type=="Ready")].status}') == True ]]; }
+t0=$SECONDS
+wait_for 180 compliant; rc=$?
+(( rc == 2 )) && operator_died "$WORK/operator.log"
+stalled_any=$(for n in $names; do [[ $(jp "$n" '{.status.conditions[?(@.type=="Stalled")].status}') == True ]] && echo "$n: $(jp "$n" '{.status.conditions[?(@.type=="Stalled")].message}')"; done)
+remediated=$(k get events.events.k8s.io -n "$POLICY_NS" -o jsonpath='{range .items[?(@.reason=="Remediated")]}{.regarding.name}{" "}{end}' 2>/dev/null | wc -w)
+if (( rc == 0 )) && [[ -z $stalled_any ]] && (( remediated > 0 )); then
+  ok "Enforce under IAM enforcement with deploy/iam-policy.json: ledger-aurora Ready=True in $((SECONDS - t0))s, nothing Stalled, $remediated Remediated events"
+else
+  bad "Enforce under IAM enforcement with deploy/iam-policy.json" "ready(ledger-aurora)=$(jp ledger-aurora '{.status.conditions[?(@.type=="Ready")].reason}') stalled: ${stalled_any:-none} remediated events: $remediated"
+fi
+calls=$("$PY" - "$EMU" <<'PYEOF'
+import json, sys, urllib.request
+import boto3, botocore.exceptions
+ep = sys.argv[1]
+calls = json.load(urllib.request.urlopen(ep + "/_emulator/calls"))["calls"]
+writes = sorted({c["action"] for c in calls if c["status"] == 200 and not c["action"].startswith(("Describe", "List"))})
+refused = sum(1 for c in calls if c["status"] in (401, 403))
+try:  # enforcement really is on: credentials of no IAM user are refused
+    boto3.client("rds", endpoint_url=ep, region_name="us-east-1", aws_access_key_id="nobody",
+                 aws_secret_access_key="x").describe_db_instances()
+    enforced = "no"
+except botocore.exceptions.ClientError as e:
+    enforced = e.response["Error"]["Code"]
+print(f"refused={refused} enforced={enforced} writes={','.join(writes)}")
+PYEOF
+)
+if [[ $calls == "refused=0 enforced=InvalidClientTokenId writes="?* ]]; then
+  ok "AWS calls under IAM enforcement: none refused; writes made: ${calls##*writes=}"
+else
+  bad "AWS calls under IAM enforcement" "$calls"
 fi
 if kill -0 "$OP_PID" 2>/dev/null; then ok "operator still running"; else bad "operator exited" "$(tail -n 30 "$WORK/operator.log")"; fi
 holder=$(k get lease pgbaseline-leader -n "$NS" -o jsonpath='{.spec.holderIdentity}' 2>&1)
@@ -267,36 +335,7 @@ denied=$(grep -ciE 'forbidden|\b403\b' "$WORK/operator.log")
 stop_operator
 
 # ---------------------------------------------------------------- AccessDenied -> Stalled, no crash loop
-# A fresh fleet, a user with deploy/iam-policy.json minus rds:ModifyDBParameterGroup, enforcement on.
-creds=$("$PY" - "$EMU" "$ROOT/deploy/iam-policy.json" <<'PYEOF'
-import json, sys, urllib.request
-import boto3
-ep, path = sys.argv[1], sys.argv[2]
-def post(p, body):
-    urllib.request.urlopen(urllib.request.Request(ep + p, data=body, method="POST",
-                                                  headers={"Content-Type": "text/plain"})).read()
-post("/moto-api/reset-auth", b"inf")
-post("/moto-api/reset", b"")
-import subprocess, os
-subprocess.run([sys.executable, os.path.join(os.path.dirname(path), "..", "tests/emulator/seed.py"),
-                "--endpoint", ep, "--fleet", "small"], check=True, capture_output=True,
-               env=dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing"))
-doc = json.load(open(path))
-st = []
-for s in doc["Statement"]:
-    if s["Effect"] == "Allow":
-        acts = [a for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]) if a != "rds:ModifyDBParameterGroup"]
-        if acts:
-            st.append({"Effect": "Allow", "Action": acts, "Resource": "*"})
-iam = boto3.client("iam", endpoint_url=ep, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
-iam.create_user(UserName="pgbaseline-operator")
-arn = iam.create_policy(PolicyName="pgbaseline-operator", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": st}))["Policy"]["Arn"]
-iam.attach_user_policy(UserName="pgbaseline-operator", PolicyArn=arn)
-key = iam.create_access_key(UserName="pgbaseline-operator")["AccessKey"]
-post("/moto-api/reset-auth", b"0")
-print(key["AccessKeyId"], key["SecretAccessKey"])
-PYEOF
-) || { bad "IAM user without rds:ModifyDBParameterGroup" "$creds"; finish; }
+creds=$(iam_user rds:ModifyDBParameterGroup) || { bad "IAM user without rds:ModifyDBParameterGroup" "$creds"; finish; }
 read -r AK SK <<<"$creds"
 k delete dbsp --all -n "$POLICY_NS" >/dev/null
 k apply -f "$ROOT/examples/enforce-strict-instance.yaml" >/dev/null
