@@ -216,11 +216,20 @@ for _ in $(seq 120); do grep -q 'listening on' "$WORK/emulator.log" 2>/dev/null 
 grep -q 'listening on' "$WORK/emulator.log" || { bad "emulator start" "$(tail -n 20 "$WORK/emulator.log")"; finish; }
 
 METRICS_PORT=$(free_port)
+# The operator's command line is exactly the chart's (default values, this release namespace),
+# with only the metrics address moved to a free loopback port.
+mapfile -t CHART_ARGS < <("$HELM" template pgbaseline "$ROOT/charts/pgbaseline" -n "$NS" --show-only templates/deployment.yaml \
+  | "$PY" -c 'import sys, yaml; d = yaml.safe_load(sys.stdin); print("\n".join(d["spec"]["template"]["spec"]["containers"][0]["args"]))')
+OP_ARGS=()
+for a in "${CHART_ARGS[@]}"; do
+  [[ $a == --metrics-addr=* ]] && a="--metrics-addr=127.0.0.1:$METRICS_PORT"
+  OP_ARGS+=("$a")
+done
 start_operator() { # start_operator ACCESS_KEY SECRET LOG
   env -u AWS_PROFILE KUBECONFIG="$WORK/sa.kubeconfig" AWS_ENDPOINT_URL="$EMU" AWS_REGION=us-east-1 \
     AWS_EC2_METADATA_DISABLED=true AWS_ACCESS_KEY_ID="$1" AWS_SECRET_ACCESS_KEY="$2" \
     POD_NAMESPACE="$NS" POD_NAME=pgbaseline-rbac-test RUST_LOG=info,pgbaseline=debug \
-    "$OP" run --leader-election --metrics-addr "127.0.0.1:$METRICS_PORT" --log-json >"$3" 2>&1 &
+    "$OP" "${OP_ARGS[@]}" >"$3" 2>&1 &
   OP_PID=$!
 }
 stop_operator() { [[ -n $OP_PID ]] && kill "$OP_PID" 2>/dev/null && wait "$OP_PID" 2>/dev/null; OP_PID=; }
@@ -282,7 +291,7 @@ t0=$SECONDS
 wait_for 180 has_ready; rc=$?
 (( rc == 2 )) && operator_died "$WORK/operator.log"
 if (( rc == 0 )); then
-  ok "operator with the SA token: every example has a Ready condition ($((SECONDS - t0))s): $(for n in $names; do printf '%s=%s/%s ' "$n" "$(jp "$n" '{.status.conditions[?(@.type=="Ready")].status}')" "$(jp "$n" '{.status.conditions[?(@.type=="Ready")].reason}')"; done)"
+  ok "operator (\`pgbaseline ${OP_ARGS[*]}\`, the chart's args) with the SA token: every example has a Ready condition ($((SECONDS - t0))s): $(for n in $names; do printf '%s=%s/%s ' "$n" "$(jp "$n" '{.status.conditions[?(@.type=="Ready")].status}')" "$(jp "$n" '{.status.conditions[?(@.type=="Ready")].reason}')"; done)"
 else
   bad "every example gets a Ready condition in 180s" "$(k get dbsp -A -o yaml | grep -A3 'type: Ready'; tail -n 20 "$WORK/operator.log")"
 fi
@@ -324,7 +333,7 @@ if kill -0 "$OP_PID" 2>/dev/null; then ok "operator still running"; else bad "op
 holder=$(k get lease pgbaseline-leader -n "$NS" -o jsonpath='{.spec.holderIdentity}' 2>&1)
 [[ $holder == pgbaseline-rbac-test ]] && ok "leader Lease $NS/pgbaseline-leader held by pgbaseline-rbac-test" || bad "leader Lease" "$holder"
 ev=$(k get events.events.k8s.io -n "$POLICY_NS" -o jsonpath='{range .items[*]}{.reason}{" "}{end}' 2>&1)
-[[ -n ${ev// /} ]] && ok "Events written (events.k8s.io): $(tr ' ' '\n' <<<"$ev" | sort | uniq -c | tr -s ' \n' ' ')" || bad "Events written" "$ev"
+[[ -n ${ev// /} ]] && ok "Events written (events.k8s.io): $(tr ' ' '\n' <<<"$ev" | grep . | sort | uniq -c | awk '{printf "%s×%s ", $2, $1}')" || bad "Events written" "$ev"
 probe=""
 for p in /healthz /readyz /metrics; do
   code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$METRICS_PORT$p"); probe+="$p=$code "
