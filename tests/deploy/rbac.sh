@@ -11,6 +11,7 @@
 #      rds:ModifyDBParameterGroup, the policy turns Stalled=True/AccessDenied and the operator
 #      keeps running (no crash loop), and Argo CD's health.lua calls that object Degraded.
 # Last line: 'N passed, M failed'; exit status 1 on failure.  RBAC_KEEP=1 keeps the temp dir.
+# shellcheck disable=SC2015,SC2317,SC1091  # `ok ... || bad ...` (ok never fails); functions run via traps/retries; env written at runtime
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -22,7 +23,8 @@ skip() { printf 'skip    %s\n' "$1"; }
 finish() { printf '%d passed, %d failed\n' "$PASSED" "$FAILED"; (( FAILED == 0 )); exit $?; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pgbaseline-rbac.XXXXXX")
-OP_PID= EMU_PID=
+OP_PID='' EMU_PID=''
+# shellcheck disable=SC2317  # invoked by the trap
 cleanup() {
   [[ -n $OP_PID ]] && kill "$OP_PID" 2>/dev/null && wait "$OP_PID" 2>/dev/null
   [[ -n $EMU_PID ]] && kill -- "-$EMU_PID" 2>/dev/null
