@@ -166,13 +166,13 @@ split_sub() { # 'verb res/sub rest' -> can-i args (subresource via --subresource
 }
 wrong=()
 for c in "${expect_yes[@]}"; do
-  # shellcheck disable=SC2046
+  # shellcheck disable=SC2046,SC2086  # word splitting wanted
   [[ $(can $(split_sub $c)) == yes ]] || wrong+=("should be allowed: $c")
 done
 (( ${#wrong[@]} == 0 )) && ok "allowed: all ${#expect_yes[@]} verbs the operator uses" || bad "allowed verbs" "$(printf '%s\n' "${wrong[@]}")"
 wrong=()
 for c in "${expect_no[@]}"; do
-  # shellcheck disable=SC2046
+  # shellcheck disable=SC2046,SC2086  # word splitting wanted
   [[ $(can $(split_sub $c)) == no ]] || wrong+=("should be forbidden: $c")
 done
 (( ${#wrong[@]} == 0 )) && ok "forbidden: ${#expect_no[@]} verbs it must not have (delete/write policies, Secrets, other Leases, escalation...)" || bad "forbidden verbs" "$(printf '%s\n' "${wrong[@]}")"
