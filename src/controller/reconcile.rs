@@ -206,9 +206,12 @@ fn next_resync(resync: Duration, fleet_age: Duration) -> Duration {
         .max(Duration::from_secs(1))
 }
 
-/// How old a shared sweep may be for a policy with this resync interval.
+/// How old a shared sweep may be for a policy with this resync interval. Three quarters of the
+/// interval: a policy that comes due (at 90-100 % of the interval after its fleet was read)
+/// always sweeps, so drift shows within one interval, while every policy reconciled in between
+/// joins the latest sweep and from then on comes due with it: one sweep per interval per region.
 fn sweep_window(resync: Duration) -> Duration {
-    (resync / 5).max(Duration::from_secs(2))
+    resync.mul_f64(0.75).max(Duration::from_secs(2))
 }
 
 /// Exponential backoff with jitter after `failures` consecutive failures.
@@ -498,14 +501,17 @@ mod tests {
     }
 
     #[test]
-    fn sweep_window_is_a_fifth_of_resync() {
+    fn sweep_window_is_three_quarters_of_resync_and_shorter_than_the_next_resync() {
         assert_eq!(
             sweep_window(Duration::from_secs(60)),
-            Duration::from_secs(12)
+            Duration::from_secs(45)
         );
-        assert_eq!(
-            sweep_window(Duration::from_secs(10)),
-            Duration::from_secs(2)
-        );
+        assert_eq!(sweep_window(Duration::from_secs(2)), Duration::from_secs(2));
+        for _ in 0..100 {
+            let resync = Duration::from_secs(30);
+            // A policy coming due always finds its fleet older than the window: it sweeps.
+            assert!(resync - next_resync(resync, Duration::ZERO) <= resync.mul_f64(0.1));
+            assert!(next_resync(resync, Duration::ZERO) > sweep_window(resync));
+        }
     }
 }
