@@ -930,3 +930,53 @@ fn an_endpoint_without_the_parameter_name_filter_gets_full_pages_and_the_same_re
         "{reads:?}"
     );
 }
+
+#[test]
+fn no_secret_reaches_the_output_or_the_logs_even_at_trace_level() {
+    // The seeded databases' master password (tests/emulator/seed.py).
+    const SEEDED_PASSWORD: &str = "not-a-real-password-1";
+    let emulator = Emulator::start(Some("small"));
+    let mut outputs = Vec::new();
+    for args in [
+        vec![
+            "check",
+            "-f",
+            "examples/audit-prod-baseline.yaml",
+            "-o",
+            "json",
+            "--stats",
+        ],
+        vec![
+            "check",
+            "-f",
+            "examples/enforce-strict-instance.yaml",
+            "-f",
+            "examples/enforce-aurora-cluster.yaml",
+            "--fix",
+        ],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgbaseline"))
+            .current_dir(common::repo_root())
+            .args(&args)
+            .envs(emulator.env())
+            .env("RUST_LOG", "trace")
+            .output()
+            .expect("run");
+        outputs.push(String::from_utf8_lossy(&out.stdout).to_string());
+        outputs.push(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    assert!(
+        outputs.iter().any(|o| o.contains("DescribeDBInstances")),
+        "trace logging was on"
+    );
+    for text in &outputs {
+        assert!(
+            !text.contains(SEEDED_PASSWORD),
+            "a password reached the output"
+        );
+        assert!(
+            !text.contains("MasterUserPassword"),
+            "a password field reached the output"
+        );
+    }
+}
