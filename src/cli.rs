@@ -132,11 +132,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
         metrics_addr: args.metrics_addr,
         requests_per_second: args.requests_per_second,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };
@@ -204,11 +200,7 @@ fn run_check(args: CheckArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };
@@ -249,6 +241,14 @@ fn run_check(args: CheckArgs) -> ExitCode {
         Exit::NonCompliant => ExitCode::from(1),
         Exit::Error => ExitCode::from(EXIT_ERROR),
     }
+}
+
+/// Two worker threads: the work is IO-bound and the operator should stay small.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
 }
 
 /// The CRD exactly as `crds/` holds it.
