@@ -76,8 +76,9 @@ def http(method: str, url: str, body: bytes | None = None, content_type: str = "
 
 
 class Emulator:
-    """The AWS emulator on a free port, in its own process group: tests/emulator with the two
-    authorization-fidelity fixes of tests/deploy/iam_emulator.py (see its docstring)."""
+    """The AWS emulator (tests/emulator, started by tests/deploy/iam_emulator.py) on a free port,
+    in its own process group. Its IAM enforcement is AWS-faithful for aws-sdk-rust (see
+    tests/emulator/pgbaseline_emulator/auth.py)."""
 
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()

@@ -3,7 +3,8 @@
 moto enforces IAM per action (every request checked against Resource "*", no condition keys):
 so the Enforce scenario runs with exactly the policy's actions (its Allow statements with the
 resource and condition scoping projected away), and the scoping itself is checked by iamsim on
-the requests recorded during that run. The emulator carries the fixes of iam_emulator.py."""
+the requests recorded during that run. The emulator's IAM enforcement is AWS-faithful for
+aws-sdk-rust (tests/emulator/pgbaseline_emulator/auth.py)."""
 from __future__ import annotations
 
 import json

@@ -33,6 +33,10 @@ JSON_SERVICES = {"kms", "secretsmanager", "logs", "ssm", "dynamodb"}
 
 StartResponse = Callable[..., Any]
 
+# The body of the AWS request the current thread is serving, exactly as received (werkzeug's
+# threaded server serves each request on its own thread). auth.py verifies SigV4 over it.
+received_body = threading.local()
+
 
 class CallLog:
     def __init__(self) -> None:
@@ -321,12 +325,15 @@ class EmulatorMiddleware:
                 return start_response(status, headers, exc_info)
             return start_response(status, headers)
 
+        received_body.value = body
         try:
             result = self.app(environ, _start)
         except Exception:
             self.calls.add({"service": service, "action": action, "status": 500,
                             "throttled": False})
             raise
+        finally:
+            received_body.value = None
         self.calls.add({"service": service, "action": action,
                         "status": seen.get("status", 500), "throttled": False})
         return result

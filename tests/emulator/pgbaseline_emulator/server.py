@@ -19,12 +19,13 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 from werkzeug.serving import BaseWSGIServer, make_server  # noqa: E402
 
-from . import patches  # noqa: E402
+from . import auth, patches  # noqa: E402
 from .middleware import EmulatorMiddleware  # noqa: E402
 
 
 def build_app() -> EmulatorMiddleware:
     patches.apply()
+    auth.apply()
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     moto_app = DomainDispatcherApplication(create_backend_app)
