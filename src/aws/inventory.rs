@@ -15,8 +15,8 @@ use tokio::sync::OnceCell;
 use crate::api::{DatabaseKind, DatabaseSecurityPolicySpec, Engine};
 use crate::posture::catalogue::controlled_parameters;
 use crate::posture::model::{
-    ApplyStatus, ApplyType, Attributes, CaCertificate, Database, Fleet, IngressRule, IngressSource,
-    Member, NaclEntry, ParameterGroup, ParameterValue, SecurityGroup,
+    ApplyStatus, ApplyType, Attached, Attributes, CaCertificate, Database, Fleet, IngressRule,
+    IngressSource, Member, NaclEntry, ParameterGroup, ParameterValue, SecurityGroup,
 };
 use crate::posture::values::version_cmp;
 
@@ -740,7 +740,7 @@ impl Inventory {
                 apply_status: ApplyStatus::parse(g.parameter_apply_status().unwrap_or("in-sync")),
                 parameters: read.parameters.clone(),
                 managed: name.starts_with("pgbaseline-"),
-                shared_with: Vec::new(),
+                shared_with: Default::default(),
             })
         });
         let sg_ids: Vec<&str> = i
@@ -851,7 +851,7 @@ impl Inventory {
                 apply_status: worst,
                 parameters: read.parameters.clone(),
                 managed: name.starts_with("pgbaseline-"),
-                shared_with: Vec::new(),
+                shared_with: Default::default(),
             })
         });
         let sg_ids: Vec<&str> = c
@@ -972,7 +972,7 @@ fn security_groups_of(
             known.get(*id).map(|rules| SecurityGroup {
                 id: id.to_string(),
                 rules: rules.clone(),
-                shared_with: Vec::new(),
+                shared_with: Default::default(),
             })
         })
         .collect()
@@ -993,20 +993,22 @@ fn fill_sharers(databases: &mut [Database]) {
             by_sg.entry(sg.id.clone()).or_default().push(db.id.clone());
         }
     }
+    let by_group: HashMap<(DatabaseKind, String), Attached> = by_group
+        .into_iter()
+        .map(|(k, ids)| (k, ids.into()))
+        .collect();
+    let by_sg: HashMap<String, Attached> =
+        by_sg.into_iter().map(|(k, ids)| (k, ids.into())).collect();
     for db in databases.iter_mut() {
-        let id = db.id.clone();
         let kind = db.kind;
         if let Some(g) = db.parameter_group.as_mut() {
             g.shared_with = by_group
                 .get(&(kind, g.name.clone()))
-                .map(|ids| ids.iter().filter(|o| **o != id).cloned().collect())
+                .cloned()
                 .unwrap_or_default();
         }
         for sg in &mut db.security_groups {
-            sg.shared_with = by_sg
-                .get(&sg.id)
-                .map(|ids| ids.iter().filter(|o| **o != id).cloned().collect())
-                .unwrap_or_default();
+            sg.shared_with = by_sg.get(&sg.id).cloned().unwrap_or_default();
         }
     }
 }

@@ -119,8 +119,9 @@ pub struct ParameterGroup {
     pub parameters: BTreeMap<String, ParameterValue>,
     /// Tagged `pgbaseline.io/managed=true`.
     pub managed: bool,
-    /// Other databases (instance or cluster ids of the same kind) attached to the same group.
-    pub shared_with: Vec<String>,
+    /// The databases (instance or cluster ids of the same kind) attached to this group; may
+    /// include this database.
+    pub shared_with: Attached,
 }
 
 impl ParameterGroup {
@@ -134,6 +135,25 @@ impl ParameterGroup {
     }
 }
 
+/// Database ids attached to one group. One list shared by every database on the group, so a
+/// group of N databases costs N ids rather than N² (a default group often holds hundreds).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Attached(std::sync::Arc<[String]>);
+
+impl From<Vec<String>> for Attached {
+    fn from(ids: Vec<String>) -> Self {
+        Attached(ids.into())
+    }
+}
+
+impl std::ops::Deref for Attached {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
+}
+
 /// `default.*` groups belong to AWS and can never be modified.
 pub fn is_default_group_name(name: &str) -> bool {
     name.starts_with("default.") || name.starts_with("default:")
@@ -144,8 +164,8 @@ pub fn is_default_group_name(name: &str) -> bool {
 pub struct SecurityGroup {
     pub id: String,
     pub rules: Vec<IngressRule>,
-    /// Other databases attached to the same security group.
-    pub shared_with: Vec<String>,
+    /// The databases attached to this security group; may include this database.
+    pub shared_with: Attached,
 }
 
 /// One source of one ingress permission (EC2 stores a permission with several sources; we

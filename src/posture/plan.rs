@@ -389,8 +389,16 @@ fn free_copy_target(fleet: &Fleet, database: &Database, group: &ParameterGroup) 
         .find(|n| *n != group.name && !used_by_others(n))
 }
 
+/// Security groups are shared across kinds: an id is selected as an instance or as a cluster.
 fn is_selected(selected: &BTreeSet<DbKey>, id: &str) -> bool {
-    selected.iter().any(|k| k.id == id)
+    [DatabaseKind::Instance, DatabaseKind::Cluster]
+        .into_iter()
+        .any(|kind| {
+            selected.contains(&DbKey {
+                kind,
+                id: id.to_string(),
+            })
+        })
 }
 
 fn dedup(mut causes: Vec<Cause>) -> Vec<Cause> {
@@ -414,7 +422,9 @@ fn can_change_in_place(
     }
     let own_managed = is_own_group_name(&group.name, database_id, &group.family);
     match strategy {
-        ParameterGroupStrategy::Dedicated => own_managed && group.shared_with.is_empty(),
+        ParameterGroupStrategy::Dedicated => {
+            own_managed && group.shared_with.iter().all(|id| id == database_id)
+        }
         ParameterGroupStrategy::Auto => group.shared_with.iter().all(|id| {
             selected.contains(&DbKey {
                 kind,

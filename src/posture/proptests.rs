@@ -217,7 +217,7 @@ fn fleet_strategy() -> impl Strategy<Value = Fleet> {
                     .map(|s| SecurityGroup {
                         id: format!("sg-0000000{s}"),
                         rules: sg_rules[*s].clone(),
-                        shared_with: Vec::new(),
+                        shared_with: Default::default(),
                     })
                     .collect();
                 databases.push(db);
@@ -236,7 +236,8 @@ fn fleet_strategy() -> impl Strategy<Value = Fleet> {
                                     .is_some_and(|og| og.name == g.name)
                         })
                         .map(|o| o.id.clone())
-                        .collect();
+                        .collect::<Vec<_>>()
+                        .into();
                 }
                 for sg in &mut db.security_groups {
                     sg.shared_with = snapshot
@@ -245,7 +246,8 @@ fn fleet_strategy() -> impl Strategy<Value = Fleet> {
                             o.id != db.id && o.security_groups.iter().any(|s| s.id == sg.id)
                         })
                         .map(|o| o.id.clone())
-                        .collect();
+                        .collect::<Vec<_>>()
+                        .into();
                 }
             }
             Fleet {

@@ -36,7 +36,7 @@ pub fn apply(fleet: &mut Fleet, plan: &Plan) {
                         .or_insert(ParameterGroup {
                             name: target.clone(),
                             managed: true,
-                            shared_with: Vec::new(),
+                            shared_with: Default::default(),
                             apply_status: ApplyStatus::InSync,
                             ..src
                         });
@@ -95,14 +95,20 @@ pub fn apply(fleet: &mut Fleet, plan: &Plan) {
                     if db.id == database.id {
                         *g = ParameterGroup {
                             apply_status: ApplyStatus::PendingReboot,
-                            shared_with: Vec::new(),
+                            shared_with: Default::default(),
                             ..new_group.clone()
                         };
                         for m in &mut db.members {
                             m.apply_status = ApplyStatus::PendingReboot;
                         }
                     } else if Some(&g.name) == old_name.as_ref() {
-                        g.shared_with.retain(|id| id != &database.id);
+                        g.shared_with = g
+                            .shared_with
+                            .iter()
+                            .filter(|id| **id != database.id)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .into();
                     }
                 }
             }

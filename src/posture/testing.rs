@@ -52,7 +52,7 @@ pub fn group(name: &str, family: &str, cluster: bool) -> ParameterGroup {
         apply_status: ApplyStatus::InSync,
         parameters: engine_defaults(family),
         managed: false,
-        shared_with: Vec::new(),
+        shared_with: Default::default(),
     }
 }
 

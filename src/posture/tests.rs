@@ -203,7 +203,7 @@ fn shared_custom_group_is_copied_when_a_sharer_is_not_selected() {
     let s = enforce("  logging: {connections: true}");
     let mut a = instance("a");
     let mut shared = group("team-pg16", "postgres16", false);
-    shared.shared_with = vec!["b".into()];
+    shared.shared_with = vec!["a".to_string(), "b".to_string()].into();
     a.parameter_group = Some(shared.clone());
     let dbs = [a.clone()];
     let p = plan(
@@ -221,7 +221,7 @@ fn shared_custom_group_is_copied_when_a_sharer_is_not_selected() {
     // When the sharer is selected too, the group is changed in place, once.
     let mut b = instance("b");
     let mut shared_b = shared.clone();
-    shared_b.shared_with = vec!["a".into()];
+    shared_b.shared_with = vec!["a".to_string(), "b".to_string()].into();
     b.parameter_group = Some(shared_b);
     let dbs = [a, b];
     let p = plan(
@@ -468,7 +468,7 @@ fn sg(id: &str, rules: Vec<IngressRule>) -> SecurityGroup {
     SecurityGroup {
         id: id.into(),
         rules,
-        shared_with: Vec::new(),
+        shared_with: Default::default(),
     }
 }
 
@@ -544,7 +544,7 @@ fn shared_security_group_with_unselected_database_is_only_reported() {
         "sg-11111111",
         vec![cidr_rule("tcp", 5432, 5432, "0.0.0.0/0")],
     );
-    group.shared_with = vec!["outsider".into()];
+    group.shared_with = vec!["a".to_string(), "outsider".to_string()].into();
     db.security_groups = vec![group];
     let dbs = [db];
     let evaluated = eval_all(&s, &dbs);
