@@ -32,6 +32,18 @@ pub fn parse_policies(
     text: &str,
 ) -> Result<Vec<DatabaseSecurityPolicy>, Vec<ManifestError>> {
     let schema = crd_schema();
+    // Compiled once per file, not once per document.
+    let validator = match jsonschema::validator_for(&schema) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(vec![ManifestError {
+                source_name: source_name.to_string(),
+                document: 0,
+                path: "(schema)".into(),
+                reason: format!("internal schema error: {e}"),
+            }]);
+        }
+    };
     let mut policies = Vec::new();
     let mut errors = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
@@ -55,7 +67,7 @@ pub fn parse_policies(
         if value.is_null() {
             continue;
         }
-        match validate_document(&schema, &value) {
+        match validate_document(&schema, &validator, &value) {
             Ok(policy) => policies.push(policy),
             Err(found) => errors.extend(found.into_iter().map(|(p, r)| at(&p, r))),
         }
@@ -80,6 +92,7 @@ fn crd_schema() -> Value {
 
 fn validate_document(
     schema: &Value,
+    validator: &jsonschema::Validator,
     value: &Value,
 ) -> Result<DatabaseSecurityPolicy, Vec<(String, String)>> {
     let api_version = value.get("apiVersion").and_then(Value::as_str);
@@ -96,8 +109,6 @@ fn validate_document(
     }
 
     // 1. The OpenAPI schema, as the apiserver's structural validation applies it.
-    let validator = jsonschema::validator_for(schema)
-        .map_err(|e| vec![(String::new(), format!("internal schema error: {e}"))])?;
     let schema_errors: Vec<(String, String)> = validator
         .iter_errors(value)
         .map(|e| (pointer_to_path(&e.instance_path.to_string()), e.to_string()))

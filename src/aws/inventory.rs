@@ -245,7 +245,6 @@ impl Inventory {
         Ok(Fleet {
             databases,
             kms_keys,
-            existing_groups: BTreeSet::new(),
         })
     }
 

@@ -238,8 +238,6 @@ pub struct Fleet {
     pub databases: Vec<Database>,
     /// KMS aliases (`alias/name`) to key ARNs, and key ids to key ARNs.
     pub kms_keys: BTreeMap<String, String>,
-    /// Parameter group names that already exist (so an interrupted copy is not repeated).
-    pub existing_groups: BTreeSet<String>,
 }
 
 impl Fleet {

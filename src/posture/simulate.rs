@@ -29,7 +29,6 @@ pub fn apply(fleet: &mut Fleet, plan: &Plan) {
                 cluster,
                 ..
             } => {
-                fleet.existing_groups.insert(target.clone());
                 if let Some(src) = groups.get(&(*cluster, source.clone())).cloned() {
                     groups
                         .entry((*cluster, target.clone()))

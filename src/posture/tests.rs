@@ -17,7 +17,6 @@ use super::testing::{cluster, group, instance};
 static EMPTY: Fleet = Fleet {
     databases: Vec::new(),
     kms_keys: BTreeMap::new(),
-    existing_groups: std::collections::BTreeSet::new(),
 };
 
 fn spec(yaml: &str) -> DatabaseSecurityPolicySpec {
