@@ -194,16 +194,13 @@ def seed_small(c: dict[str, Any], region: str) -> dict[str, Any]:
     }
 
 
-def seed_f1000(c: dict[str, Any], region: str) -> dict[str, Any]:
-    rds, ec2, kms = c["rds"], c["ec2"], c["kms"]
-    net = _network(ec2, region, n_sgs=50)
-    sn = "pgb-fleet-subnets"
-    rds.create_db_subnet_group(DBSubnetGroupName=sn, DBSubnetGroupDescription="fleet",
-                               SubnetIds=net["subnets"])
-    key_arn = _kms(kms)
-    majors = {14: "14.12", 15: "15.7", 16: "16.3", 17: "17.2"}
+F1000_PARAMETER_GROUPS = 30  # shared custom DB parameter groups; AWS's default quota is 50
+
+
+def f1000_parameter_groups(rds: Any) -> list[tuple[str, int]]:
+    """F1000's shared custom DB parameter groups, as (name, major version)."""
     groups: list[tuple[str, int]] = []
-    for g in range(30):
+    for g in range(F1000_PARAMETER_GROUPS):
         major = 14 + g % 4
         params: dict[str, tuple[str, str]] = {}
         if g % 3 == 0:
@@ -213,6 +210,18 @@ def seed_f1000(c: dict[str, Any], region: str) -> dict[str, Any]:
         name = _pg(rds, f"pgb-fleet-pg{major}-{g:02d}", f"postgres{major}", params,
                    env="prod", team=str(g % 20))
         groups.append((name, major))
+    return groups
+
+
+def seed_f1000(c: dict[str, Any], region: str) -> dict[str, Any]:
+    rds, ec2, kms = c["rds"], c["ec2"], c["kms"]
+    net = _network(ec2, region, n_sgs=50)
+    sn = "pgb-fleet-subnets"
+    rds.create_db_subnet_group(DBSubnetGroupName=sn, DBSubnetGroupDescription="fleet",
+                               SubnetIds=net["subnets"])
+    key_arn = _kms(kms)
+    majors = {14: "14.12", 15: "15.7", 16: "16.3", 17: "17.2"}
+    groups = f1000_parameter_groups(rds)
     sgs = net["sgs"]
     for i in range(1000):
         extra: dict[str, Any] = {}
@@ -247,7 +256,8 @@ def seed_f1000(c: dict[str, Any], region: str) -> dict[str, Any]:
         "vpc": net["vpc"], "subnets": net["subnets"], "db_subnet_group": sn,
         "kms_key_arn": key_arn, "kms_alias": "alias/pgbaseline-demo",
         "counts": {"db_instances": 1020, "standalone_instances": 1000, "clusters": 20,
-                   "cluster_member_instances": 20, "custom_parameter_groups": 30,
+                   "cluster_member_instances": 20,
+                   "custom_parameter_groups": F1000_PARAMETER_GROUPS,
                    "security_groups": 50},
     }
 

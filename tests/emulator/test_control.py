@@ -194,6 +194,11 @@ def test_seed_f1000_fleet(emu: str) -> None:
     rds = client(emu, "rds")
     n = sum(len(p["DBInstances"]) for p in rds.get_paginator("describe_db_instances").paginate())
     assert n == 1020
+    # Its 30 shared custom groups fit AWS's default quota of 50 DB parameter groups.
+    quotas = {q["AccountQuotaName"]: (q["Used"], q["Max"])
+              for q in rds.describe_account_attributes()["AccountQuotas"]}
+    assert quotas["DBParameterGroups"] == (30, 50)
+    assert quotas["DBInstances"][0] == 1020 and quotas["DBClusters"][0] == 20
 
 
 def test_fault_mode_rejects_the_parameter_name_filter_like_older_endpoints(emu: str, rds: Any) -> None:

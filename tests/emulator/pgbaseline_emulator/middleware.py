@@ -1,4 +1,4 @@
-"""WSGI middleware: call log, fault injection and the /_emulator/ control endpoints.
+"""WSGI middleware: call log, fault injection, quotas and the /_emulator/ control endpoints.
 
 The call log records {service, action, status, throttled} for every AWS request that reaches
 the server, retries included. It never records or prints request bodies (they carry master
@@ -16,6 +16,8 @@ import time
 import uuid
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
+
+from .quotas import QUOTAS, Quotas
 
 _CRED_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/([^/,\s]+)/aws4_request")
 _HOST_RE = re.compile(r"^([a-z0-9-]+)\.(?:[a-z0-9-]+\.)?amazonaws\.com")
@@ -221,15 +223,19 @@ def _read_body(environ: dict[str, Any]) -> bytes:
 
 class EmulatorMiddleware:
     def __init__(self, app: Callable[..., Iterable[bytes]],
-                 on_reset: Callable[[], None] | None = None) -> None:
+                 on_reset: Callable[[], None] | None = None,
+                 quotas: Quotas | None = None) -> None:
         self.app = app
         self.calls = CallLog()
         self.faults = Faults()
+        # The RDS patches read the process-wide table, so that's the one to configure.
+        self.quotas = quotas if quotas is not None else QUOTAS
         self.on_reset = on_reset
 
     def reset_state(self) -> None:
         self.calls.clear()
         self.faults.reset()
+        self.quotas.reset()
 
     # -- control endpoints ---------------------------------------------------------------
     def _control(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
@@ -256,6 +262,22 @@ class EmulatorMiddleware:
         if path == "/_emulator/faults/reset" and method == "POST":
             self.faults.reset()
             return _json(start_response, "200 OK", self.faults.as_dict())
+        if path == "/_emulator/quotas":
+            if method == "GET":
+                return _json(start_response, "200 OK", self.quotas.as_dict())
+            if method == "POST":
+                raw = _read_body(environ)
+                try:
+                    cfg = json.loads(raw or b"{}")
+                    if not isinstance(cfg, dict):
+                        raise ValueError("body must be a JSON object")
+                    self.quotas.configure(cfg)
+                except (ValueError, TypeError) as e:
+                    return _json(start_response, "400 Bad Request", {"error": str(e)})
+                return _json(start_response, "200 OK", self.quotas.as_dict())
+        if path == "/_emulator/quotas/reset" and method == "POST":
+            self.quotas.reset()
+            return _json(start_response, "200 OK", self.quotas.as_dict())
         if path == "/_emulator/health":
             return _json(start_response, "200 OK", {"ok": True})
         if path == "/_emulator/reset" and method == "POST":

@@ -11,6 +11,7 @@ import base64
 import random
 import re
 import string
+import threading
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
@@ -26,6 +27,13 @@ from moto.rds.exceptions import (
 )
 
 from . import catalogue
+from .quotas import (
+    DB_CLUSTER_PARAMETER_GROUPS,
+    DB_CLUSTERS,
+    DB_INSTANCES,
+    DB_PARAMETER_GROUPS,
+    QUOTAS,
+)
 
 RDSBackend = rds_models.RDSBackend
 RDSResponse = rds_responses.RDSResponse
@@ -41,6 +49,10 @@ PENDING_REBOOT = "pending-reboot"
 MAX_PARAMS_PER_MODIFY = 20
 
 _applied = False
+
+# Serialises "count, then create" for the quota-limited groups: werkzeug serves requests on
+# parallel threads, and two concurrent creates must not both take the last slot.
+_quota_lock = threading.Lock()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,6 +74,16 @@ def _invalid_pg_state(msg: str) -> RDSClientError:
 def _cluster_pg_not_found(name: str) -> RDSClientError:
     return RDSClientError(
         "DBParameterGroupNotFound", f"DBClusterParameterGroup not found: {name}"
+    )
+
+
+def _pg_quota_exceeded() -> RDSClientError:
+    # One code for both kinds: the RDS API model lists DBParameterGroupQuotaExceeded (HTTP 400)
+    # for Create/Copy of DB parameter groups and of DB cluster parameter groups alike.
+    return RDSClientError(
+        "DBParameterGroupQuotaExceeded",
+        "The request would result in the user exceeding the allowed number of DB parameter "
+        "groups.",
     )
 
 
@@ -314,6 +336,29 @@ def _create_default_groups(backend: Any) -> None:
             )
 
 
+def _custom_group_count(groups: Iterable[str]) -> int:
+    """AWS (AccountQuota): the DBParameterGroups / DBClusterParameterGroups quotas exclude the
+    default groups; Used is the count of non-default groups."""
+    return sum(1 for name in groups if not _is_default_group(name))
+
+
+def _quota_usage(backend: Any) -> dict[str, int]:
+    """Live usage in one account and region (one moto backend)."""
+    return {
+        DB_INSTANCES: len(backend.databases),  # Aurora members count too, as on AWS
+        DB_PARAMETER_GROUPS: _custom_group_count(backend.db_parameter_groups),
+        DB_CLUSTERS: len(backend.clusters),
+        DB_CLUSTER_PARAMETER_GROUPS: _custom_group_count(backend.db_cluster_parameter_groups),
+    }
+
+
+def _check_group_quota(groups: Iterable[str], quota: str) -> None:
+    """Refuses one more custom group once the account+region holds the quota's maximum.
+    Call it under ``_quota_lock``, right before the group is stored."""
+    if _custom_group_count(groups) >= QUOTAS.max(quota):
+        raise _pg_quota_exceeded()
+
+
 def _iso(ts: str) -> datetime:
     return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
@@ -528,20 +573,31 @@ def _clustered_deletion_protection_set(self: Any, value: Any) -> None:
 
 
 def _create_db_parameter_group(self: Any) -> ActionResult:
-    _validate_group_name(self.params.get("DBParameterGroupName"), "DBParameterGroupName")
-    group = self.backend.create_db_parameter_group(self.params)
+    name = self.params.get("DBParameterGroupName")
+    _validate_group_name(name, "DBParameterGroupName")
+    groups = self.backend.db_parameter_groups
+    with _quota_lock:
+        # An existing name stays DBParameterGroupAlreadyExists (moto raises it) even at the
+        # quota: clients retrying an interrupted create rely on that code.
+        if name not in groups:
+            _check_group_quota(groups, DB_PARAMETER_GROUPS)
+        group = self.backend.create_db_parameter_group(self.params)
     return ActionResult({"DBParameterGroup": group})
 
 
 def _create_db_cluster_parameter_group(self: Any) -> ActionResult:
     name = self.params.get("DBClusterParameterGroupName")
     _validate_group_name(name, "DBClusterParameterGroupName")
-    group = self.backend.create_db_cluster_parameter_group(
-        db_cluster_parameter_group_name=name,
-        db_parameter_group_family=self.params.get("DBParameterGroupFamily"),
-        description=self.params.get("Description"),
-        tags=self.params.get("Tags", []),
-    )
+    groups = self.backend.db_cluster_parameter_groups
+    with _quota_lock:
+        if name not in groups:  # AlreadyExists first, as for DB parameter groups
+            _check_group_quota(groups, DB_CLUSTER_PARAMETER_GROUPS)
+        group = self.backend.create_db_cluster_parameter_group(
+            db_cluster_parameter_group_name=name,
+            db_parameter_group_family=self.params.get("DBParameterGroupFamily"),
+            description=self.params.get("Description"),
+            tags=self.params.get("Tags", []),
+        )
     return ActionResult({"DBClusterParameterGroup": group})
 
 
@@ -556,21 +612,23 @@ def _copy_db_parameter_group(self: Any) -> ActionResult:
     target = self.params.get("TargetDBParameterGroupIdentifier")
     _validate_group_name(target, "TargetDBParameterGroupIdentifier")
     backend = self.backend
-    if source not in backend.db_parameter_groups:
-        raise DBParameterGroupNotFoundError(source)
-    if target in backend.db_parameter_groups:
-        raise DBParameterGroupAlreadyExistsError(target)
-    src = backend.db_parameter_groups[source]
-    new = DBParameterGroup(
-        backend=backend,
-        db_parameter_group_name=target,
-        description=self.params.get("TargetDBParameterGroupDescription"),
-        db_parameter_group_family=src.family,
-        tags=self.params.get("Tags", []),
-    )
-    for name, values in src.parameters.items():
-        new.parameters[name] = dict(values)
-    backend.db_parameter_groups[target] = new
+    with _quota_lock:
+        if source not in backend.db_parameter_groups:
+            raise DBParameterGroupNotFoundError(source)
+        if target in backend.db_parameter_groups:
+            raise DBParameterGroupAlreadyExistsError(target)
+        _check_group_quota(backend.db_parameter_groups, DB_PARAMETER_GROUPS)
+        src = backend.db_parameter_groups[source]
+        new = DBParameterGroup(
+            backend=backend,
+            db_parameter_group_name=target,
+            description=self.params.get("TargetDBParameterGroupDescription"),
+            db_parameter_group_family=src.family,
+            tags=self.params.get("Tags", []),
+        )
+        for name, values in src.parameters.items():
+            new.parameters[name] = dict(values)
+        backend.db_parameter_groups[target] = new
     return ActionResult({"DBParameterGroup": new})
 
 
@@ -579,21 +637,23 @@ def _copy_db_cluster_parameter_group(self: Any) -> ActionResult:
     target = self.params.get("TargetDBClusterParameterGroupIdentifier")
     _validate_group_name(target, "TargetDBClusterParameterGroupIdentifier")
     backend = self.backend
-    if source not in backend.db_cluster_parameter_groups:
-        raise _cluster_pg_not_found(source)
-    if target in backend.db_cluster_parameter_groups:
-        raise DBParameterGroupAlreadyExistsError(target)
-    src = backend.db_cluster_parameter_groups[source]
-    new = DBClusterParameterGroup(
-        backend=backend,
-        db_cluster_parameter_group_name=target,
-        description=self.params.get("TargetDBClusterParameterGroupDescription"),
-        db_parameter_group_family=src.db_parameter_group_family,
-        tags=self.params.get("Tags", []),
-    )
-    for name, values in src.parameters.items():
-        new.parameters[name] = dict(values)
-    backend.db_cluster_parameter_groups[target] = new
+    with _quota_lock:
+        if source not in backend.db_cluster_parameter_groups:
+            raise _cluster_pg_not_found(source)
+        if target in backend.db_cluster_parameter_groups:
+            raise DBParameterGroupAlreadyExistsError(target)
+        _check_group_quota(backend.db_cluster_parameter_groups, DB_CLUSTER_PARAMETER_GROUPS)
+        src = backend.db_cluster_parameter_groups[source]
+        new = DBClusterParameterGroup(
+            backend=backend,
+            db_cluster_parameter_group_name=target,
+            description=self.params.get("TargetDBClusterParameterGroupDescription"),
+            db_parameter_group_family=src.db_parameter_group_family,
+            tags=self.params.get("Tags", []),
+        )
+        for name, values in src.parameters.items():
+            new.parameters[name] = dict(values)
+        backend.db_cluster_parameter_groups[target] = new
     return ActionResult({"DBClusterParameterGroup": new})
 
 
@@ -873,6 +933,18 @@ def _describe_db_cluster_parameter_groups(self: Any) -> ActionResult:
     return ActionResult({"DBClusterParameterGroups": page, "Marker": marker})
 
 
+def _describe_account_attributes(self: Any) -> ActionResult:
+    """AWS: the account's RDS quotas in this region, each with its live usage (moto: HTTP 500).
+    Serialised from the RDS model as DescribeAccountAttributesResult/AccountQuotas/AccountQuota,
+    the shape boto3 and aws-sdk-rust parse."""
+    usage = _quota_usage(self.backend)
+    maxima = QUOTAS.as_dict()
+    return ActionResult({"AccountQuotas": [
+        {"AccountQuotaName": name, "Used": used, "Max": maxima[name]}
+        for name, used in usage.items()
+    ]})
+
+
 def _describe_pending_maintenance_actions(self: Any) -> ActionResult:
     """No maintenance is ever pending in the emulator: an empty, well-formed answer (moto: 500,
     which SDKs retry as a server error)."""
@@ -881,6 +953,7 @@ def _describe_pending_maintenance_actions(self: Any) -> ActionResult:
 
 
 RESPONSE_PATCHES = {
+    "describe_account_attributes": _describe_account_attributes,
     "describe_pending_maintenance_actions": _describe_pending_maintenance_actions,
     "create_db_parameter_group": _create_db_parameter_group,
     "create_db_cluster_parameter_group": _create_db_cluster_parameter_group,

@@ -19,7 +19,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 from werkzeug.serving import BaseWSGIServer, make_server  # noqa: E402
 
-from . import auth, patches  # noqa: E402
+from . import auth, patches, quotas  # noqa: E402
 from .middleware import EmulatorMiddleware  # noqa: E402
 
 
@@ -40,6 +40,13 @@ def make_emulator_server(host: str, port: int) -> tuple[BaseWSGIServer, Emulator
     return server, app
 
 
+def _quota_arg(text: str) -> tuple[str, int]:
+    try:
+        return quotas.parse_assignment(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pgbaseline-emulator")
     parser.add_argument("--host", default="127.0.0.1")
@@ -47,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", choices=["small", "F1000"], default=None,
                         help="seed a fleet once the server listens")
     parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--quota", action="append", default=[], metavar="NAME=N",
+                        type=_quota_arg,
+                        help="start with this RDS quota maximum instead of AWS's default "
+                             "(repeatable; a reset restores these values)")
     args = parser.parse_args(argv)
+    quotas.QUOTAS.set_baseline(dict(args.quota))
 
     server, _app = make_emulator_server(args.host, args.port)
     port = server.server_address[1]
