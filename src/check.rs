@@ -1,5 +1,6 @@
 //! `pgbaseline check`: evaluate policy manifests against AWS once, optionally fix, and print a
-//! table or a stable JSON report. Exit 0 compliant, 1 non-compliant, 2 bad input or error.
+//! table or a stable JSON report. Exit 0 compliant, 1 non-compliant, 2 bad input or error, 3 a
+//! policy selected no database.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,12 +14,17 @@ use crate::aws::{
     inventory::{Inventory, Needs},
 };
 use crate::engine;
+use crate::posture::report::Outcome;
 
 /// The report `--output json` prints. Field names are stable and documented in the README.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Report {
     pub summary: ReportSummary,
     pub databases: Vec<ReportDatabase>,
+    /// `namespace/name` of every policy whose selector matched no database (a typo in a tag or
+    /// an identifier must not look like success).
+    #[serde(rename = "unmatchedPolicies", skip_serializing_if = "Vec::is_empty")]
+    pub unmatched_policies: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<BTreeMap<String, u64>>,
 }
@@ -65,6 +71,8 @@ pub struct Options {
 pub enum Exit {
     Compliant,
     NonCompliant,
+    /// Everything selected complies, but some policy selected nothing.
+    NothingSelected,
     Error,
 }
 
@@ -81,29 +89,35 @@ pub async fn run(
             .push(policy);
     }
     let mut merged: BTreeMap<(String, DatabaseKind, String), ReportDatabase> = BTreeMap::new();
+    let mut unmatched = Vec::new();
     let mut stats = Vec::new();
     for (region, policies) in by_region {
         let aws = AwsRegion::from_env(region.as_deref(), options.requests_per_second).await?;
         stats.push(aws.stats.clone());
         let inventory = Inventory::new(aws.clone());
-        let needs = Needs::for_policies(policies.iter().map(|p| &p.spec));
+        let specs: Vec<_> = policies
+            .iter()
+            .map(|policy| {
+                let mut spec = policy.spec.clone();
+                if options.fix {
+                    // `--fix` remediates as Enforce would; per-control Audit overrides still hold.
+                    spec.mode = Mode::Enforce;
+                } else {
+                    spec.mode = Mode::Audit;
+                    spec.control_modes.clear();
+                }
+                spec
+            })
+            .collect();
+        let needs = Needs::for_policies(&specs);
         let mut fleet = inventory.sweep(needs).await?;
-        for policy in policies {
-            let mut spec = policy.spec.clone();
-            if options.fix {
-                // `--fix` remediates as Enforce would; per-control Audit overrides still hold.
-                spec.mode = Mode::Enforce;
-            } else {
-                spec.mode = Mode::Audit;
-                spec.control_modes.clear();
+        for (policy, spec) in policies.iter().zip(&specs) {
+            let run = engine::run_policy(spec, &fleet, &aws, Utc::now()).await;
+            let acted = run.outcomes.iter().any(Outcome::may_have_changed_aws);
+            let name = policy_key(policy);
+            if run.summary.selected == 0 {
+                unmatched.push(name.clone());
             }
-            let run = engine::run_policy(&spec, &fleet, &aws, Utc::now()).await;
-            let acted = !run.plan.is_empty();
-            let name = format!(
-                "{}/{}",
-                policy.metadata.namespace.as_deref().unwrap_or("default"),
-                policy.metadata.name.as_deref().unwrap_or("unnamed")
-            );
             for result in run.results {
                 let entry = merged
                     .entry((result.region.clone(), result.kind, result.id.clone()))
@@ -132,7 +146,10 @@ pub async fn run(
             }
         }
     }
-    let mut report = Report::default();
+    let mut report = Report {
+        unmatched_policies: unmatched,
+        ..Report::default()
+    };
     for (_, mut db) in merged {
         db.compliant = db.findings.iter().all(|f| f.status.is_compliant());
         report.summary.databases += 1;
@@ -163,8 +180,20 @@ pub async fn run(
     Ok((report, stats))
 }
 
+/// `namespace/name` of a policy (`default` when it names no namespace).
+pub fn policy_key(policy: &DatabaseSecurityPolicy) -> String {
+    let meta = &policy.metadata;
+    let name = match (&meta.name, &meta.generate_name) {
+        (Some(name), _) => name.clone(),
+        (None, Some(prefix)) => format!("{prefix}*"),
+        (None, None) => "unnamed".into(),
+    };
+    format!("{}/{name}", meta.namespace.as_deref().unwrap_or("default"))
+}
+
 impl Report {
-    /// 0 compliant, 1 non-compliant, 2 when a control could not be evaluated or fixed.
+    /// 2 when a control could not be evaluated or fixed, else 1 when a selected database does
+    /// not comply, else 3 when a policy selected nothing, else 0.
     pub fn exit(&self) -> Exit {
         if self
             .databases
@@ -175,6 +204,8 @@ impl Report {
             Exit::Error
         } else if self.summary.non_compliant > 0 {
             Exit::NonCompliant
+        } else if !self.unmatched_policies.is_empty() {
+            Exit::NothingSelected
         } else {
             Exit::Compliant
         }
@@ -216,6 +247,12 @@ impl Report {
             "\n{} databases: {} compliant, {} non-compliant, {} pending reboot, {} remediated",
             s.databases, s.compliant, s.non_compliant, s.pending_reboot, s.remediated
         );
+        for policy in &self.unmatched_policies {
+            let _ = writeln!(
+                out,
+                "policy {policy} selected no database: check its selector (tags, identifiers, engines, region)"
+            );
+        }
         out
     }
 }

@@ -1,5 +1,6 @@
 //! The command line: `crd`, `check` and `run`. Thin: parse, set up telemetry, call the library.
 
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,10 +9,30 @@ use kube::CustomResourceExt;
 
 use crate::api::DatabaseSecurityPolicy;
 use crate::check::{self, Exit};
-use crate::manifest::parse_policies;
+use crate::manifest::{Loader, MAX_INPUT_BYTES};
 
+/// Exit code when a selected database does not comply.
+pub const EXIT_NON_COMPLIANT: u8 = 1;
 /// Exit code for bad input or an error (clap uses it for usage errors too).
 pub const EXIT_ERROR: u8 = 2;
+/// Exit code when everything selected complies but a policy selected no database.
+pub const EXIT_NOTHING_SELECTED: u8 = 3;
+
+const CHECK_EXIT_CODES: &str = "\
+Exit codes (when several apply: 2, then 1, then 3):
+  0  every database a policy selected complies, and every policy selected at least one
+  1  a selected database does not comply (or is pending a reboot)
+  2  bad input (file, line, field path and reason on stderr), an AWS error, a finding that could
+     not be evaluated, or the report could not be written
+  3  everything selected complies, but a policy selected no database (a tag or identifier typo
+     must not pass a CI gate); the report names those policies
+
+Manifests are read as the apiserver reads them (YAML 1.1 scalars such as yes/on/0755, schema
+defaults, strict field validation, CEL rules). A policy (namespace/name) may appear only once
+across all files: the same file given twice, two paths to one file, or two documents with the
+same name are rejected with exit code 2. Each input is limited to 4 MiB.
+If stdout is closed early (`check ... | head`), the rest of the report is dropped quietly and
+the exit code is still the verdict.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,7 +52,9 @@ pub struct Cli {
 pub enum Command {
     /// Print the DatabaseSecurityPolicy CustomResourceDefinition as YAML.
     Crd,
-    /// Evaluate policy manifests against AWS once (exit 0 compliant, 1 non-compliant, 2 error).
+    /// Evaluate policy manifests against AWS once (exit 0 compliant, 1 non-compliant, 2 error,
+    /// 3 a policy selected nothing).
+    #[command(after_long_help = CHECK_EXIT_CODES, after_help = CHECK_EXIT_CODES)]
     Check(CheckArgs),
     /// Run the operator: watch DatabaseSecurityPolicy resources and keep databases at baseline.
     Run(RunArgs),
@@ -65,6 +88,31 @@ pub struct RunArgs {
     /// Client-side limit on AWS requests per second (per region).
     #[arg(long, default_value_t = crate::aws::DEFAULT_REQUESTS_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub requests_per_second: u32,
+    /// How long a managed parameter group must stay unused before it is deleted (`90s`, `30m`,
+    /// `1h`, or seconds).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub managed_group_grace: std::time::Duration,
+}
+
+/// `90s`, `30m`, `2h`, `1d`, or a number of seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |i| text.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 90s, 30m, 1h)"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (s, m, h or d)")),
+    };
+    n.checked_mul(scale)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[derive(clap::Args, Debug)]
@@ -102,10 +150,10 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run_operator(args),
         Command::Crd => match crd_yaml() {
-            Ok(yaml) => {
-                print!("{yaml}");
-                ExitCode::SUCCESS
-            }
+            Ok(yaml) => match write_stdout(&yaml) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => e,
+            },
             Err(e) => fail(&e.to_string()),
         },
         Command::Check(args) => run_check(args),
@@ -131,6 +179,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
         identity,
         metrics_addr: args.metrics_addr,
         requests_per_second: args.requests_per_second,
+        managed_group_grace: args.managed_group_grace,
     };
     let runtime = match runtime() {
         Ok(r) => r,
@@ -153,8 +202,41 @@ fn random_identity() -> String {
 }
 
 fn fail(message: &str) -> ExitCode {
-    eprintln!("error: {message}");
+    // Never panic on a closed or full stderr.
+    let _ = writeln!(std::io::stderr(), "error: {message}");
     ExitCode::from(EXIT_ERROR)
+}
+
+/// Writes all of `text` to stdout and flushes it. A reader that went away (`| head`) is no
+/// error: the rest is dropped quietly. Any other write error (a full disk) is an error, with a
+/// message, instead of a panic.
+fn write_stdout(text: &str) -> Result<(), ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(fail(&format!("writing to stdout: {e}"))),
+    }
+}
+
+/// Reads at most [`MAX_INPUT_BYTES`] from `reader`; more is an error, not an allocation.
+fn read_bounded(name: &str, reader: impl Read) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_INPUT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{name}: {e}"))?;
+    if bytes.len() > MAX_INPUT_BYTES {
+        return Err(format!(
+            "{name}: larger than {} MiB; a policy manifest is a few KiB",
+            MAX_INPUT_BYTES / (1024 * 1024)
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
+        format!("{name}:{line}: not UTF-8 text (byte {at})")
+    })
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the default level.
@@ -172,17 +254,44 @@ pub fn init_tracing(json: bool, default_level: &str) {
 }
 
 fn read_policies(files: &[PathBuf]) -> Result<Vec<DatabaseSecurityPolicy>, String> {
+    if files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
+        return Err("`-f -` (stdin) may be given only once".into());
+    }
+    let loader = Loader::new()?;
     let mut policies = Vec::new();
     let mut problems = Vec::new();
+    // namespace/name → where it was first defined: a policy is one object in the cluster.
+    let mut defined: std::collections::BTreeMap<String, String> = Default::default();
     for file in files {
         let name = file.display().to_string();
         let text = if name == "-" {
-            std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
+            read_bounded("stdin", std::io::stdin().lock())?
         } else {
-            std::fs::read_to_string(file).map_err(|e| format!("{name}: {e}"))?
+            let opened = std::fs::File::open(file).map_err(|e| format!("{name}: {e}"))?;
+            read_bounded(&name, opened)?
         };
-        match parse_policies(&name, &text) {
-            Ok(found) => policies.extend(found),
+        match loader.load(&name, &text) {
+            Ok(loaded) => {
+                for warning in &loaded.warnings {
+                    let _ = writeln!(std::io::stderr(), "warning: {warning}");
+                }
+                for p in loaded.policies {
+                    let here = format!("{}:{} (document {})", p.source_name, p.line, p.document);
+                    match defined.entry(p.key()) {
+                        std::collections::btree_map::Entry::Occupied(first) => {
+                            problems.push(format!(
+                                "{here}: policy {} is already defined at {}; each policy may appear once (it is one object in the cluster), so give each file once",
+                                first.key(),
+                                first.get()
+                            ));
+                        }
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(here);
+                            policies.push(p.policy);
+                        }
+                    }
+                }
+            }
             Err(errors) => problems.extend(errors.iter().map(|e| e.to_string())),
         }
     }
@@ -221,24 +330,29 @@ fn run_check(args: CheckArgs) -> ExitCode {
         }
         report.stats = Some(calls);
     }
-    match args.output {
+    let text = match args.output {
         Output::Json => match serde_json::to_string_pretty(&report) {
-            Ok(json) => println!("{json}"),
+            Ok(json) => json + "\n",
             Err(e) => return fail(&e.to_string()),
         },
         Output::Table => {
-            print!("{}", report.table());
+            let mut text = report.table();
             if let Some(calls) = &report.stats {
-                println!("\nAWS calls (attempts, retries included):");
+                text.push_str("\nAWS calls (attempts, retries included):\n");
                 for (call, n) in calls {
-                    println!("  {call:<48} {n}");
+                    text.push_str(&format!("  {call:<48} {n}\n"));
                 }
             }
+            text
         }
+    };
+    if let Err(code) = write_stdout(&text) {
+        return code;
     }
     match report.exit() {
         Exit::Compliant => ExitCode::SUCCESS,
-        Exit::NonCompliant => ExitCode::from(1),
+        Exit::NonCompliant => ExitCode::from(EXIT_NON_COMPLIANT),
+        Exit::NothingSelected => ExitCode::from(EXIT_NOTHING_SELECTED),
         Exit::Error => ExitCode::from(EXIT_ERROR),
     }
 }
@@ -251,7 +365,28 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// The CRD exactly as `crds/` holds it.
-pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(&DatabaseSecurityPolicy::crd())
+/// The CRD exactly as `crds/` holds it: long lines are not folded, multi-line text is a literal
+/// block, and strings a YAML 1.1 reader would take for another type are quoted.
+pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    let options = serde_saphyr::ser_options! { folded_wrap_chars: usize::MAX / 2 };
+    serde_saphyr::to_string_with_options(&DatabaseSecurityPolicy::crd(), options)
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use std::time::Duration;
+
+    use super::parse_duration;
+
+    #[test]
+    fn durations_take_a_unit_or_seconds_and_refuse_the_rest() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("4s"), Ok(Duration::from_secs(4)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in ["", "h", "1x", "-1s", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! The generated CRD is what `crds/` holds, the examples are valid, and invalid manifests are
 //! rejected with a field path and a reason (schema and CEL, as the apiserver would).
 
-use pgbaseline::manifest::{ManifestError, parse_policies};
+mod common;
+
+use pgbaseline::manifest::{Loader, ManifestError, parse_policies};
 
 const CRD_FILE: &str = "crds/databasesecuritypolicies.pgbaseline.io.yaml";
 
@@ -76,7 +78,7 @@ fn invalid_policies_are_rejected_with_a_field_path_and_a_reason() {
             format!(
                 "{SELECTOR}  posture: {{network: {{ingress: {{allowedSecurityGroups: [default]}}}}}}\n"
             ),
-            "spec.posture.network.ingress.allowedSecurityGroups.0",
+            "spec.posture.network.ingress.allowedSecurityGroups[0]",
             "",
         ),
         (
@@ -95,7 +97,7 @@ fn invalid_policies_are_rejected_with_a_field_path_and_a_reason() {
         ),
         (
             format!("{SELECTOR}  posture: {{audit: {{pgaudit: {{classes: [everything]}}}}}}\n"),
-            "spec.posture.audit.pgaudit.classes.0",
+            "spec.posture.audit.pgaudit.classes[0]",
             "",
         ),
         (
@@ -145,12 +147,12 @@ fn invalid_policies_are_rejected_with_a_field_path_and_a_reason() {
         ),
         (
             format!("  selector: {{instanceIdentifiers: [\"1bad\"]}}\n{POSTURE}"),
-            "spec.selector.instanceIdentifiers.0",
+            "spec.selector.instanceIdentifiers[0]",
             "",
         ),
         (
             format!("  selector: {{tags: {{env: prod}}, engines: [mysql]}}\n{POSTURE}"),
-            "spec.selector.engines.0",
+            "spec.selector.engines[0]",
             "",
         ),
     ];
@@ -215,7 +217,7 @@ fn every_schema_field_has_a_description_for_kubectl_explain() {
         }
     }
     let crd: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(CRD_FILE).expect("crd")).expect("yaml");
+        serde_saphyr::from_str(&std::fs::read_to_string(CRD_FILE).expect("crd")).expect("yaml");
     let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
     let mut missing = Vec::new();
     walk(schema, "", &mut missing);
@@ -226,5 +228,154 @@ fn every_schema_field_has_a_description_for_kubectl_explain() {
     assert!(
         schema["properties"]["spec"]["properties"]["posture"]["properties"]["transport"]
             .is_object()
+    );
+}
+
+/// One manifest per file of `tests/manifests/DIR`, sorted by name.
+fn corpus(dir: &str) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(format!("tests/manifests/{dir}"))
+        .expect("corpus dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("yaml"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("readable");
+            (p.display().to_string(), text)
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "tests/manifests/{dir} is empty");
+    files
+}
+
+#[test]
+fn corpus_verdicts_of_check_alone() {
+    let loader = Loader::new().expect("loader");
+    for (name, text) in corpus("accept") {
+        let loaded = loader
+            .load(&name, &text)
+            .unwrap_or_else(|e| panic!("{name} must be accepted: {e:#?}"));
+        assert_eq!(loaded.policies.len(), 1, "{name}");
+    }
+    for dir in ["reject", "check-refuses"] {
+        for (name, text) in corpus(dir) {
+            let errors = loader.load(&name, &text).expect_err(&name);
+            for e in &errors {
+                assert!(!e.reason.is_empty(), "{name}: empty reason: {e:?}");
+                assert_eq!(e.source_name, name);
+            }
+        }
+    }
+}
+
+/// The same corpus through a real kube-apiserver (the YAML itself, `fieldValidation=Strict`,
+/// server-side dry run) and through `check`'s loader: identical verdicts, and for accepted
+/// manifests identical defaulted specs.
+#[test]
+fn corpus_verdicts_match_a_real_apiserver() {
+    let cp = common::controlplane::ControlPlane::shared();
+    let ns = cp.namespace("corpus");
+    let loader = Loader::new().expect("loader");
+    let mut mismatches = Vec::new();
+    let mut examples: Vec<(String, String)> = std::fs::read_dir("examples")
+        .expect("examples")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("yaml"))
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read_to_string(&p).expect("readable"),
+            )
+        })
+        .collect();
+    examples.sort();
+    let sets = [
+        ("accept", corpus("accept")),
+        ("accept", examples),
+        ("reject", corpus("reject")),
+        ("check-refuses", corpus("check-refuses")),
+    ];
+    let mut count = 0;
+    for (expect, files) in sets {
+        for (name, text) in files {
+            count += 1;
+            let local = loader.load(&name, &text);
+            // A manifest that names its namespace is sent there (the examples do).
+            let target = local
+                .as_ref()
+                .ok()
+                .and_then(|l| l.policies.first())
+                .and_then(|p| p.policy.metadata.namespace.clone());
+            let target = match target {
+                Some(other) => {
+                    let _ = cp.kubectl(&["create", "namespace", &other], None);
+                    other
+                }
+                None => ns.clone(),
+            };
+            let (status, answer) = cp.send_yaml(
+                "POST",
+                &format!(
+                    "/apis/pgbaseline.io/v1alpha1/namespaces/{target}/databasesecuritypolicies?dryRun=All&fieldValidation=Strict"
+                ),
+                text.as_bytes(),
+            );
+            let server_accepts = (200..300).contains(&status);
+            let server_says = if server_accepts {
+                "accepted".to_string()
+            } else {
+                format!(
+                    "rejected ({status}): {}",
+                    answer["message"].as_str().unwrap_or_default()
+                )
+            };
+            let check_says = match &local {
+                Ok(_) => "accepted".to_string(),
+                Err(errors) => format!(
+                    "rejected: {}",
+                    errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            };
+            let verdicts_ok = match expect {
+                "accept" => server_accepts && local.is_ok(),
+                "reject" => !server_accepts && local.is_err(),
+                _ => server_accepts && local.is_err(),
+            };
+            if !verdicts_ok {
+                mismatches.push(format!(
+                    "{name} (expected: {expect})\n  apiserver: {server_says}\n  check:     {check_says}"
+                ));
+                continue;
+            }
+            if let (true, Ok(loaded)) = (server_accepts, &local) {
+                let ours = &loaded.policies[0];
+                let server_spec = &answer["spec"];
+                if server_spec != &ours.value["spec"] {
+                    mismatches.push(format!(
+                        "{name}: defaulted specs differ\n  apiserver: {server_spec}\n  check:     {}",
+                        ours.value["spec"]
+                    ));
+                }
+                match serde_json::from_value::<pgbaseline::api::DatabaseSecurityPolicySpec>(
+                    server_spec.clone(),
+                ) {
+                    Ok(spec) if spec == ours.policy.spec => {}
+                    other => mismatches.push(format!(
+                        "{name}: typed specs differ: apiserver {other:?}, check {:?}",
+                        ours.policy.spec
+                    )),
+                }
+            }
+        }
+    }
+    assert!(count >= 80, "corpus has only {count} manifests");
+    assert!(
+        mismatches.is_empty(),
+        "{} of {count} manifests read differently:\n\n{}",
+        mismatches.len(),
+        mismatches.join("\n\n")
     );
 }

@@ -304,9 +304,13 @@ fn default_group_is_copied_attached_and_pending_until_the_policy_allows_a_reboot
             .await
             .expect("describe");
         let group = &db.db_instances()[0].db_parameter_groups()[0];
-        assert_eq!(
-            group.db_parameter_group_name(),
-            Some("pgbaseline-legacy-prod-postgres14")
+        // A content-addressed managed copy of the default group.
+        assert!(
+            group
+                .db_parameter_group_name()
+                .is_some_and(|n| n.starts_with("pgbaseline-postgres14-")),
+            "{:?}",
+            group.db_parameter_group_name()
         );
         assert_eq!(group.parameter_apply_status(), Some("pending-reboot"));
         // The default group itself is untouched.
@@ -425,12 +429,22 @@ fn shared_group_is_copied_when_a_sharer_is_not_selected_and_changed_in_place_whe
                 out.parameters()[0].parameter_value().map(str::to_string)
             }
         };
-        // The shared group still serves analytics-dev unchanged; orders-prod has its own copy.
+        // The shared group still serves analytics-dev unchanged; orders-prod is on a managed
+        // copy of it.
         assert_eq!(value("pgb-shared-pg16").await.as_deref(), Some("all"));
-        assert_eq!(
-            value("pgbaseline-orders-prod-postgres16").await.as_deref(),
-            Some("none")
-        );
+        let orders = rds
+            .describe_db_instances()
+            .db_instance_identifier("orders-prod")
+            .send()
+            .await
+            .expect("d");
+        let copy = orders.db_instances()[0].db_parameter_groups()[0]
+            .db_parameter_group_name()
+            .expect("group")
+            .to_string();
+        assert!(copy.starts_with("pgbaseline-postgres16-"), "{copy}");
+        let copy: &'static str = Box::leak(copy.into_boxed_str());
+        assert_eq!(value(copy).await.as_deref(), Some("none"));
         let analytics = rds
             .describe_db_instances()
             .db_instance_identifier("analytics-dev")
@@ -470,74 +484,6 @@ fn shared_group_is_copied_when_a_sharer_is_not_selected_and_changed_in_place_whe
         vec!["ModifyDBParameterGroup"],
         "after orders-prod left, analytics-dev alone uses the group"
     );
-}
-
-#[test]
-fn interrupted_run_between_copy_and_attach_converges_without_a_second_copy() {
-    let emulator = Emulator::start(Some("small"));
-    let dir = tempfile::tempdir().expect("tmp");
-    runtime().block_on(async {
-        // The first run died right after its copy.
-        let rds = aws_sdk_rds::Client::new(&emulator.sdk_config().await);
-        rds.copy_db_parameter_group()
-            .source_db_parameter_group_identifier("default.postgres14")
-            .target_db_parameter_group_identifier("pgbaseline-legacy-prod-postgres14")
-            .target_db_parameter_group_description("interrupted")
-            .send()
-            .await
-            .expect("copy");
-    });
-    let p = manifest(
-        dir.path(),
-        "p.yaml",
-        &policy(
-            "legacy",
-            "{instanceIdentifiers: [legacy-prod]}",
-            "Enforce",
-            "    transport: {forceSsl: true}",
-            "{reboot: Immediately}",
-        ),
-    );
-    let out = pgbaseline(
-        &emulator,
-        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    runtime().block_on(async {
-        let rds = aws_sdk_rds::Client::new(&emulator.sdk_config().await);
-        let groups = rds
-            .describe_db_parameter_groups()
-            .send()
-            .await
-            .expect("groups");
-        let ours: Vec<&str> = groups
-            .db_parameter_groups()
-            .iter()
-            .filter_map(|g| g.db_parameter_group_name())
-            .filter(|n| n.starts_with("pgbaseline-legacy-prod"))
-            .collect();
-        assert_eq!(ours, vec!["pgbaseline-legacy-prod-postgres14"]);
-        let db = rds
-            .describe_db_instances()
-            .db_instance_identifier("legacy-prod")
-            .send()
-            .await
-            .expect("d");
-        assert_eq!(
-            db.db_instances()[0].db_parameter_groups()[0].db_parameter_group_name(),
-            Some("pgbaseline-legacy-prod-postgres14")
-        );
-    });
-    let out = pgbaseline(
-        &emulator,
-        &["check", "-f", p.to_str().unwrap(), "-o", "json"],
-    );
-    assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]
@@ -689,11 +635,11 @@ fn more_than_twenty_parameters_go_out_in_calls_of_at_most_twenty() {
             fixes: params.iter().map(|(name, value, _)| Fix::Parameter { name: name.clone(), value: value.clone() }).collect(),
         };
         let spec: pgbaseline::api::DatabaseSecurityPolicySpec =
-            serde_yaml::from_str("selector: {instanceIdentifiers: [many-db]}\nmode: Enforce\nposture: {logging: {connections: true}}").expect("spec");
+            serde_saphyr::from_str("selector: {instanceIdentifiers: [many-db]}\nmode: Enforce\nposture: {logging: {connections: true}}").expect("spec");
         let fleet = pgbaseline::posture::Fleet::default();
         let plan = plan(&spec, &[(&db, vec![evaluation])], PlanContext { now: chrono::Utc::now(), fleet: &fleet });
         let aws = pgbaseline::aws::AwsRegion::from_config(&emulator.sdk_config().await, 8).expect("aws");
-        let outcomes = pgbaseline::aws::executor::execute(&aws, &plan).await;
+        let outcomes = pgbaseline::aws::executor::execute(&aws, &fleet, &plan).await;
         (plan, outcomes)
     });
     assert!(plan.actions.len() >= 2);
@@ -977,6 +923,323 @@ fn no_secret_reaches_the_output_or_the_logs_even_at_trace_level() {
         assert!(
             !text.contains("MasterUserPassword"),
             "a password field reached the output"
+        );
+    }
+}
+
+/// The binary with AWS pointed at a closed port: input errors must stop it before any AWS call.
+fn offline(args: &[&str], stdin: std::process::Stdio) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pgbaseline"))
+        .current_dir(common::repo_root())
+        .args(args)
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", common::free_port()),
+        )
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .stdin(stdin)
+        .output()
+        .expect("run pgbaseline")
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_no_panic(out: &std::process::Output) {
+    let err = stderr(out);
+    assert!(
+        !err.contains("panicked") && !err.contains("memory allocation"),
+        "{err}"
+    );
+    assert!(out.status.code().is_some(), "killed by a signal: {out:?}");
+}
+
+const GOOD: &str = "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata: {name: good, namespace: test}\nspec:\n  selector: {tags: {env: prod}}\n  posture: {transport: {forceSsl: true}}\n";
+
+#[test]
+fn yaml_syntax_errors_exit_2_with_file_line_and_reason_in_little_memory() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for (name, text, line) in [
+        (
+            "unclosed-quote.yaml",
+            "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata: {name: x}\nspec:\n  mode: \"Audit\n  posture: {}\n",
+            ":5",
+        ),
+        (
+            "tab.yaml",
+            "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata: {name: x}\nspec:\n\tmode: Audit\n",
+            ":5",
+        ),
+        ("flow.yaml", "spec: {selector: [\n", ":"),
+    ] {
+        let path = manifest(dir.path(), name, text);
+        // 512 MiB of address space: the old reader allocated about 1.8 GB on these files.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v 524288 && exec \"$0\" check -f {}",
+                path.display()
+            ))
+            .arg(env!("CARGO_BIN_EXE_pgbaseline"))
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .expect("run");
+        assert_no_panic(&out);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("{name}{line}")), "{name}: {err}");
+        assert!(err.contains("(yaml)"), "{name}: {err}");
+        assert!(err.lines().count() < 10, "{name}: {err}");
+    }
+}
+
+#[test]
+fn input_is_bounded_and_must_be_utf8() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let big = dir.path().join("big.yaml");
+    std::fs::write(&big, format!("# {}\n", "x".repeat(5 * 1024 * 1024))).expect("write");
+    let out = offline(
+        &["check", "-f", big.to_str().unwrap()],
+        std::process::Stdio::null(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("larger than 4 MiB"),
+        "{}",
+        stderr(&out)
+    );
+    // An endless stdin is cut off, not read into memory.
+    let zero = std::fs::File::open("/dev/zero").expect("/dev/zero");
+    let out = offline(&["check", "-f", "-"], zero.into());
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stdin: larger than"),
+        "{}",
+        stderr(&out)
+    );
+    let latin1 = manifest(dir.path(), "latin1.yaml", "");
+    std::fs::write(&latin1, b"# caf\xe9\n").expect("write");
+    let out = offline(
+        &["check", "-f", latin1.to_str().unwrap()],
+        std::process::Stdio::null(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("latin1.yaml:1: not UTF-8"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_same_policy_twice_is_rejected_with_exit_2() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = manifest(dir.path(), "a.yaml", GOOD);
+    let link = dir.path().join("link.yaml");
+    std::os::unix::fs::symlink(&a, &link).expect("symlink");
+    let other = manifest(
+        dir.path(),
+        "other.yaml",
+        &GOOD.replace("namespace: test", "namespace: team"),
+    );
+    let twice_in_one = manifest(dir.path(), "twice.yaml", &format!("{GOOD}---\n{GOOD}"));
+    let a = a.to_str().unwrap();
+    let dotted = format!("{}/./a.yaml", dir.path().display());
+    for args in [
+        vec!["check", "-f", a, "-f", a],
+        vec!["check", "-f", a, "-f", link.to_str().unwrap()],
+        vec!["check", "-f", a, "-f", &dotted],
+        vec!["check", "-f", twice_in_one.to_str().unwrap()],
+    ] {
+        let out = offline(&args, std::process::Stdio::null());
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("policy test/good is already defined at"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = offline(
+        &["check", "-f", "-", "-f", "-"],
+        std::process::Stdio::null(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("only once"), "{}", stderr(&out));
+    // The same name in two namespaces is two policies: this one reaches AWS (and fails there).
+    let out = offline(
+        &["check", "-f", a, "-f", other.to_str().unwrap()],
+        std::process::Stdio::null(),
+    );
+    assert!(
+        !stderr(&out).contains("already defined"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn yaml_1_1_readings_are_warned_about_and_used_as_kubernetes_uses_them() {
+    let emulator = Emulator::start(Some("small"));
+    let dir = tempfile::tempdir().expect("tmp");
+    // `yes` is true and 0755 is 493 for kubectl; check reads them the same way and says so.
+    let p = manifest(
+        dir.path(),
+        "p.yaml",
+        "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata: {name: p}\nspec:\n  selector: {instanceIdentifiers: [billing-prod]}\n  resyncSeconds: 0755\n  posture:\n    auth: {iam: yes}\n",
+    );
+    let out = pgbaseline(
+        &emulator,
+        &["check", "-f", p.to_str().unwrap(), "-o", "json"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        statuses(&json(&out), "billing-prod")["auth.iam"],
+        "NonCompliant"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("p.yaml:8: document 1: `yes` is read as true"),
+        "{err}"
+    );
+    assert!(
+        err.contains("p.yaml:6: document 1: `0755` is read as the octal number 493"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_selector_that_matches_nothing_exits_3_and_names_the_policy() {
+    let emulator = Emulator::start(Some("small"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let typo = manifest(
+        dir.path(),
+        "typo.yaml",
+        &policy(
+            "typo",
+            "{tags: {env: prdo}}",
+            "Audit",
+            "    auth: {iam: true}",
+            "{}",
+        ),
+    );
+    let out = pgbaseline(&emulator, &["check", "-f", typo.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("0 databases"), "{table}");
+    assert!(
+        table.contains("policy test/typo selected no database"),
+        "{table}"
+    );
+    let out = pgbaseline(
+        &emulator,
+        &["check", "-f", typo.to_str().unwrap(), "-o", "json"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        json(&out)["unmatchedPolicies"],
+        serde_json::json!(["test/typo"])
+    );
+
+    // A non-compliant database is reported as such (1) even when another policy matched nothing.
+    let real = manifest(
+        dir.path(),
+        "real.yaml",
+        &policy(
+            "real",
+            "{instanceIdentifiers: [billing-prod]}",
+            "Audit",
+            "    auth: {iam: true}",
+            "{}",
+        ),
+    );
+    let out = pgbaseline(
+        &emulator,
+        &[
+            "check",
+            "-f",
+            typo.to_str().unwrap(),
+            "-f",
+            real.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(
+        report["unmatchedPolicies"],
+        serde_json::json!(["test/typo"])
+    );
+    // Each finding once: one policy, one finding per control.
+    assert_eq!(
+        report["databases"][0]["findings"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // The exit codes are documented in --help.
+    let help = offline(&["check", "--help"], std::process::Stdio::null());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for code in [
+        "0  every",
+        "1  a selected",
+        "2  bad input",
+        "3  everything selected",
+    ] {
+        assert!(help.contains(code), "{help}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_is_quiet_and_a_full_disk_is_an_error_not_a_panic() {
+    let emulator = Emulator::start(Some("small"));
+    let run = |args: &[&str], stdout: std::process::Stdio| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgbaseline"));
+        cmd.current_dir(common::repo_root())
+            .args(args)
+            .envs(emulator.env())
+            .stdout(stdout)
+            .stderr(std::process::Stdio::piped());
+        cmd.output().expect("run")
+    };
+    let check = [
+        "check",
+        "-f",
+        "examples/audit-prod-baseline.yaml",
+        "--stats",
+    ];
+    let verdict = run(&check, std::process::Stdio::null()).status.code();
+    assert_eq!(verdict, Some(1));
+
+    // `check … | head`: the reader is gone before anything is written.
+    for args in [&check[..], &["crd"][..]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = run(args, writer.into());
+        assert_no_panic(&out);
+        let expected = if args[0] == "crd" { Some(0) } else { verdict };
+        assert_eq!(out.status.code(), expected, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).is_empty(), "{args:?}: {}", stderr(&out));
+    }
+
+    // `> /dev/full`: the write fails, and that is said once, with exit code 2.
+    for args in [&check[..], &["crd"][..]] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let out = run(args, full.into());
+        assert_no_panic(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("error: writing to stdout: No space left on device"),
+            "{args:?}: {}",
+            stderr(&out)
         );
     }
 }

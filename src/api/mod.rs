@@ -480,11 +480,14 @@ pub struct Ingress {
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub allowed_security_groups: Vec<String>,
     /// IPv4 or IPv6 CIDR blocks allowed to reach the database port. A rule's range must lie
-    /// inside one of them.
+    /// inside one of them. Each is written in canonical form, so one network has one spelling:
+    /// the network address (host bits zero), no leading zeros, IPv6 in lower case and shortest
+    /// form (`10.0.0.0/8`, `2001:db8::/32`; not `10.0.0.1/8`, `10.0.0.0/08` or `2001:DB8::/32`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100), inner(length(max = 43)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("allowedCidrs entries must be valid CIDRs such as 10.0.0.0/16"))]
+    #[x_kube(validation = Rule::new("self.all(c, !isCIDR(c) || string(cidr(c).masked()) == c)").message("allowedCidrs entries must be canonical: the network address with host bits zero, no leading zeros, IPv6 lower case and shortest (10.0.0.0/8, 2001:db8::/32)"))]
     #[x_kube(validation = Rule::new("self.all(c, !c.endsWith('/0'))").message("0.0.0.0/0 and ::/0 are never allowed"))]
     pub allowed_cidrs: Vec<String>,
 }
@@ -563,6 +566,11 @@ impl DatabaseSecurityPolicySpec {
             .get(control.as_str())
             .copied()
             .unwrap_or(self.mode)
+    }
+
+    /// Whether any control runs in Enforce mode (the policy may act on AWS).
+    pub fn enforces_anything(&self) -> bool {
+        self.mode == Mode::Enforce || self.control_modes.values().any(|m| *m == Mode::Enforce)
     }
 
     /// The region the policy selects from, when it names one.

@@ -208,3 +208,64 @@ impl Drop for ControlPlane {
         }
     }
 }
+
+impl ControlPlane {
+    /// The apiserver's URL, `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        parse_env(&self.dir)["APISERVER_URL"].clone()
+    }
+
+    /// Sends `body` exactly as given (`Content-Type: application/yaml`) to `path_and_query` as
+    /// the admin, and returns the HTTP status and the JSON answer (an object or a `Status`).
+    /// kubectl converts YAML to JSON itself; this lets the apiserver read the YAML.
+    pub fn send_yaml(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> (u16, serde_json::Value) {
+        let pki = self.dir.join("pki");
+        let arg = |name: &str| pki.join(name).to_str().expect("utf-8 path").to_string();
+        let mut child = Command::new("curl")
+            .args(["-sS", "--max-time", "30", "-X", method])
+            .args([
+                "--cacert",
+                &arg("ca.crt"),
+                "--cert",
+                &arg("admin.crt"),
+                "--key",
+                &arg("admin.key"),
+            ])
+            .args([
+                "-H",
+                "Content-Type: application/yaml",
+                "-H",
+                "Accept: application/json",
+            ])
+            .args(["--data-binary", "@-", "-w", "\n%{http_code}"])
+            .arg(format!("{}{path_and_query}", self.url()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run curl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(body)
+            .expect("write request body");
+        let out = child.wait_with_output().expect("curl output");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (json, status) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+        let status: u16 = status.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "curl gave no HTTP status: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let json =
+            serde_json::from_str(json).unwrap_or(serde_json::Value::String(json.to_string()));
+        (status, json)
+    }
+}
