@@ -1,5 +1,6 @@
 """The fewest AWS calls one sweep of the emulator's current fleet can take: listing pages, one
-filtered read per distinct parameter group, and the batched EC2 reads. Prints JSON."""
+filtered read per distinct parameter group, and the batched EC2 reads. With --enforce, also the
+region's parameter-group listing an Enforce pass reads. Prints JSON."""
 import json
 import math
 import os
@@ -8,6 +9,8 @@ import sys
 import boto3
 
 endpoint = sys.argv[1]
+enforce = "--enforce" in sys.argv[2:]
+network = "--no-network" not in sys.argv[2:]  # a policy without network controls reads no EC2
 kw = dict(endpoint_url=endpoint, region_name="us-east-1",
           aws_access_key_id="testing", aws_secret_access_key="testing")
 rds = boto3.client("rds", **kw)
@@ -26,9 +29,16 @@ bound = {
     "DescribeDBClusters": max(1, math.ceil(len(clusters) / 100)),
     "DescribeDBParameters": len(groups),
     "DescribeDBClusterParameters": len(cluster_groups),
-    "DescribeSecurityGroups": math.ceil(len(sgs) / 200),
-    "DescribeNetworkAcls": math.ceil(len(subnets) / 200),
 }
+if network:
+    bound["DescribeSecurityGroups"] = math.ceil(len(sgs) / 200)
+    bound["DescribeNetworkAcls"] = math.ceil(len(subnets) / 200)
+if enforce:
+    all_groups = sum(len(p["DBParameterGroups"]) for p in rds.get_paginator("describe_db_parameter_groups").paginate())
+    all_cluster = sum(len(p["DBClusterParameterGroups"])
+                      for p in rds.get_paginator("describe_db_cluster_parameter_groups").paginate())
+    bound["DescribeDBParameterGroups"] = max(1, math.ceil(all_groups / 100))
+    bound["DescribeDBClusterParameterGroups"] = max(1, math.ceil(all_cluster / 100))
 print(json.dumps({"fleet": {"db_instances": len(instances), "clusters": len(clusters),
                             "parameter_groups": len(groups), "cluster_parameter_groups": len(cluster_groups),
                             "security_groups": len(sgs), "subnets": len(subnets)},

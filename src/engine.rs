@@ -42,7 +42,7 @@ pub async fn run_policy(
         let outcomes = if plan.is_empty() {
             Vec::new()
         } else {
-            executor::execute(aws, &plan).await
+            executor::execute(aws, fleet, &plan).await
         };
         let (results, summary) = results(&evaluated, &plan, &outcomes);
         ((results, summary, plan), outcomes)

@@ -1140,3 +1140,95 @@ async fn twenty_policies_share_one_sweep_per_resync() {
     assert_eq!(mutating(&emulator), Vec::<String>::new());
     assert!(op.metric("pgbaseline_reconciles_total") >= (2 * N) as f64);
 }
+
+// ------------------------------------------------------------------------------------------
+// 8. Managed parameter groups: garbage collection.
+
+async fn group_exists(emulator: &Emulator, name: &str) -> bool {
+    rds(emulator)
+        .await
+        .describe_db_parameter_groups()
+        .db_parameter_group_name(name)
+        .send()
+        .await
+        .is_ok_and(|o| {
+            o.db_parameter_groups()
+                .iter()
+                .any(|g| g.db_parameter_group_name() == Some(name))
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_managed_groups_are_deleted_after_the_grace_period_only_when_tagged_ours() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("gc");
+    let emulator = Emulator::start(Some("small"));
+    let client = rds(&emulator).await;
+    let tag = |v: &str| {
+        aws_sdk_rds::types::Tag::builder()
+            .key("pgbaseline.io/managed")
+            .value(v)
+            .build()
+    };
+    // History: a managed copy nobody uses any more; a group merely named like one; a managed
+    // copy still in use.
+    for (name, tags) in [
+        ("pgbaseline-postgres16-00000000000000aa", vec![tag("true")]),
+        ("pgbaseline-postgres16-00000000000000bb", vec![]),
+        ("pgbaseline-postgres16-00000000000000cc", vec![tag("true")]),
+    ] {
+        client
+            .copy_db_parameter_group()
+            .source_db_parameter_group_identifier("default.postgres16")
+            .target_db_parameter_group_identifier(name)
+            .target_db_parameter_group_description("pgbaseline managed copy of default.postgres16")
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .expect("copy");
+    }
+    client
+        .modify_db_instance()
+        .db_instance_identifier("sandbox-dev")
+        .db_parameter_group_name("pgbaseline-postgres16-00000000000000cc")
+        .apply_immediately(true)
+        .send()
+        .await
+        .expect("attach");
+
+    // An Enforce policy (on another database) lets the operator collect in this region.
+    let spec = format!(
+        "  selector: {{instanceIdentifiers: [payments-prod]}}\n  mode: Enforce\n  resyncSeconds: {RESYNC}\n  posture:\n    maintenance: {{deletionProtection: true}}\n"
+    );
+    let grace = ["--namespace", ns.as_str(), "--managed-group-grace", "4s"];
+    let mut op = Operator::start(cp, &emulator, &grace);
+    let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
+    cp.kubectl_ok(&["apply", "-f", "-"], Some(&policy_yaml(&ns, "gc", &spec)));
+    wait_policy(&api, "gc", Duration::from_secs(60), "Ready", &op, |p| {
+        is(p, "Ready", "True", "Compliant")
+    })
+    .await;
+    // Seen unused once, within the grace period: kept. A restart here forgets when it was
+    // first seen, so the grace period starts over (never shorter).
+    assert!(group_exists(&emulator, "pgbaseline-postgres16-00000000000000aa").await);
+    op.signal("KILL");
+    let _ = op.child.wait();
+    let op = Operator::start(cp, &emulator, &grace);
+    let deadline = Instant::now() + Duration::from_secs(3 * RESYNC + 10);
+    while group_exists(&emulator, "pgbaseline-postgres16-00000000000000aa").await {
+        assert!(
+            Instant::now() < deadline,
+            "unused managed group not collected:\n{}",
+            op.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Named like ours but not tagged: kept. In use: kept.
+    assert!(group_exists(&emulator, "pgbaseline-postgres16-00000000000000bb").await);
+    assert!(group_exists(&emulator, "pgbaseline-postgres16-00000000000000cc").await);
+    assert_eq!(
+        op.metric("pgbaseline_managed_parameter_groups_deleted_total"),
+        1.0
+    );
+    assert!(op.metric("pgbaseline_managed_parameter_groups{") >= 2.0);
+}

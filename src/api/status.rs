@@ -63,6 +63,11 @@ pub struct Summary {
     /// Databases where a remediation or a read failed.
     #[schemars(with = "i32")]
     pub failed: u32,
+    /// Databases left non-compliant because their remediation does not fit the account's
+    /// parameter-group quotas (see their findings).
+    #[serde(default)]
+    #[schemars(with = "i32")]
+    pub deferred: u32,
 }
 
 /// Whether a database is an RDS instance or an Aurora cluster.

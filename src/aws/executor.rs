@@ -1,25 +1,31 @@
-//! Executes a plan, action by action, idempotently: a copy that already exists, a rule already
-//! revoked or a setting already in place counts as done, so an interrupted run converges on the
-//! next one without a second copy.
+//! Executes a plan, action by action, idempotently: a managed copy that already exists (and is
+//! proved to be pgbaseline's and as intended), a rule already revoked or a setting already in
+//! place counts as done, so an interrupted run converges on the next one without a second copy.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_rds::types::{CloudwatchLogsExportConfiguration, Parameter, Tag};
 
 use crate::api::DatabaseKind;
 use crate::posture::evaluate::{AttributeChange, Target};
-use crate::posture::model::{IngressRule, IngressSource, is_default_group_name};
-use crate::posture::plan::{Action, ActionKind, ApplyMethod, Plan};
+use crate::posture::managed::{
+    Contents, DESCRIPTION_PREFIX, Existing, MANAGED_TAG, Ownership, attach_is_safe,
+    classify_existing, content_digest, intended_contents, managed_name, migration_changes,
+    ownership,
+};
+use crate::posture::model::{Fleet, IngressRule, IngressSource, is_default_group_name};
+use crate::posture::plan::{
+    Action, ActionKind, ApplyMethod, DbKey, MAX_PARAMETERS_PER_CALL, ParameterChange, Plan,
+};
 use crate::posture::report::Outcome;
 
+use super::groups::{self, GroupQuotas};
 use super::{AwsError, AwsRegion, ErrorClass};
-
-/// The tag that marks groups pgbaseline created.
-pub const MANAGED_TAG: (&str, &str) = ("pgbaseline.io/managed", "true");
 
 /// Runs every action in order. After a failure, the later actions for the same databases are
 /// skipped (they depend on it); other databases go on.
-pub async fn execute(aws: &AwsRegion, plan: &Plan) -> Vec<Outcome> {
+pub async fn execute(aws: &AwsRegion, fleet: &Fleet, plan: &Plan) -> Vec<Outcome> {
+    let mut run = Execution::new(aws, fleet);
     let mut failed_databases: BTreeSet<String> = BTreeSet::new();
     let mut outcomes = Vec::with_capacity(plan.actions.len());
     for action in &plan.actions {
@@ -32,12 +38,17 @@ pub async fn execute(aws: &AwsRegion, plan: &Plan) -> Vec<Outcome> {
             outcomes.push(Outcome::Skipped);
             continue;
         }
-        let outcome = match run(aws, action).await {
+        let outcome = match run.action(action).await {
             Ok(()) => {
                 tracing::info!(call = action.kind.aws_call(), action = %action.kind.describe(), "remediation applied");
                 Outcome::Succeeded
             }
-            Err(e) => {
+            Err(Stop::Deferred(reason)) => {
+                tracing::warn!(action = %action.kind.describe(), %reason, "remediation deferred");
+                failed_databases.extend(touched);
+                Outcome::Deferred { reason }
+            }
+            Err(Stop::Failed(e)) => {
                 tracing::warn!(call = e.action, code = %e.code, action = %action.kind.describe(), "remediation failed");
                 failed_databases.extend(touched);
                 Outcome::Failed {
@@ -51,160 +62,559 @@ pub async fn execute(aws: &AwsRegion, plan: &Plan) -> Vec<Outcome> {
     outcomes
 }
 
-fn refuse(action: &'static str, message: String) -> AwsError {
-    AwsError {
-        action,
-        class: ErrorClass::Other,
-        code: "RefusedByPgbaseline".into(),
-        message,
+/// Why an action stopped.
+enum Stop {
+    Failed(AwsError),
+    /// Not done because it does not fit the account's quotas; reported, not retried at once.
+    Deferred(String),
+}
+
+impl From<AwsError> for Stop {
+    fn from(e: AwsError) -> Stop {
+        Stop::Failed(e)
     }
 }
 
-async fn run(aws: &AwsRegion, action: &Action) -> Result<(), AwsError> {
-    aws.throttle().await;
-    match &action.kind {
-        ActionKind::CopyParameterGroup {
-            source,
-            target,
-            cluster,
-            ..
-        } => {
-            if is_default_group_name(target) {
-                return Err(refuse(
-                    "CopyDBParameterGroup",
-                    format!("{target} is a reserved name"),
-                ));
-            }
-            let tag = Tag::builder()
-                .key(MANAGED_TAG.0)
-                .value(MANAGED_TAG.1)
-                .build();
-            let description = format!("pgbaseline: copy of {source}");
-            let result = if *cluster {
-                aws.rds
-                    .copy_db_cluster_parameter_group()
-                    .source_db_cluster_parameter_group_identifier(source)
-                    .target_db_cluster_parameter_group_identifier(target)
-                    .target_db_cluster_parameter_group_description(description)
-                    .tags(tag)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| AwsError::from_sdk("CopyDBClusterParameterGroup", e))
-            } else {
-                aws.rds
-                    .copy_db_parameter_group()
-                    .source_db_parameter_group_identifier(source)
-                    .target_db_parameter_group_identifier(target)
-                    .target_db_parameter_group_description(description)
-                    .tags(tag)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| AwsError::from_sdk("CopyDBParameterGroup", e))
-            };
-            match result {
-                // An earlier, interrupted run made it: use it.
-                Err(e) if e.code.contains("AlreadyExists") => Ok(()),
-                other => other,
-            }
-        }
-        ActionKind::SetParameters {
-            group,
-            cluster,
-            changes,
-        } => {
-            if is_default_group_name(group) {
-                return Err(refuse(
-                    "ModifyDBParameterGroup",
-                    format!("{group} is an AWS default group and is never modified"),
-                ));
-            }
-            let parameters: Vec<Parameter> = changes
+fn refuse(action: &'static str, code: &str, message: String) -> Stop {
+    Stop::Failed(AwsError {
+        action,
+        class: ErrorClass::Other,
+        code: code.into(),
+        message,
+    })
+}
+
+/// A managed copy: cluster group?, source, digest of the source's values, the changes.
+type CopyKey = (bool, String, String, Vec<(String, String)>);
+
+/// The state one plan's execution keeps: group contents read once, managed copies resolved
+/// once however many databases move to them, and the account's group quotas.
+struct Execution<'a> {
+    aws: &'a AwsRegion,
+    contents: HashMap<(bool, String), Contents>,
+    resolved: HashMap<CopyKey, Result<String, String>>,
+    /// ARNs of groups that exist (the sweep's listing, plus the copies made here).
+    arns: HashMap<(bool, String), String>,
+    /// Sources that already have a managed copy (by its description; a hint only: whatever
+    /// is reused is still proved by tag and contents).
+    copied_sources: std::collections::HashSet<(bool, String)>,
+    quotas: Option<GroupQuotas>,
+    /// Groups created in this run, DB and cluster.
+    created: [i64; 2],
+    /// The names of the groups created in this run (their tag needs no proof).
+    made_here: std::collections::HashSet<(bool, String)>,
+    /// Set when a create was refused for the quota.
+    exhausted: [bool; 2],
+    /// The usage when the quota ran out, for the findings.
+    last_quota: [Option<groups::Quota>; 2],
+}
+
+impl<'a> Execution<'a> {
+    fn new(aws: &'a AwsRegion, fleet: &'a Fleet) -> Execution<'a> {
+        Execution {
+            aws,
+            contents: HashMap::new(),
+            resolved: HashMap::new(),
+            arns: fleet
+                .parameter_groups
                 .iter()
-                .map(|c| {
-                    Parameter::builder()
-                        .parameter_name(&c.name)
-                        .parameter_value(&c.value)
-                        .apply_method(match c.method {
-                            ApplyMethod::Immediate => aws_sdk_rds::types::ApplyMethod::Immediate,
-                            ApplyMethod::PendingReboot => {
-                                aws_sdk_rds::types::ApplyMethod::PendingReboot
-                            }
-                        })
-                        .build()
+                .map(|g| ((g.cluster, g.name.clone()), g.arn.clone()))
+                .collect(),
+            copied_sources: fleet
+                .parameter_groups
+                .iter()
+                .filter(|g| g.looks_managed())
+                .filter_map(|g| {
+                    let source = g.description.strip_prefix(DESCRIPTION_PREFIX)?;
+                    Some((g.cluster, source.to_string()))
                 })
-                .collect();
-            if *cluster {
-                aws.rds
-                    .modify_db_cluster_parameter_group()
-                    .db_cluster_parameter_group_name(group)
-                    .set_parameters(Some(parameters))
+                .collect(),
+            quotas: None,
+            created: [0, 0],
+            made_here: Default::default(),
+            exhausted: [false, false],
+            last_quota: [None, None],
+        }
+    }
+
+    async fn action(&mut self, action: &Action) -> Result<(), Stop> {
+        match &action.kind {
+            ActionKind::SetParameters {
+                group,
+                cluster,
+                changes,
+            } => Ok(set_parameters(self.aws, group, *cluster, changes).await?),
+            ActionKind::MoveToManagedGroup {
+                database,
+                current,
+                source,
+                family,
+                cluster,
+                changes,
+            } => {
+                self.move_to_managed(database, current, source, family, *cluster, changes)
+                    .await
+            }
+            ActionKind::ModifyAttributes { target, changes } => {
+                self.aws.throttle().await;
+                Ok(modify(self.aws, target, changes).await?)
+            }
+            ActionKind::RevokeIngress {
+                security_group,
+                rule,
+            } => {
+                self.aws.throttle().await;
+                let result = self
+                    .aws
+                    .ec2
+                    .revoke_security_group_ingress()
+                    .group_id(security_group)
+                    .ip_permissions(permission(rule))
                     .send()
                     .await
                     .map(|_| ())
-                    .map_err(|e| AwsError::from_sdk("ModifyDBClusterParameterGroup", e))
-            } else {
-                aws.rds
-                    .modify_db_parameter_group()
-                    .db_parameter_group_name(group)
-                    .set_parameters(Some(parameters))
+                    .map_err(|e| AwsError::from_sdk("RevokeSecurityGroupIngress", e));
+                match result {
+                    Err(e) if e.code == "InvalidPermission.NotFound" => Ok(()),
+                    other => Ok(other?),
+                }
+            }
+            ActionKind::Reboot { instance } => {
+                self.aws.throttle().await;
+                Ok(self
+                    .aws
+                    .rds
+                    .reboot_db_instance()
+                    .db_instance_identifier(instance)
                     .send()
                     .await
                     .map(|_| ())
-                    .map_err(|e| AwsError::from_sdk("ModifyDBParameterGroup", e))
+                    .map_err(|e| AwsError::from_sdk("RebootDBInstance", e))?)
             }
         }
-        ActionKind::AttachParameterGroup { database, group } => match database.kind {
-            DatabaseKind::Instance => aws
+    }
+
+    /// Every parameter of a group, read once per execution.
+    async fn contents(&mut self, cluster: bool, name: &str) -> Result<Contents, AwsError> {
+        let key = (cluster, name.to_string());
+        if let Some(c) = self.contents.get(&key) {
+            return Ok(c.clone());
+        }
+        let c = groups::contents(self.aws, cluster, name).await?;
+        self.contents.insert(key, c.clone());
+        Ok(c)
+    }
+
+    async fn move_to_managed(
+        &mut self,
+        database: &DbKey,
+        current: &str,
+        source: &str,
+        family: &str,
+        cluster: bool,
+        changes: &[ParameterChange],
+    ) -> Result<(), Stop> {
+        let attach_call = if cluster {
+            "ModifyDBCluster"
+        } else {
+            "ModifyDBInstance"
+        };
+        // No room for a new group and no copy of this source to reuse: nothing this move could
+        // do, so say so before reading anything (a deferred pass costs one quota read, not a
+        // full read of every source).
+        if !self.copied_sources.contains(&(cluster, source.to_string())) {
+            self.reserve(cluster).await?;
+        }
+        let current_contents = self.contents(cluster, current).await?;
+        let (source_contents, all_changes) = if source == current {
+            (current_contents.clone(), changes.to_vec())
+        } else {
+            let source_contents = self.contents(cluster, source).await?;
+            match migration_changes(&source_contents, &current_contents, changes) {
+                Some(all) => (source_contents, all),
+                None => {
+                    return Err(refuse(
+                        attach_call,
+                        "RefusedManagedGroup",
+                        format!(
+                            "{current} cannot be expressed as a copy of {source} (it lacks a parameter {source} has); {} stays on {current}",
+                            database.id
+                        ),
+                    ));
+                }
+            }
+        };
+        let target = self
+            .resolve(cluster, family, source, &source_contents, &all_changes)
+            .await
+            .map_err(|stop| match stop {
+                Stop::Failed(mut e) if e.code == "RefusedManagedGroup" => {
+                    e.message = format!("{}; {} stays on {current}", e.message, database.id);
+                    Stop::Failed(e)
+                }
+                other => other,
+            })?;
+        // The proof, on every parameter: attaching changes exactly the planned ones, each to a
+        // stricter value.
+        let candidate = self.contents(cluster, &target).await?;
+        if let Err(why) = attach_is_safe(&current_contents, &candidate, changes) {
+            return Err(refuse(
+                attach_call,
+                "RefusedManagedGroup",
+                format!(
+                    "{target} was not attached to {}: {why}; it stays on {current}",
+                    database.id
+                ),
+            ));
+        }
+        self.aws.throttle().await;
+        match database.kind {
+            DatabaseKind::Instance => self
+                .aws
                 .rds
                 .modify_db_instance()
                 .db_instance_identifier(&database.id)
-                .db_parameter_group_name(group)
+                .db_parameter_group_name(&target)
                 .apply_immediately(true)
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("ModifyDBInstance", e)),
-            DatabaseKind::Cluster => aws
+                .map_err(|e| AwsError::from_sdk("ModifyDBInstance", e))?,
+            DatabaseKind::Cluster => self
+                .aws
                 .rds
                 .modify_db_cluster()
                 .db_cluster_identifier(&database.id)
-                .db_cluster_parameter_group_name(group)
+                .db_cluster_parameter_group_name(&target)
                 .apply_immediately(true)
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("ModifyDBCluster", e)),
-        },
-        ActionKind::ModifyAttributes { target, changes } => modify(aws, target, changes).await,
-        ActionKind::RevokeIngress {
-            security_group,
-            rule,
-        } => {
-            let result = aws
-                .ec2
-                .revoke_security_group_ingress()
-                .group_id(security_group)
-                .ip_permissions(permission(rule))
+                .map_err(|e| AwsError::from_sdk("ModifyDBCluster", e))?,
+        }
+        tracing::info!(database = %database.id, group = %target, "attached managed parameter group");
+        Ok(())
+    }
+
+    /// The managed copy of `source` with `changes`: an existing one proved to be ours and as
+    /// intended, finished if an earlier run was interrupted, or a new one. The usual name first;
+    /// when a group of that name cannot be used, the alternate name; else refused.
+    async fn resolve(
+        &mut self,
+        cluster: bool,
+        family: &str,
+        source: &str,
+        source_contents: &Contents,
+        changes: &[ParameterChange],
+    ) -> Result<String, Stop> {
+        let digest = content_digest(source_contents);
+        let key: CopyKey = (
+            cluster,
+            source.to_string(),
+            digest.clone(),
+            changes
+                .iter()
+                .map(|c| (c.name.clone(), c.value.clone()))
+                .collect(),
+        );
+        if let Some(done) = self.resolved.get(&key) {
+            return done
+                .clone()
+                .map_err(|m| refuse(copy_call(cluster), "RefusedManagedGroup", m));
+        }
+        let mut unusable = Vec::new();
+        for attempt in 0..2u8 {
+            let name = managed_name(cluster, family, source, &digest, changes, attempt);
+            let exists = self.arns.contains_key(&(cluster, name.clone()));
+            if !exists {
+                // Made here, or found made meanwhile: either way proved below, tag and contents.
+                self.create(cluster, source, &name, changes).await?;
+            }
+            let Some(arn) = self.arns.get(&(cluster, name.clone())).cloned() else {
+                unusable.push(format!("{name}: no ARN for it"));
+                continue;
+            };
+            let owner = if self.made_here.contains(&(cluster, name.clone())) {
+                Ownership::Ours
+            } else {
+                ownership(
+                    groups::tags(self.aws, &arn)
+                        .await?
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                )
+            };
+            let existing = self.contents(cluster, &name).await?;
+            match classify_existing(owner, &existing, source_contents, changes) {
+                Existing::Ready => {}
+                Existing::Unfinished(missing) => {
+                    set_parameters(self.aws, &name, cluster, &missing).await?;
+                    self.contents.insert(
+                        (cluster, name.clone()),
+                        intended_contents(source_contents, changes),
+                    );
+                }
+                state @ (Existing::Altered(_) | Existing::NotOurs(_)) => {
+                    tracing::warn!(group = %name, %state, "managed group name taken; not used");
+                    unusable.push(format!("{name} exists but {state}"));
+                    continue;
+                }
+            }
+            self.resolved.insert(key, Ok(name.clone()));
+            return Ok(name);
+        }
+        let message = format!(
+            "no usable managed copy of {source}: {}; nothing was attached",
+            unusable.join("; ")
+        );
+        self.resolved.insert(key, Err(message.clone()));
+        Err(refuse(copy_call(cluster), "RefusedManagedGroup", message))
+    }
+
+    /// Copies `source` to `name` (tagged, described) and sets `changes`, within the account's
+    /// quota. A group of that name made meanwhile (an interrupted run, another replica) is
+    /// looked up instead.
+    async fn create(
+        &mut self,
+        cluster: bool,
+        source: &str,
+        name: &str,
+        changes: &[ParameterChange],
+    ) -> Result<(), Stop> {
+        if is_default_group_name(name) {
+            return Err(refuse(
+                copy_call(cluster),
+                "RefusedByPgbaseline",
+                format!("{name} is a reserved name"),
+            ));
+        }
+        self.reserve(cluster).await?;
+        let tag = Tag::builder()
+            .key(MANAGED_TAG.0)
+            .value(MANAGED_TAG.1)
+            .build();
+        let description = format!("{DESCRIPTION_PREFIX}{source}");
+        self.aws.throttle().await;
+        let arn = if cluster {
+            self.aws
+                .rds
+                .copy_db_cluster_parameter_group()
+                .source_db_cluster_parameter_group_identifier(source)
+                .target_db_cluster_parameter_group_identifier(name)
+                .target_db_cluster_parameter_group_description(description)
+                .tags(tag)
+                .send()
+                .await
+                .map(|o| {
+                    o.db_cluster_parameter_group()
+                        .and_then(|g| g.db_cluster_parameter_group_arn())
+                        .map(str::to_string)
+                })
+                .map_err(|e| AwsError::from_sdk("CopyDBClusterParameterGroup", e))
+        } else {
+            self.aws
+                .rds
+                .copy_db_parameter_group()
+                .source_db_parameter_group_identifier(source)
+                .target_db_parameter_group_identifier(name)
+                .target_db_parameter_group_description(description)
+                .tags(tag)
+                .send()
+                .await
+                .map(|o| {
+                    o.db_parameter_group()
+                        .and_then(|g| g.db_parameter_group_arn())
+                        .map(str::to_string)
+                })
+                .map_err(|e| AwsError::from_sdk("CopyDBParameterGroup", e))
+        };
+        let kind = usize::from(cluster);
+        match arn {
+            Ok(arn) => {
+                self.created[kind] += 1;
+                self.made_here.insert((cluster, name.to_string()));
+                self.copied_sources.insert((cluster, source.to_string()));
+                if let Some(arn) = arn {
+                    self.arns.insert((cluster, name.to_string()), arn);
+                }
+                set_parameters(self.aws, name, cluster, changes).await?;
+                Ok(())
+            }
+            Err(e) if e.code.contains("AlreadyExists") => {
+                // Made meanwhile (an interrupted run, another replica): look it up, then prove it.
+                if let Some(g) = groups::describe(self.aws, cluster, name).await? {
+                    self.arns.insert((cluster, name.to_string()), g.arn);
+                }
+                Ok(())
+            }
+            Err(e) if e.code.contains("QuotaExceeded") => {
+                self.exhausted[kind] = true;
+                Err(Stop::Deferred(quota_message(
+                    cluster,
+                    None,
+                    &self.aws.region,
+                )))
+            }
+            Err(e) => Err(Stop::Failed(e)),
+        }
+    }
+
+    /// Whether one more group of this kind fits the account's quota (read once per execution;
+    /// an unreadable quota is treated as unknown, and AWS's own refusal still stops creation).
+    async fn reserve(&mut self, cluster: bool) -> Result<(), Stop> {
+        let kind = usize::from(cluster);
+        if self.exhausted[kind] {
+            return Err(Stop::Deferred(quota_message(
+                cluster,
+                self.last_quota[kind],
+                &self.aws.region,
+            )));
+        }
+        if self.quotas.is_none() {
+            self.quotas = Some(match groups::quotas(self.aws).await {
+                Ok(q) => q,
+                Err(e) => {
+                    tracing::warn!(code = %e.code, "account quotas unreadable; relying on AWS's refusal");
+                    GroupQuotas::default()
+                }
+            });
+        }
+        if let Some(q) = self.quotas.and_then(|q| q.of(cluster)) {
+            let now = groups::Quota {
+                used: q.used + self.created[kind],
+                max: q.max,
+            };
+            if now.headroom() == 0 {
+                self.exhausted[kind] = true;
+                self.last_quota[kind] = Some(now);
+                return Err(Stop::Deferred(quota_message(
+                    cluster,
+                    Some(now),
+                    &self.aws.region,
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn copy_call(cluster: bool) -> &'static str {
+    if cluster {
+        "CopyDBClusterParameterGroup"
+    } else {
+        "CopyDBParameterGroup"
+    }
+}
+
+fn quota_message(cluster: bool, quota: Option<groups::Quota>, region: &str) -> String {
+    let what = if cluster {
+        "DB cluster parameter groups (not adjustable)"
+    } else {
+        "DB parameter groups"
+    };
+    let numbers = quota
+        .map(|q| format!(" ({} of {} in use)", q.used, q.max))
+        .unwrap_or_default();
+    format!(
+        "QuotaExceeded: not remediated: the account's quota of {what} in {region} is used up{numbers}; \
+         databases that share an existing managed copy were still moved; free unused groups or raise the quota"
+    )
+}
+
+/// Sets parameters of a group, at most 20 a call. Never on an AWS default group.
+async fn set_parameters(
+    aws: &AwsRegion,
+    group: &str,
+    cluster: bool,
+    changes: &[ParameterChange],
+) -> Result<(), AwsError> {
+    let call = if cluster {
+        "ModifyDBClusterParameterGroup"
+    } else {
+        "ModifyDBParameterGroup"
+    };
+    if is_default_group_name(group) {
+        return Err(AwsError {
+            action: call,
+            class: ErrorClass::Other,
+            code: "RefusedByPgbaseline".into(),
+            message: format!("{group} is an AWS default group and is never modified"),
+        });
+    }
+    for chunk in changes.chunks(MAX_PARAMETERS_PER_CALL) {
+        let parameters: Vec<Parameter> = chunk
+            .iter()
+            .map(|c| {
+                Parameter::builder()
+                    .parameter_name(&c.name)
+                    .parameter_value(&c.value)
+                    .apply_method(match c.method {
+                        ApplyMethod::Immediate => aws_sdk_rds::types::ApplyMethod::Immediate,
+                        ApplyMethod::PendingReboot => {
+                            aws_sdk_rds::types::ApplyMethod::PendingReboot
+                        }
+                    })
+                    .build()
+            })
+            .collect();
+        aws.throttle().await;
+        if cluster {
+            aws.rds
+                .modify_db_cluster_parameter_group()
+                .db_cluster_parameter_group_name(group)
+                .set_parameters(Some(parameters))
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("RevokeSecurityGroupIngress", e));
-            match result {
-                Err(e) if e.code == "InvalidPermission.NotFound" => Ok(()),
-                other => other,
+                .map_err(|e| AwsError::from_sdk("ModifyDBClusterParameterGroup", e))?;
+        } else {
+            aws.rds
+                .modify_db_parameter_group()
+                .db_parameter_group_name(group)
+                .set_parameters(Some(parameters))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::from_sdk("ModifyDBParameterGroup", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes managed groups no database uses: each only after its tag proves it is pgbaseline's
+/// (a group merely named like ours is left alone). A group attached meanwhile is refused by AWS
+/// (`InvalidDBParameterGroupState`) and kept. Returns the names deleted.
+pub async fn collect_garbage(
+    aws: &AwsRegion,
+    candidates: &[crate::posture::managed::GroupListing],
+) -> Vec<String> {
+    let mut deleted = Vec::new();
+    for g in candidates {
+        if is_default_group_name(&g.name) {
+            continue;
+        }
+        let owner = match groups::tags(aws, &g.arn).await {
+            Ok(tags) => ownership(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            Err(e) => {
+                tracing::warn!(group = %g.name, code = %e.code, "tags unreadable; group kept");
+                continue;
+            }
+        };
+        if owner != Ownership::Ours {
+            tracing::info!(group = %g.name, "named like a managed group but not tagged as one; kept");
+            continue;
+        }
+        match groups::delete(aws, g.cluster, &g.name).await {
+            Ok(()) => {
+                tracing::info!(group = %g.name, "deleted unused managed parameter group");
+                deleted.push(g.name.clone());
+            }
+            Err(e) => {
+                tracing::info!(group = %g.name, code = %e.code, "unused managed group not deleted")
             }
         }
-        ActionKind::Reboot { instance } => aws
-            .rds
-            .reboot_db_instance()
-            .db_instance_identifier(instance)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| AwsError::from_sdk("RebootDBInstance", e)),
     }
+    deleted
 }
 
 async fn modify(

@@ -20,7 +20,7 @@ use crate::posture::model::{
 };
 use crate::posture::values::version_cmp;
 
-use super::{AwsError, AwsRegion};
+use super::{AwsError, AwsRegion, groups};
 
 /// Page size of the listing calls (the AWS maximum).
 const PAGE: i32 = 100;
@@ -36,6 +36,9 @@ pub struct Needs {
     pub engine_versions: bool,
     pub certificates: bool,
     pub network: bool,
+    /// The region's parameter-group listing: where managed copies exist, what they came from,
+    /// which are no longer used. Only Enforce needs it.
+    pub group_listing: bool,
 }
 
 impl Needs {
@@ -64,6 +67,7 @@ impl Needs {
                 .network
                 .as_ref()
                 .is_some_and(|n| n.ingress.is_some() || n.acl == Some(true));
+            needs.group_listing |= spec.enforces_anything();
         }
         needs
     }
@@ -242,65 +246,54 @@ impl Inventory {
             }
         }
         fill_sharers(&mut databases);
+        let parameter_groups = if needs.group_listing {
+            groups::list(&self.aws).await?
+        } else {
+            Vec::new()
+        };
         Ok(Fleet {
             databases,
             kms_keys,
+            parameter_groups,
         })
-    }
-
-    /// Follows `Marker` until the last page, waiting for the rate limit before each call.
-    async fn paged<T, F, Fut>(&self, mut page: F) -> Result<Vec<T>, AwsError>
-    where
-        F: FnMut(Option<String>) -> Fut,
-        Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), AwsError>>,
-    {
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            self.aws.throttle().await;
-            let (items, next) = page(marker.take()).await?;
-            out.extend(items);
-            match next {
-                Some(m) if !m.is_empty() => marker = Some(m),
-                _ => return Ok(out),
-            }
-        }
     }
 
     async fn describe_instances(&self) -> Result<Vec<DbInstance>, AwsError> {
         let rds = &self.aws.rds;
-        self.paged(|marker| async move {
-            let page = rds
-                .describe_db_instances()
-                .max_records(PAGE)
-                .set_marker(marker)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("DescribeDBInstances", e))?;
-            Ok((
-                page.db_instances().to_vec(),
-                page.marker().map(str::to_string),
-            ))
-        })
-        .await
+        self.aws
+            .paged(|marker| async move {
+                let page = rds
+                    .describe_db_instances()
+                    .max_records(PAGE)
+                    .set_marker(marker)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("DescribeDBInstances", e))?;
+                Ok((
+                    page.db_instances().to_vec(),
+                    page.marker().map(str::to_string),
+                ))
+            })
+            .await
     }
 
     async fn describe_clusters(&self) -> Result<Vec<DbCluster>, AwsError> {
         let rds = &self.aws.rds;
-        self.paged(|marker| async move {
-            let page = rds
-                .describe_db_clusters()
-                .max_records(PAGE)
-                .set_marker(marker)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("DescribeDBClusters", e))?;
-            Ok((
-                page.db_clusters().to_vec(),
-                page.marker().map(str::to_string),
-            ))
-        })
-        .await
+        self.aws
+            .paged(|marker| async move {
+                let page = rds
+                    .describe_db_clusters()
+                    .max_records(PAGE)
+                    .set_marker(marker)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("DescribeDBClusters", e))?;
+                Ok((
+                    page.db_clusters().to_vec(),
+                    page.marker().map(str::to_string),
+                ))
+            })
+            .await
     }
 
     /// The controlled parameters of one group: explicit values over engine defaults.
@@ -312,7 +305,7 @@ impl Inventory {
     ) -> Result<GroupRead, AwsError> {
         let wanted = controlled_parameters();
         let explicit = if self.filter_supported.load(Ordering::Relaxed) {
-            let result = self.group_parameters(cluster, name, Some(&wanted)).await;
+            let result = groups::parameters(&self.aws, cluster, name, Some(&wanted)).await;
             self.filter_probed.store(true, Ordering::Relaxed);
             match result {
                 Ok(p) => p,
@@ -322,12 +315,12 @@ impl Inventory {
                 {
                     // An older endpoint: read full pages from now on.
                     self.filter_supported.store(false, Ordering::Relaxed);
-                    self.group_parameters(cluster, name, None).await?
+                    groups::parameters(&self.aws, cluster, name, None).await?
                 }
                 Err(e) => return Err(e),
             }
         } else {
-            self.group_parameters(cluster, name, None).await?
+            groups::parameters(&self.aws, cluster, name, None).await?
         };
         let explicit: Vec<Parameter> = explicit
             .into_iter()
@@ -368,56 +361,6 @@ impl Inventory {
         Ok(GroupRead { family, parameters })
     }
 
-    async fn group_parameters(
-        &self,
-        cluster: bool,
-        name: &str,
-        filter: Option<&[&str]>,
-    ) -> Result<Vec<Parameter>, AwsError> {
-        let filters = filter.map(|names| {
-            vec![
-                Filter::builder()
-                    .name("parameter-name")
-                    .set_values(Some(names.iter().map(|s| s.to_string()).collect()))
-                    .build(),
-            ]
-        });
-        let rds = &self.aws.rds;
-        let filters = &filters;
-        self.paged(|marker| async move {
-            if cluster {
-                let page = rds
-                    .describe_db_cluster_parameters()
-                    .db_cluster_parameter_group_name(name)
-                    .set_filters(filters.clone())
-                    .max_records(PAGE)
-                    .set_marker(marker)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("DescribeDBClusterParameters", e))?;
-                Ok((
-                    page.parameters().to_vec(),
-                    page.marker().map(str::to_string),
-                ))
-            } else {
-                let page = rds
-                    .describe_db_parameters()
-                    .db_parameter_group_name(name)
-                    .set_filters(filters.clone())
-                    .max_records(PAGE)
-                    .set_marker(marker)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("DescribeDBParameters", e))?;
-                Ok((
-                    page.parameters().to_vec(),
-                    page.marker().map(str::to_string),
-                ))
-            }
-        })
-        .await
-    }
-
     /// Engine defaults of the controlled parameters, once per family for the process lifetime.
     async fn engine_defaults(
         &self,
@@ -453,6 +396,7 @@ impl Inventory {
         let rds = &self.aws.rds;
         let filters = &filters;
         let params: Vec<Parameter> = self
+            .aws
             .paged(|marker| async move {
                 let defaults = if cluster {
                     rds.describe_engine_default_cluster_parameters()
@@ -738,7 +682,6 @@ impl Inventory {
                 cluster: false,
                 apply_status: ApplyStatus::parse(g.parameter_apply_status().unwrap_or("in-sync")),
                 parameters: read.parameters.clone(),
-                managed: name.starts_with("pgbaseline-"),
                 shared_with: Default::default(),
             })
         });
@@ -849,7 +792,6 @@ impl Inventory {
                 cluster: true,
                 apply_status: worst,
                 parameters: read.parameters.clone(),
-                managed: name.starts_with("pgbaseline-"),
                 shared_with: Default::default(),
             })
         });

@@ -3,6 +3,7 @@
 //! the posture model at once; errors are classified and keep the AWS error code.
 
 pub mod executor;
+pub mod groups;
 pub mod inventory;
 
 use std::collections::BTreeMap;
@@ -279,6 +280,25 @@ impl AwsRegion {
     /// Waits for a token of the client-side rate limit.
     pub(crate) async fn throttle(&self) {
         self.limiter.until_ready().await;
+    }
+
+    /// Follows `Marker` until the last page, waiting for the rate limit before each call.
+    pub(crate) async fn paged<T, F, Fut>(&self, mut page: F) -> Result<Vec<T>, AwsError>
+    where
+        F: FnMut(Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), AwsError>>,
+    {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            self.throttle().await;
+            let (items, next) = page(marker.take()).await?;
+            out.extend(items);
+            match next {
+                Some(m) if !m.is_empty() => marker = Some(m),
+                _ => return Ok(out),
+            }
+        }
     }
 }
 

@@ -66,6 +66,12 @@ pub fn for_actions(plan: &Plan, outcomes: &[Outcome]) -> Vec<EventSpec> {
                     action: call.into(),
                     note: note(format!("{call} for {databases} failed: {code}: {message}")),
                 }),
+                Outcome::Deferred { reason: why } => Some(EventSpec {
+                    warning: true,
+                    reason: reason::QUOTA_EXCEEDED.into(),
+                    action: call.into(),
+                    note: note(format!("{call} for {databases} deferred: {why}")),
+                }),
                 Outcome::Skipped => None,
             }
         })

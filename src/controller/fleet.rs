@@ -2,15 +2,19 @@
 //! window: a hundred policies over the same fleet cost one sweep of AWS reads. A sweep whose
 //! fleet an Enforce plan acted on is stale: the next policy re-reads before it evaluates.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, MutexGuard};
 
+use chrono::{DateTime, Utc};
+
+use crate::aws::executor::collect_garbage;
 use crate::aws::inventory::{Inventory, Needs};
 use crate::aws::{AwsError, AwsRegion};
 use crate::posture::Fleet;
+use crate::posture::managed::garbage;
 
 use super::metrics::Metrics;
 
@@ -47,7 +51,13 @@ pub struct Region {
     /// Held by a policy that may act from its evaluation to the end of its execution, so two
     /// Enforce policies never plan from the same fleet.
     act: Mutex<()>,
+    /// Garbage collection of managed parameter groups: since when each has been seen unused,
+    /// and the sweep last collected from (once per sweep however many policies enforce).
+    garbage: Mutex<Garbage>,
 }
+
+/// Since when each managed group has been seen unused, and the sweep last collected from.
+type Garbage = (BTreeMap<(bool, String), DateTime<Utc>>, Option<Instant>);
 
 /// `a` includes everything `b` reads.
 pub fn covers(a: Needs, b: Needs) -> bool {
@@ -55,6 +65,7 @@ pub fn covers(a: Needs, b: Needs) -> bool {
         && (a.engine_versions || !b.engine_versions)
         && (a.certificates || !b.certificates)
         && (a.network || !b.network)
+        && (a.group_listing || !b.group_listing)
 }
 
 pub fn union(a: Needs, b: Needs) -> Needs {
@@ -63,6 +74,7 @@ pub fn union(a: Needs, b: Needs) -> Needs {
         engine_versions: a.engine_versions || b.engine_versions,
         certificates: a.certificates || b.certificates,
         network: a.network || b.network,
+        group_listing: a.group_listing || b.group_listing,
     }
 }
 
@@ -73,6 +85,7 @@ impl Region {
             aws,
             cache: Mutex::new(Cache::default()),
             act: Mutex::new(()),
+            garbage: Mutex::new((BTreeMap::new(), None)),
         }
     }
 
@@ -126,6 +139,16 @@ impl Region {
             seconds,
             "swept the fleet"
         );
+        if needs.group_listing {
+            metrics.managed_groups(
+                &self.aws.region,
+                fleet
+                    .parameter_groups
+                    .iter()
+                    .filter(|g| g.looks_managed())
+                    .count(),
+            );
+        }
         cache.failed = None;
         cache.sweep = Some(Sweep {
             fleet: fleet.clone(),
@@ -138,6 +161,37 @@ impl Region {
             at: started,
             swept: true,
         })
+    }
+
+    /// Deletes the managed parameter groups no database has used for `grace` (tag-proved to be
+    /// pgbaseline's), at most once per sweep. Call with the act lock held, from a policy that
+    /// enforces: Audit never deletes. Returns the groups deleted.
+    pub async fn collect_garbage(&self, view: &FleetView, grace: Duration) -> Vec<String> {
+        if view.fleet.parameter_groups.is_empty() {
+            return Vec::new();
+        }
+        let candidates = {
+            let mut state = self.garbage.lock().await;
+            if state.1.is_some_and(|at| at >= view.at) {
+                return Vec::new();
+            }
+            state.1 = Some(view.at);
+            garbage(
+                &view.fleet.parameter_groups,
+                &view.fleet,
+                &mut state.0,
+                Utc::now(),
+                chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX),
+            )
+        };
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        let deleted = collect_garbage(&self.aws, &candidates).await;
+        if !deleted.is_empty() {
+            self.invalidate().await;
+        }
+        deleted
     }
 
     /// Marks the cached sweep stale (a plan changed AWS).

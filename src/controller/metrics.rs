@@ -67,6 +67,8 @@ pub struct Metrics {
     pub last_sweep: Family<RegionLabels, Gauge<f64, AtomicU64>>,
     pub leader: Gauge,
     pub status_writes: Counter,
+    pub managed_groups: Family<RegionLabels, Gauge>,
+    pub managed_groups_deleted: Family<RegionLabels, Counter>,
     /// The finding series each policy set last time, to drop the ones that went away.
     finding_series: Mutex<BTreeMap<String, BTreeSet<FindingLabels>>>,
     /// The AWS call counts already exported, per region.
@@ -104,7 +106,7 @@ impl Metrics {
         let remediations = Family::<RemediationLabels, Counter>::default();
         registry.register(
             "remediations",
-            "Remediation actions by control and result (Remediated or RemediationFailed)",
+            "Remediation actions by control and result (Remediated, RemediationFailed, or QuotaExceeded when the account's parameter-group quota left no room)",
             remediations.clone(),
         );
         let aws_calls = Family::<AwsCallLabels, Counter>::default();
@@ -138,8 +140,22 @@ impl Metrics {
             "Status patches sent to the apiserver",
             status_writes.clone(),
         );
+        let managed_groups = Family::<RegionLabels, Gauge>::default();
+        registry.register(
+            "managed_parameter_groups",
+            "Parameter groups named like pgbaseline's managed copies in a region (DB and cluster), at the last sweep that listed them",
+            managed_groups.clone(),
+        );
+        let managed_groups_deleted = Family::<RegionLabels, Counter>::default();
+        registry.register(
+            "managed_parameter_groups_deleted",
+            "Unused managed parameter groups deleted after the grace period",
+            managed_groups_deleted.clone(),
+        );
         Metrics {
             registry,
+            managed_groups,
+            managed_groups_deleted,
             reconciles,
             reconcile_duration,
             findings,
@@ -208,6 +224,24 @@ impl Metrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    /// Managed groups of a region at the last listing, and how many were just deleted.
+    pub fn managed_groups_deleted(&self, region: &str, deleted: usize) {
+        let labels = RegionLabels {
+            region: region.to_string(),
+        };
+        self.managed_groups_deleted
+            .get_or_create(&labels)
+            .inc_by(u64::try_from(deleted).unwrap_or(u64::MAX));
+    }
+
+    pub fn managed_groups(&self, region: &str, count: usize) {
+        self.managed_groups
+            .get_or_create(&RegionLabels {
+                region: region.to_string(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn sweep(&self, region: &str, seconds: f64, ok: bool) {

@@ -44,6 +44,8 @@ pub struct Options {
     pub identity: String,
     pub metrics_addr: std::net::SocketAddr,
     pub requests_per_second: u32,
+    /// How long a managed parameter group stays unused before it is deleted.
+    pub managed_group_grace: Duration,
 }
 
 /// The AWS SDK and kube both link rustls, with different crypto back-ends; kube's client needs
@@ -85,7 +87,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     spawn_signal_handler(stop_tx);
 
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         Reporter {
             controller: "pgbaseline".into(),
@@ -93,7 +95,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         },
         metrics.clone(),
         options.requests_per_second,
-    ));
+    );
+    ctx.managed_group_grace = options.managed_group_grace;
+    let ctx = Arc::new(ctx);
 
     let server = http::serve(
         options.metrics_addr,

@@ -76,7 +76,12 @@ struct Memory {
 }
 
 /// Shared by every reconcile.
+/// Default grace period before an unused managed parameter group is deleted.
+pub const DEFAULT_MANAGED_GROUP_GRACE: Duration = Duration::from_secs(3600);
+
 pub struct Context {
+    /// How long a managed parameter group stays unused before it is deleted.
+    pub managed_group_grace: Duration,
     pub client: Client,
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
@@ -98,6 +103,7 @@ impl Context {
             reporter,
             metrics,
             regions: Regions::new(requests_per_second),
+            managed_group_grace: DEFAULT_MANAGED_GROUP_GRACE,
             stores: RwLock::new(Vec::new()),
             memory: Mutex::new(HashMap::new()),
         }
@@ -303,11 +309,21 @@ async fn reconcile_stages(
                     fleet_age = at.elapsed();
                     // Stage 2: select → evaluate → plan → execute (Enforce only).
                     let run = engine::run_policy(spec, &fleet, &region.aws, Utc::now()).await;
-                    let attempted = run.outcomes.iter().any(|o| *o != Outcome::Skipped);
+                    let attempted = run.outcomes.iter().any(Outcome::may_have_changed_aws);
                     if attempted {
                         // AWS changed: the next policy must not plan from this fleet.
                         region.invalidate().await;
                         acted = true;
+                    }
+                    if guard.is_some() && spec.enforces_anything() {
+                        let view = FleetView {
+                            fleet: fleet.clone(),
+                            at,
+                            swept,
+                        };
+                        let deleted = region.collect_garbage(&view, ctx.managed_group_grace).await;
+                        ctx.metrics
+                            .managed_groups_deleted(&region.aws.region, deleted.len());
                     }
                     drop(guard);
                     ctx.metrics
@@ -335,6 +351,7 @@ async fn reconcile_stages(
                                 });
                                 status::reason::REMEDIATION_FAILED
                             }
+                            Outcome::Deferred { .. } => status::reason::QUOTA_EXCEEDED,
                             Outcome::Skipped => continue,
                         };
                         let controls: BTreeSet<_> =

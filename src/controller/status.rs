@@ -36,6 +36,7 @@ pub mod reason {
     pub const HEALTHY: &str = "Healthy";
     pub const ACCESS_DENIED: &str = "AccessDenied";
     pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
+    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
 }
 
 /// Longest condition message; longer ones are cut (status stays small and readable).
@@ -198,6 +199,7 @@ fn known_reason(s: &str) -> Option<&'static str> {
         reason::PENDING_REBOOT,
         reason::REMEDIATION_FAILED,
         reason::NO_DATABASES_SELECTED,
+        reason::QUOTA_EXCEEDED,
     ]
     .into_iter()
     .find(|r| *r == s)
@@ -274,6 +276,17 @@ fn ready_condition(results: &[DatabaseResult], summary: &Summary) -> ConditionSt
             false,
             reason::REMEDIATION_FAILED,
             format!("{failed} database(s) could not be checked or fixed: {text}"),
+        );
+    }
+    if summary.deferred > 0 {
+        return cond(
+            READY,
+            false,
+            reason::QUOTA_EXCEEDED,
+            format!(
+                "{} database(s) could not be remediated: the account's parameter-group quota in this region is used up; their findings say which groups",
+                summary.deferred
+            ),
         );
     }
     let (non_compliant, text) = name_databases(

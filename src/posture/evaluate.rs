@@ -50,6 +50,30 @@ pub enum AttributeChange {
     EnableManagedMasterPassword,
 }
 
+impl std::fmt::Display for AttributeChange {
+    /// For people: events, findings and logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttributeChange::DisablePublicAccess => write!(f, "turn off public access"),
+            AttributeChange::EnableIamAuth => write!(f, "turn on IAM database authentication"),
+            AttributeChange::EnableLogExports(logs) => {
+                write!(f, "export {} logs to CloudWatch", logs.join(", "))
+            }
+            AttributeChange::EnableDeletionProtection => write!(f, "turn on deletion protection"),
+            AttributeChange::RaiseBackupRetention(days) => {
+                write!(f, "keep backups {days} days")
+            }
+            AttributeChange::EnableAutoMinorVersionUpgrade => {
+                write!(f, "turn on automatic minor version upgrades")
+            }
+            AttributeChange::SetCaCertificate(ca) => write!(f, "use certificate authority {ca}"),
+            AttributeChange::EnableManagedMasterPassword => {
+                write!(f, "let Secrets Manager manage the master password")
+            }
+        }
+    }
+}
+
 /// One step towards compliance.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Fix {

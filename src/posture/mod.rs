@@ -4,6 +4,7 @@
 
 pub mod catalogue;
 pub mod evaluate;
+pub mod managed;
 pub mod model;
 pub mod plan;
 pub mod report;

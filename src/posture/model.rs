@@ -117,8 +117,6 @@ pub struct ParameterGroup {
     pub apply_status: ApplyStatus,
     /// The controlled parameters, effective values.
     pub parameters: BTreeMap<String, ParameterValue>,
-    /// Tagged `pgbaseline.io/managed=true`.
-    pub managed: bool,
     /// The databases (instance or cluster ids of the same kind) attached to this group; may
     /// include this database.
     pub shared_with: Attached,
@@ -238,41 +236,27 @@ pub struct Fleet {
     pub databases: Vec<Database>,
     /// KMS aliases (`alias/name`) to key ARNs, and key ids to key ARNs.
     pub kms_keys: BTreeMap<String, String>,
+    /// Every DB and DB cluster parameter group of the region (read when some policy enforces):
+    /// where managed copies already exist, what first-version copies were made from, and which
+    /// managed groups no database uses any more.
+    #[serde(default)]
+    pub parameter_groups: Vec<super::managed::GroupListing>,
 }
 
 impl Fleet {
     pub fn get(&self, kind: DatabaseKind, id: &str) -> Option<&Database> {
         self.databases.iter().find(|d| d.kind == kind && d.id == id)
     }
-}
 
-/// The name pgbaseline gives the group it copies for one database. Predictable, so an
-/// interrupted run finds its own copy instead of making a second one.
-pub fn managed_group_name(database_id: &str, family: &str) -> String {
-    let family: String = family
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    format!("pgbaseline-{database_id}-{family}")
-        .replace("--", "-")
-        .trim_end_matches('-')
-        .to_string()
-}
-
-/// Whether `name` is one of the names pgbaseline gives a database's own group.
-pub fn is_own_group_name(name: &str, database_id: &str, family: &str) -> bool {
-    let primary = managed_group_name(database_id, family);
-    name == primary || name == format!("{primary}-dedicated")
-}
-
-/// The group to copy into for a database currently on `current`: its own managed name, or the
-/// alternate one when its own name is the (shared) group it is leaving.
-pub fn copy_target_name(database_id: &str, family: &str, current: &str) -> String {
-    let primary = managed_group_name(database_id, family);
-    if current == primary {
-        format!("{primary}-dedicated")
-    } else {
-        primary
+    /// A parameter group of the region by kind and name.
+    pub fn group_listing(
+        &self,
+        cluster: bool,
+        name: &str,
+    ) -> Option<&super::managed::GroupListing> {
+        self.parameter_groups
+            .iter()
+            .find(|g| g.cluster == cluster && g.name == name)
     }
 }
 
@@ -305,19 +289,5 @@ mod tests {
         for (r, expected) in cases {
             assert_eq!(r.reaches_port(5432), expected, "{r:?}");
         }
-    }
-
-    #[test]
-    fn managed_group_names_are_valid_and_predictable() {
-        assert_eq!(
-            managed_group_name("orders", "postgres16"),
-            "pgbaseline-orders-postgres16"
-        );
-        assert_eq!(
-            managed_group_name("billing", "aurora-postgresql16"),
-            "pgbaseline-billing-aurora-postgresql16"
-        );
-        assert!(is_default_group_name("default.postgres16"));
-        assert!(!is_default_group_name("pgbaseline-default-postgres16"));
     }
 }

@@ -14,10 +14,10 @@ use crate::api::{
     ParameterGroupStrategy, RebootPolicy,
 };
 
+use super::catalogue;
 use super::evaluate::{AttributeChange, Evaluation, Fix, Target};
-use super::model::{
-    ApplyType, Database, Fleet, IngressRule, ParameterGroup, copy_target_name, is_own_group_name,
-};
+use super::managed::{MANAGED_PREFIX, is_legacy_name};
+use super::model::{ApplyType, Database, Fleet, IngressRule, ParameterGroup};
 
 /// At most this many parameters per `ModifyDB(Cluster)ParameterGroup` call (AWS limit).
 pub const MAX_PARAMETERS_PER_CALL: usize = 20;
@@ -65,21 +65,29 @@ pub struct ParameterChange {
 /// What to do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum ActionKind {
-    /// Copy a parameter group (tagged `pgbaseline.io/managed=true`).
-    CopyParameterGroup {
-        source: String,
-        target: String,
-        family: String,
-        cluster: bool,
-    },
-    /// Set at most 20 parameters of a group.
+    /// Set at most 20 parameters of a custom group in place (every database on it is selected).
     SetParameters {
         group: String,
         cluster: bool,
         changes: Vec<ParameterChange>,
     },
-    /// Attach a parameter group to an instance (or a cluster group to a cluster).
-    AttachParameterGroup { database: DbKey, group: String },
+    /// Move a database to the managed copy of `source` with `changes` set: the copy is
+    /// created, or reused once its tag and contents prove it is pgbaseline's and as intended; it
+    /// is attached only when its full contents equal the current group's except the planned,
+    /// stricter values (see `managed`). Takes effect after a reboot.
+    MoveToManagedGroup {
+        database: DbKey,
+        /// The group the database is on now.
+        current: String,
+        /// The group the copy is made from: the current group, or for a first-version
+        /// per-database copy the group that copy was made from (so those databases converge on
+        /// shared copies).
+        source: String,
+        family: String,
+        cluster: bool,
+        /// The planned tightening (empty when only migrating a first-version copy).
+        changes: Vec<ParameterChange>,
+    },
     /// Modify instance or cluster attributes, applied immediately.
     ModifyAttributes {
         target: Target,
@@ -98,11 +106,9 @@ impl ActionKind {
     /// The AWS API call this action makes (for events and metrics).
     pub fn aws_call(&self) -> &'static str {
         match self {
-            ActionKind::CopyParameterGroup { cluster: false, .. } => "CopyDBParameterGroup",
-            ActionKind::CopyParameterGroup { cluster: true, .. } => "CopyDBClusterParameterGroup",
             ActionKind::SetParameters { cluster: false, .. } => "ModifyDBParameterGroup",
             ActionKind::SetParameters { cluster: true, .. } => "ModifyDBClusterParameterGroup",
-            ActionKind::AttachParameterGroup { database, .. } => match database.kind {
+            ActionKind::MoveToManagedGroup { database, .. } => match database.kind {
                 DatabaseKind::Instance => "ModifyDBInstance",
                 DatabaseKind::Cluster => "ModifyDBCluster",
             },
@@ -122,25 +128,38 @@ impl ActionKind {
     /// A one-line description without secrets.
     pub fn describe(&self) -> String {
         match self {
-            ActionKind::CopyParameterGroup { source, target, .. } => {
-                format!("copy parameter group {source} to {target}")
+            ActionKind::SetParameters { group, changes, .. } => {
+                format!("set {} in {group}", describe_changes(changes))
             }
-            ActionKind::SetParameters { group, changes, .. } => format!(
-                "set {} in {group}",
-                changes
-                    .iter()
-                    .map(|c| format!("{}={} ({})", c.name, c.value, c.method.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            ActionKind::AttachParameterGroup { database, group } => {
-                format!("attach {group} to {}", database.id)
+            ActionKind::MoveToManagedGroup {
+                database,
+                current,
+                source,
+                changes,
+                ..
+            } => {
+                let with = if changes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with {}", describe_changes(changes))
+                };
+                let of = if source == current {
+                    String::new()
+                } else {
+                    format!(" (a shared copy of {source})")
+                };
+                format!(
+                    "move {} from {current} to a pgbaseline-managed copy{of}{with}",
+                    database.id
+                )
             }
             ActionKind::ModifyAttributes { target, changes } => {
-                let id = match target {
-                    Target::Instance(i) | Target::Cluster(i) => i,
+                let (what, id) = match target {
+                    Target::Instance(i) => ("instance", i),
+                    Target::Cluster(i) => ("cluster", i),
                 };
-                format!("modify {id}: {changes:?}")
+                let changes: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                format!("{what} {id}: {}", changes.join("; "))
             }
             ActionKind::RevokeIngress {
                 security_group,
@@ -149,6 +168,14 @@ impl ActionKind {
             ActionKind::Reboot { instance } => format!("reboot {instance}"),
         }
     }
+}
+
+fn describe_changes(changes: &[ParameterChange]) -> String {
+    changes
+        .iter()
+        .map(|c| format!("{}={} ({})", c.name, c.value, c.method.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The finding an action works towards.
@@ -281,69 +308,74 @@ pub fn plan(
 
         let mut needs_reboot = !reboot_for.is_empty();
         let mut reboot_causes: Vec<ControlId> = reboot_for;
-        if !parameters.is_empty() {
-            match &database.parameter_group {
-                None => {}
-                Some(group) => {
-                    let param_controls: Vec<ControlId> = parameters
-                        .values()
-                        .flat_map(|(_, c)| c.iter().copied())
-                        .collect();
-                    let in_place = can_change_in_place(
+        if let Some(group) = &database.parameter_group {
+            // A first-version per-database copy converges on the shared copy of its source.
+            let legacy_source = legacy_source(ctx.fleet, database, group);
+            let param_controls: Vec<ControlId> = if parameters.is_empty() {
+                // Nothing to tighten: migrate only where the policy enforces parameters and the
+                // reboot the new group needs may happen now (otherwise the database would show
+                // pending reboot for values that do not change).
+                if legacy_source.is_some() && restart_allowed {
+                    enforced_parameter_controls(spec, evaluations)
+                } else {
+                    Vec::new()
+                }
+            } else {
+                parameters
+                    .values()
+                    .flat_map(|(_, c)| c.iter().copied())
+                    .collect()
+            };
+            if !param_controls.is_empty() {
+                let changes: Vec<ParameterChange> = parameters
+                    .iter()
+                    .map(|(name, (value, _))| ParameterChange {
+                        name: name.clone(),
+                        value: value.clone(),
+                        method: apply_method(group, name),
+                    })
+                    .collect();
+                let causes: Vec<Cause> = dedup(
+                    param_controls
+                        .iter()
+                        .map(|c| Cause {
+                            database: key.clone(),
+                            control: *c,
+                        })
+                        .collect(),
+                );
+                let in_place = legacy_source.is_none()
+                    && can_change_in_place(
                         spec.remediation.parameter_group_strategy,
                         group,
-                        &database.id,
                         &selected,
                         database.kind,
                     );
-                    let changes: Vec<ParameterChange> = parameters
+                if in_place {
+                    let any_static = changes
                         .iter()
-                        .map(|(name, (value, _))| ParameterChange {
-                            name: name.clone(),
-                            value: value.clone(),
-                            method: apply_method(group, name),
-                        })
-                        .collect();
-                    let causes: Vec<Cause> = dedup(
-                        param_controls
-                            .iter()
-                            .map(|c| Cause {
-                                database: key.clone(),
-                                control: *c,
-                            })
-                            .collect(),
-                    );
-                    if in_place {
-                        let any_static = changes
-                            .iter()
-                            .any(|c| c.method == ApplyMethod::PendingReboot);
-                        builder.set_parameters(&group.name, group.cluster, changes, &causes);
-                        // A group already waiting for a reboot keeps every value waiting with it.
-                        if any_static || super::evaluate::pending_reboot(database) {
-                            needs_reboot = true;
-                            reboot_causes.extend(param_controls.iter().copied());
-                        }
-                    } else if let Some(target) = free_copy_target(ctx.fleet, database, group) {
-                        builder.copy(&group.name, &target, &group.family, group.cluster, &causes);
-                        builder.set_parameters(&target, group.cluster, changes, &causes);
-                        builder.push(
-                            ActionKind::AttachParameterGroup {
-                                database: key.clone(),
-                                group: target,
-                            },
-                            causes.clone(),
-                        );
-                        // A newly attached group takes effect after a reboot, for every parameter.
+                        .any(|c| c.method == ApplyMethod::PendingReboot);
+                    builder.set_parameters(&group.name, group.cluster, changes, &causes);
+                    // A group already waiting for a reboot keeps every value waiting with it.
+                    if any_static || super::evaluate::pending_reboot(database) {
                         needs_reboot = true;
                         reboot_causes.extend(param_controls.iter().copied());
-                    } else {
-                        for cause in &causes {
-                            builder.notes.insert(cause.clone(), format!(
-                                "both names pgbaseline would copy {} to are parameter groups used by other databases; rename one",
-                                group.name
-                            ));
-                        }
                     }
+                } else {
+                    builder.moves.push(Action {
+                        kind: ActionKind::MoveToManagedGroup {
+                            database: key.clone(),
+                            current: group.name.clone(),
+                            source: legacy_source.unwrap_or(&group.name).to_string(),
+                            family: group.family.clone(),
+                            cluster: group.cluster,
+                            changes,
+                        },
+                        causes,
+                    });
+                    // A newly attached group takes effect after a reboot, for every parameter.
+                    needs_reboot = true;
+                    reboot_causes.extend(param_controls.iter().copied());
                 }
             }
         }
@@ -372,21 +404,36 @@ pub fn plan(
     builder.finish()
 }
 
-/// The name to copy a database's group to: its own managed name unless another database already
-/// uses a group of that name (then the alternate name), or `None` when both are taken.
-fn free_copy_target(fleet: &Fleet, database: &Database, group: &ParameterGroup) -> Option<String> {
-    let primary = copy_target_name(&database.id, &group.family, &group.name);
-    let alternate = copy_target_name(&database.id, &group.family, &primary);
-    let used_by_others = |name: &str| {
-        fleet.databases.iter().any(|d| {
-            d.id != database.id
-                && d.kind == database.kind
-                && d.parameter_group.as_ref().is_some_and(|g| g.name == name)
+/// The group a first-version per-database copy (`pgbaseline-<db>-<family>`) was made from, when
+/// the region still has it.
+fn legacy_source<'f>(
+    fleet: &'f Fleet,
+    database: &Database,
+    group: &ParameterGroup,
+) -> Option<&'f str> {
+    if !is_legacy_name(&group.name, &database.id, &group.family) {
+        return None;
+    }
+    let source = fleet
+        .group_listing(group.cluster, &group.name)?
+        .legacy_source()?;
+    fleet
+        .group_listing(group.cluster, source)
+        .map(|g| g.name.as_str())
+}
+
+/// The policy's parameter controls in Enforce mode that were evaluated on this database.
+fn enforced_parameter_controls(
+    spec: &DatabaseSecurityPolicySpec,
+    evaluations: &[Evaluation],
+) -> Vec<ControlId> {
+    evaluations
+        .iter()
+        .map(|e| e.finding.control)
+        .filter(|c| {
+            spec.mode_for(*c) == Mode::Enforce && !catalogue::info(*c).parameters.is_empty()
         })
-    };
-    [primary, alternate]
-        .into_iter()
-        .find(|n| *n != group.name && !used_by_others(n))
+        .collect()
 }
 
 /// Security groups are shared across kinds: an id is selected as an instance or as a cluster.
@@ -407,24 +454,20 @@ fn dedup(mut causes: Vec<Cause>) -> Vec<Cause> {
     causes
 }
 
-/// `Auto` changes a custom group in place when every database attached to it is selected;
-/// `Dedicated` only when the group already is this database's own managed group. A default
-/// group never is.
+/// `Auto` changes a custom group in place when every database attached to it is selected.
+/// `Dedicated` never changes a group pgbaseline did not create. Neither ever changes a default
+/// group or a managed copy (copies are content-addressed and shared: a change makes a new copy).
 fn can_change_in_place(
     strategy: ParameterGroupStrategy,
     group: &ParameterGroup,
-    database_id: &str,
     selected: &BTreeSet<DbKey>,
     kind: DatabaseKind,
 ) -> bool {
-    if group.is_default() {
+    if group.is_default() || group.name.starts_with(MANAGED_PREFIX) {
         return false;
     }
-    let own_managed = is_own_group_name(&group.name, database_id, &group.family);
     match strategy {
-        ParameterGroupStrategy::Dedicated => {
-            own_managed && group.shared_with.iter().all(|id| id == database_id)
-        }
+        ParameterGroupStrategy::Dedicated => false,
         ParameterGroupStrategy::Auto => group.shared_with.iter().all(|id| {
             selected.contains(&DbKey {
                 kind,
@@ -503,9 +546,8 @@ type GroupKey = (bool, String);
 /// Collects actions with de-duplication across databases (a shared group is set once).
 #[derive(Default)]
 struct Builder {
-    copies: Vec<Action>,
     sets: BTreeMap<GroupKey, (BTreeMap<String, ParameterChange>, Vec<Cause>)>,
-    attaches: Vec<Action>,
+    moves: Vec<Action>,
     modifies: BTreeMap<Target, (Vec<AttributeChange>, Vec<Cause>)>,
     revokes: BTreeMap<(String, IngressRule), Vec<Cause>>,
     reboots: BTreeMap<String, Vec<Cause>>,
@@ -514,28 +556,6 @@ struct Builder {
 }
 
 impl Builder {
-    fn push(&mut self, kind: ActionKind, causes: Vec<Cause>) {
-        self.attaches.push(Action { kind, causes });
-    }
-
-    fn copy(&mut self, source: &str, target: &str, family: &str, cluster: bool, causes: &[Cause]) {
-        if let Some(existing) = self.copies.iter_mut().find(
-            |a| matches!(&a.kind, ActionKind::CopyParameterGroup { target: t, .. } if t == target),
-        ) {
-            existing.causes.extend_from_slice(causes);
-            return;
-        }
-        self.copies.push(Action {
-            kind: ActionKind::CopyParameterGroup {
-                source: source.into(),
-                target: target.into(),
-                family: family.into(),
-                cluster,
-            },
-            causes: causes.to_vec(),
-        });
-    }
-
     fn set_parameters(
         &mut self,
         group: &str,
@@ -592,8 +612,8 @@ impl Builder {
             .extend_from_slice(causes);
     }
 
-    fn finish(self) -> Plan {
-        let mut actions = self.copies;
+    fn finish(mut self) -> Plan {
+        let mut actions = Vec::new();
         for ((cluster, group), (changes, causes)) in self.sets {
             let changes: Vec<ParameterChange> = changes.into_values().collect();
             let causes = dedup(causes);
@@ -608,7 +628,29 @@ impl Builder {
                 });
             }
         }
-        actions.extend(self.attaches);
+        // Moves that share a copy are adjacent, the most shared first: when the region's group
+        // quota runs out, the copies that serve the most databases have been made.
+        let spec_of = |a: &Action| match &a.kind {
+            ActionKind::MoveToManagedGroup {
+                source,
+                cluster,
+                changes,
+                ..
+            } => Some((*cluster, source.clone(), changes.clone())),
+            _ => None,
+        };
+        let mut sharing: BTreeMap<_, usize> = BTreeMap::new();
+        for a in &self.moves {
+            *sharing.entry(spec_of(a)).or_default() += 1;
+        }
+        self.moves.sort_by_cached_key(|a| {
+            let spec = spec_of(a);
+            (
+                std::cmp::Reverse(sharing.get(&spec).copied().unwrap_or(0)),
+                spec,
+            )
+        });
+        actions.extend(self.moves);
         for (target, (mut changes, causes)) in self.modifies {
             changes.sort();
             actions.push(Action {

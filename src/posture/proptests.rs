@@ -437,16 +437,8 @@ fn assert_safe(
         })
     };
     let groups = groups_by_name(fleet);
-    let mut copies: BTreeMap<String, String> = BTreeMap::new();
     for action in &plan.actions {
         match &action.kind {
-            ActionKind::CopyParameterGroup { source, target, .. } => {
-                prop_assert!(
-                    !target.starts_with("default."),
-                    "copy into a default group: {target}"
-                );
-                copies.insert(target.clone(), source.clone());
-            }
             ActionKind::SetParameters {
                 group,
                 cluster,
@@ -467,13 +459,8 @@ fn assert_safe(
                         );
                     }
                 }
-                let baseline = existing.map(|(g, _)| g.clone()).or_else(|| {
-                    copies
-                        .get(group)
-                        .and_then(|src| groups.get(&(*cluster, src.clone())))
-                        .map(|(g, _)| g.clone())
-                });
-                let baseline = baseline
+                let baseline = existing
+                    .map(|(g, _)| g.clone())
                     .ok_or_else(|| TestCaseError::fail(format!("set on unknown group {group}")))?;
                 for change in changes {
                     let old = baseline.value(&change.name);
@@ -486,13 +473,34 @@ fn assert_safe(
                     );
                 }
             }
-            ActionKind::AttachParameterGroup { database, group } => {
-                prop_assert!(!group.starts_with("default."));
-                prop_assert!(
-                    selected
-                        .iter()
-                        .any(|d| d.kind == database.kind && d.id == database.id)
-                );
+            ActionKind::MoveToManagedGroup {
+                database,
+                current,
+                changes,
+                ..
+            } => {
+                let db = selected
+                    .iter()
+                    .find(|d| d.kind == database.kind && d.id == database.id)
+                    .ok_or_else(|| {
+                        TestCaseError::fail(format!("moves unselected {}", database.id))
+                    })?;
+                let group = db
+                    .parameter_group
+                    .as_ref()
+                    .ok_or_else(|| TestCaseError::fail("move without a group".to_string()))?;
+                prop_assert_eq!(&group.name, current);
+                prop_assert!(changes.len() <= 20 * 20);
+                for change in changes {
+                    let old = group.value(&change.name);
+                    prop_assert!(
+                        is_tightening(&change.name, old, &change.value),
+                        "{} {:?} -> {} loosens",
+                        change.name,
+                        old,
+                        change.value
+                    );
+                }
             }
             ActionKind::ModifyAttributes { target, changes } => {
                 let db = match target {

@@ -9,6 +9,9 @@ use super::evaluate::Evaluation;
 use super::model::Database;
 use super::plan::{ActionKind, Cause, DbKey, Plan};
 
+/// Codes of the failures pgbaseline decides itself (a refusal, not an AWS error).
+pub const REFUSAL_PREFIX: &str = "Refused";
+
 /// How one action went.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -20,6 +23,18 @@ pub enum Outcome {
         code: String,
         message: String,
     },
+    /// Not done because it does not fit the account's quotas (reported; tried again next pass).
+    Deferred {
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// Whether AWS may now differ from the fleet the plan was made from (a failed action may
+    /// have done part of its calls); a skipped or deferred one made no change.
+    pub fn may_have_changed_aws(&self) -> bool {
+        matches!(self, Outcome::Succeeded | Outcome::Failed { .. })
+    }
 }
 
 /// Per-database results for every selected database (unbounded, deterministic order: non
@@ -45,6 +60,7 @@ pub fn results(
     let mut results = Vec::with_capacity(evaluated.len());
     for (database, evaluations) in evaluated {
         let key = DbKey::of(database);
+        let mut deferred_here = false;
         let mut findings = Vec::with_capacity(evaluations.len());
         for evaluation in evaluations {
             let mut finding = evaluation.finding.clone();
@@ -59,9 +75,17 @@ pub fn results(
             );
             if acted && !actions.is_empty() {
                 let failure = actions.iter().find_map(|(kind, outcome)| match outcome {
+                    // pgbaseline's own refusals made no failing call: say what was refused.
+                    Outcome::Failed { code, message } if code.starts_with(REFUSAL_PREFIX) => {
+                        Some(format!("not remediated: {message}"))
+                    }
                     Outcome::Failed { code, message } => {
                         Some(format!("{} failed: {code}: {message}", kind.aws_call()))
                     }
+                    _ => None,
+                });
+                let deferred = actions.iter().find_map(|(_, outcome)| match outcome {
+                    Outcome::Deferred { reason } => Some(reason.clone()),
                     _ => None,
                 });
                 let all_done = actions.iter().all(|(_, o)| **o == Outcome::Succeeded);
@@ -71,6 +95,10 @@ pub fn results(
                 if let Some(message) = failure {
                     finding.status = FindingStatus::Error;
                     finding.message = message;
+                } else if let Some(reason) = deferred {
+                    // Still non-compliant, and why nothing was done.
+                    finding.message = format!("{}; {reason}", finding.message);
+                    deferred_here = true;
                 } else if all_done && plan.awaiting_reboot.contains(&cause) && !rebooted {
                     finding.status = FindingStatus::PendingReboot;
                     finding.message = "the new value is set and takes effect after a reboot; the reboot policy does not allow one now".into();
@@ -110,6 +138,9 @@ pub fn results(
         }
         if findings.iter().any(|f| f.status == FindingStatus::Error) {
             summary.failed += 1;
+        }
+        if deferred_here {
+            summary.deferred += 1;
         }
         results.push(DatabaseResult {
             id: database.id.clone(),

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use crate::api::DatabaseKind;
 
 use super::evaluate::{AttributeChange, Target};
-use super::model::{ApplyStatus, Fleet, ParameterGroup};
+use super::managed::{Contents, FullParameter, content_digest, managed_name};
+use super::model::{ApplyStatus, Attached, Fleet, ParameterGroup};
 use super::plan::{ActionKind, ApplyMethod, Plan};
 
 /// Applies every action of `plan` to `fleet`, following AWS semantics: a static change or a
 /// newly attached group leaves the database pending reboot until it is rebooted.
 pub fn apply(fleet: &mut Fleet, plan: &Plan) {
-    // Groups known by name: every group attached somewhere, plus copies made here.
+    // Groups known by name: every group attached somewhere.
     let mut groups: BTreeMap<(bool, String), ParameterGroup> = BTreeMap::new();
     for db in &fleet.databases {
         if let Some(g) = &db.parameter_group {
@@ -23,24 +24,6 @@ pub fn apply(fleet: &mut Fleet, plan: &Plan) {
     }
     for action in &plan.actions {
         match &action.kind {
-            ActionKind::CopyParameterGroup {
-                source,
-                target,
-                cluster,
-                ..
-            } => {
-                if let Some(src) = groups.get(&(*cluster, source.clone())).cloned() {
-                    groups
-                        .entry((*cluster, target.clone()))
-                        .or_insert(ParameterGroup {
-                            name: target.clone(),
-                            managed: true,
-                            shared_with: Default::default(),
-                            apply_status: ApplyStatus::InSync,
-                            ..src
-                        });
-                }
-            }
             ActionKind::SetParameters {
                 group,
                 cluster,
@@ -76,31 +59,80 @@ pub fn apply(fleet: &mut Fleet, plan: &Plan) {
                     }
                 }
             }
-            ActionKind::AttachParameterGroup { database, group } => {
-                let cluster = database.kind == DatabaseKind::Cluster;
-                let Some(new_group) = groups.get(&(cluster, group.clone())).cloned() else {
+            ActionKind::MoveToManagedGroup {
+                database,
+                source,
+                family,
+                cluster,
+                changes,
+                ..
+            } => {
+                let Some(current) = fleet
+                    .get(database.kind, &database.id)
+                    .and_then(|d| d.parameter_group.clone())
+                else {
                     continue;
                 };
-                let old_name = fleet
-                    .get(database.kind, &database.id)
-                    .and_then(|d| d.parameter_group.as_ref().map(|g| g.name.clone()));
+                // What the executor attaches: the current contents with the changes set, under
+                // the content-addressed name (digest of what the model knows of the source).
+                let mut copy = current.clone();
+                for change in changes {
+                    if let Some(p) = copy.parameters.get_mut(&change.name) {
+                        p.value = Some(change.value.clone());
+                    }
+                }
+                let known: Contents = current
+                    .parameters
+                    .iter()
+                    .map(|(n, p)| {
+                        (
+                            n.clone(),
+                            FullParameter {
+                                value: p.value.clone(),
+                                apply_type: p.apply_type,
+                            },
+                        )
+                    })
+                    .collect();
+                let name = managed_name(
+                    *cluster,
+                    family,
+                    source,
+                    &content_digest(&known),
+                    changes,
+                    0,
+                );
+                let sharers: Vec<String> = fleet
+                    .databases
+                    .iter()
+                    .filter(|d| {
+                        d.kind == database.kind
+                            && (d.id == database.id
+                                || d.parameter_group.as_ref().is_some_and(|g| g.name == name))
+                    })
+                    .map(|d| d.id.clone())
+                    .collect();
+                let sharers: Attached = sharers.into();
                 for db in &mut fleet.databases {
-                    let Some(g) = db.parameter_group.as_mut() else {
-                        continue;
-                    };
                     if db.kind != database.kind {
                         continue;
                     }
+                    let Some(g) = db.parameter_group.as_mut() else {
+                        continue;
+                    };
                     if db.id == database.id {
                         *g = ParameterGroup {
+                            name: name.clone(),
                             apply_status: ApplyStatus::PendingReboot,
-                            shared_with: Default::default(),
-                            ..new_group.clone()
+                            shared_with: sharers.clone(),
+                            ..copy.clone()
                         };
                         for m in &mut db.members {
                             m.apply_status = ApplyStatus::PendingReboot;
                         }
-                    } else if Some(&g.name) == old_name.as_ref() {
+                    } else if g.name == name {
+                        g.shared_with = sharers.clone();
+                    } else if g.name == current.name {
                         g.shared_with = g
                             .shared_with
                             .iter()

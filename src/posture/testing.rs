@@ -51,7 +51,6 @@ pub fn group(name: &str, family: &str, cluster: bool) -> ParameterGroup {
         cluster,
         apply_status: ApplyStatus::InSync,
         parameters: engine_defaults(family),
-        managed: false,
         shared_with: Default::default(),
     }
 }

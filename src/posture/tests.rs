@@ -17,10 +17,11 @@ use super::testing::{cluster, group, instance};
 static EMPTY: Fleet = Fleet {
     databases: Vec::new(),
     kms_keys: BTreeMap::new(),
+    parameter_groups: Vec::new(),
 };
 
 fn spec(yaml: &str) -> DatabaseSecurityPolicySpec {
-    serde_yaml::from_str(yaml).expect("test spec parses")
+    serde_saphyr::from_str(yaml).expect("test spec parses")
 }
 
 fn enforce(posture: &str) -> DatabaseSecurityPolicySpec {
@@ -107,19 +108,12 @@ fn default_group_is_copied_attached_and_waits_for_reboot() {
         },
     );
     let k = kinds(&p);
-    assert_eq!(k.len(), 3, "{k:?}");
+    assert_eq!(k.len(), 1, "{k:?}");
     assert!(
-        matches!(k[0], ActionKind::CopyParameterGroup { source, target, .. }
-        if source == "default.postgres14" && target == "pgbaseline-orders-postgres14")
-    );
-    assert!(
-        matches!(k[1], ActionKind::SetParameters { group, changes, cluster: false }
-        if group == "pgbaseline-orders-postgres14"
+        matches!(k[0], ActionKind::MoveToManagedGroup { current, source, changes, cluster: false, .. }
+        if current == "default.postgres14" && source == "default.postgres14"
         && changes.iter().any(|c| c.name == "rds.force_ssl" && c.value == "1" && c.method == ApplyMethod::Immediate)
         && changes.iter().any(|c| c.name == "rds.log_retention_period" && c.value == "10080"))
-    );
-    assert!(
-        matches!(k[2], ActionKind::AttachParameterGroup { group, .. } if group == "pgbaseline-orders-postgres14")
     );
     // Reboot policy Never: no reboot, both controls await one.
     assert_eq!(p.awaiting_reboot.len(), 2);
@@ -214,7 +208,7 @@ fn shared_custom_group_is_copied_when_a_sharer_is_not_selected() {
         },
     );
     assert!(
-        matches!(kinds(&p)[0], ActionKind::CopyParameterGroup { source, .. } if source == "team-pg16")
+        matches!(kinds(&p)[0], ActionKind::MoveToManagedGroup { source, .. } if source == "team-pg16")
     );
 
     // When the sharer is selected too, the group is changed in place, once.
@@ -240,7 +234,7 @@ fn shared_custom_group_is_copied_when_a_sharer_is_not_selected() {
 }
 
 #[test]
-fn dedicated_strategy_always_copies_unless_already_dedicated() {
+fn dedicated_strategy_never_changes_a_group_pgbaseline_did_not_create() {
     let mut s = enforce("  logging: {connections: true}");
     s.remediation.parameter_group_strategy = ParameterGroupStrategy::Dedicated;
     let mut a = instance("a");
@@ -255,20 +249,109 @@ fn dedicated_strategy_always_copies_unless_already_dedicated() {
     );
     assert!(matches!(
         kinds(&p)[0],
-        ActionKind::CopyParameterGroup { .. }
+        ActionKind::MoveToManagedGroup { source, .. } if source == "custom"
     ));
-    a.parameter_group = Some(group("pgbaseline-a-postgres16", "postgres16", false));
-    let p = plan(
-        &s,
-        &eval_all(&s, &[a]),
-        PlanContext {
-            now: now(),
-            fleet: &EMPTY,
-        },
-    );
-    assert!(
-        matches!(kinds(&p)[0], ActionKind::SetParameters { group, .. } if group == "pgbaseline-a-postgres16")
-    );
+}
+
+#[test]
+fn managed_copies_are_never_changed_in_place_whatever_their_name_or_strategy() {
+    // A group named like pgbaseline's (ours, squatted or first-version) is never modified in
+    // place: changing it would change what its name promises to every database that shares it.
+    for strategy in [
+        ParameterGroupStrategy::Auto,
+        ParameterGroupStrategy::Dedicated,
+    ] {
+        for name in [
+            "pgbaseline-a-postgres16",
+            "pgbaseline-postgres16-0123456789abcdef",
+        ] {
+            let mut s = enforce("  logging: {connections: true}");
+            s.remediation.parameter_group_strategy = strategy;
+            let mut a = instance("a");
+            let mut g = group(name, "postgres16", false);
+            g.shared_with = vec!["a".to_string()].into();
+            a.parameter_group = Some(g);
+            let p = plan(
+                &s,
+                &eval_all(&s, &[a]),
+                PlanContext {
+                    now: now(),
+                    fleet: &EMPTY,
+                },
+            );
+            assert!(
+                !p.actions
+                    .iter()
+                    .any(|x| matches!(x.kind, ActionKind::SetParameters { .. })),
+                "{name} {strategy:?}: {:?}",
+                kinds(&p)
+            );
+            assert!(matches!(
+                kinds(&p)[0],
+                ActionKind::MoveToManagedGroup { current, source, .. } if current == name && source == name
+            ));
+        }
+    }
+}
+
+#[test]
+fn first_version_copies_migrate_to_a_shared_copy_of_their_source() {
+    use super::managed::GroupListing;
+    let listing = |name: &str, description: &str| GroupListing {
+        name: name.into(),
+        family: "postgres16".into(),
+        cluster: false,
+        arn: format!("arn:aws:rds:us-east-1:123456789012:pg:{name}"),
+        description: description.into(),
+    };
+    let fleet = Fleet {
+        parameter_groups: vec![
+            listing(
+                "default.postgres16",
+                "Default parameter group for postgres16",
+            ),
+            listing(
+                "pgbaseline-a-postgres16",
+                "pgbaseline: copy of default.postgres16",
+            ),
+            listing("pgbaseline-b-postgres16", "somebody else's description"),
+        ],
+        ..Fleet::default()
+    };
+    let mut s = enforce("  transport: {forceSsl: true}");
+    let mut a = instance("a");
+    let mut g = group("pgbaseline-a-postgres16", "postgres16", false);
+    g.parameters.get_mut("rds.force_ssl").unwrap().value = Some("1".into());
+    a.parameter_group = Some(g);
+    let mut b = instance("b");
+    b.parameter_group = Some(group("pgbaseline-b-postgres16", "postgres16", false));
+    b.parameter_group
+        .as_mut()
+        .unwrap()
+        .parameters
+        .get_mut("rds.force_ssl")
+        .unwrap()
+        .value = Some("1".into());
+    let dbs = [a, b];
+    // Compliant and no reboot allowed: no move (it would leave the database pending reboot for
+    // values that do not change).
+    let ctx = PlanContext {
+        now: now(),
+        fleet: &fleet,
+    };
+    assert!(plan(&s, &eval_all(&s, &dbs), ctx).is_empty());
+    // A reboot is allowed: the first-version copy moves to a copy of its source, then reboots;
+    // a group whose description does not say where it came from stays.
+    s.remediation.reboot = RebootPolicy::Immediately;
+    let p = plan(&s, &eval_all(&s, &dbs), ctx);
+    let k = kinds(&p);
+    assert_eq!(k.len(), 2, "{k:?}");
+    assert!(matches!(
+        k[0],
+        ActionKind::MoveToManagedGroup { database, current, source, changes, .. }
+        if database.id == "a" && current == "pgbaseline-a-postgres16" && source == "default.postgres16" && changes.is_empty()
+    ));
+    assert!(matches!(k[1], ActionKind::Reboot { instance } if instance == "a"));
 }
 
 #[test]
@@ -424,12 +507,9 @@ fn aurora_parameters_go_to_the_cluster_group_and_attributes_to_the_cluster() {
         },
     );
     let k = kinds(&p);
-    assert!(k.iter().any(|a| matches!(a, ActionKind::CopyParameterGroup { source, cluster: true, target, .. }
-        if source == "default.aurora-postgresql16" && target == "pgbaseline-billing-aurora-postgresql16")));
-    assert!(
-        k.iter()
-            .any(|a| matches!(a, ActionKind::SetParameters { cluster: true, .. }))
-    );
+    assert!(k.iter().any(|a| matches!(a, ActionKind::MoveToManagedGroup { source, cluster: true, family, changes, .. }
+        if source == "default.aurora-postgresql16" && family == "aurora-postgresql16"
+        && changes.iter().any(|c| c.name == "rds.force_ssl"))));
     assert!(k.iter().any(|a| matches!(a, ActionKind::ModifyAttributes { target: Target::Cluster(id), changes }
         if id == "billing" && changes.contains(&AttributeChange::EnableIamAuth) && changes.contains(&AttributeChange::EnableDeletionProtection))));
     assert!(k.iter().any(
@@ -868,6 +948,57 @@ fn report_marks_remediations_failures_and_counts() {
 }
 
 #[test]
+fn deferred_and_refused_remediations_are_reported_with_their_reason() {
+    let s = enforce("  transport: {forceSsl: true}");
+    let on_pg14 = |id: &str| {
+        let mut db = instance(id);
+        db.parameter_group = Some(group("default.postgres14", "postgres14", false));
+        db
+    };
+    let dbs = [on_pg14("a"), on_pg14("b")];
+    let evaluated = eval_all(&s, &dbs);
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    assert_eq!(p.actions.len(), 2);
+    assert!(
+        p.actions
+            .iter()
+            .all(|a| matches!(a.kind, ActionKind::MoveToManagedGroup { .. }))
+    );
+    let outcomes = vec![
+        Outcome::Deferred {
+            reason: "QuotaExceeded: the quota is used up".into(),
+        },
+        Outcome::Failed {
+            code: "RefusedManagedGroup".into(),
+            message: "pgbaseline-x exists but it was not created by pgbaseline".into(),
+        },
+    ];
+    let (res, summary) = results(&evaluated, &p, &outcomes);
+    assert_eq!(summary.deferred, 1);
+    assert_eq!(summary.failed, 1);
+    let deferred = res.iter().find(|r| r.id == "a").unwrap();
+    assert_eq!(deferred.findings[0].status, FindingStatus::NonCompliant);
+    assert!(deferred.findings[0].message.contains("QuotaExceeded"));
+    let refused = res.iter().find(|r| r.id == "b").unwrap();
+    assert_eq!(refused.findings[0].status, FindingStatus::Error);
+    // A refusal is pgbaseline's decision, not a failed AWS call.
+    assert!(
+        refused.findings[0]
+            .message
+            .starts_with("not remediated: pgbaseline-x"),
+        "{}",
+        refused.findings[0].message
+    );
+}
+
+#[test]
 fn bounded_status_keeps_the_summary_exact() {
     let s = spec("selector: {tags: {env: prod}}\nposture:\n  auth: {iam: true}");
     let dbs: Vec<Database> = (0..120).map(|i| instance(&format!("db{i:03}"))).collect();
@@ -922,4 +1053,26 @@ fn fleet_lookup_finds_by_kind_and_id() {
         Some(DatabaseKind::Cluster)
     );
     assert!(fleet.get(DatabaseKind::Instance, "zzz").is_none());
+}
+
+#[test]
+fn action_descriptions_are_sentences_not_debug_output() {
+    let s = enforce(
+        "  auth: {iam: true}\n  logging: {cloudwatchExports: [postgresql, upgrade]}\n  maintenance: {deletionProtection: true}",
+    );
+    let p = plan(
+        &s,
+        &eval_all(&s, &[instance("orders")]),
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    let text: Vec<String> = p.actions.iter().map(|a| a.kind.describe()).collect();
+    assert_eq!(
+        text,
+        [
+            "instance orders: turn on IAM database authentication; export postgresql, upgrade logs to CloudWatch; turn on deletion protection"
+        ]
+    );
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import uuid
 
@@ -121,6 +122,13 @@ def test_moto_enforces_iam_on_every_action_pgbaseline_calls(emulator):
         "ec2:DescribeSecurityGroups": lambda: ec2.describe_security_groups(),
         "ec2:DescribeNetworkAcls": lambda: ec2.describe_network_acls(),
         "kms:ListAliases": lambda: kms.list_aliases(),
+        "rds:DescribeDBParameterGroups": lambda: rds.describe_db_parameter_groups(),
+        "rds:DescribeDBClusterParameterGroups": lambda: rds.describe_db_cluster_parameter_groups(),
+        "rds:DescribeAccountAttributes": lambda: rds.describe_account_attributes(),
+        "rds:ListTagsForResource": lambda: rds.list_tags_for_resource(ResourceName=PG + "pgb-shared-pg16"),
+        "rds:DeleteDBParameterGroup": lambda: rds.delete_db_parameter_group(DBParameterGroupName="pgb-shared-pg16"),
+        "rds:DeleteDBClusterParameterGroup": lambda: rds.delete_db_cluster_parameter_group(
+            DBClusterParameterGroupName="default.aurora-postgresql16"),
         "rds:CopyDBParameterGroup": lambda: rds.copy_db_parameter_group(
             SourceDBParameterGroupIdentifier="default.postgres16", TargetDBParameterGroupIdentifier="pgbaseline-x",
             TargetDBParameterGroupDescription="x"),
@@ -198,16 +206,26 @@ def test_enforce_end_to_end_with_exactly_the_policy(pgbaseline, emulator):
 def test_policy_scoping_allows_every_recorded_request():
     if "calls" not in RECORDED:
         pytest.skip("needs test_enforce_end_to_end_with_exactly_the_policy")
+    # Replayed from the seeded state, where no group carries the managed tag: every group the
+    # run modifies or attaches must have been tagged by its own copy earlier in the run.
     full = [policy("iam-policy.json")]
-    denied = [str(r) for action, params in RECORDED["calls"]
-              for r in iamsim.auth_requests(action, params) if not iamsim.allowed(full, r)]
+    state = iamsim.TagState()
+    requests = [(action, r) for action, params in RECORDED["calls"] for r in state.requests(action, params)]
+    denied = [str(r) for _, r in requests if not iamsim.allowed(full, r)]
     assert not denied, "deploy/iam-policy.json (with resources and conditions) refuses:\n" + "\n".join(denied)
     writes = {a for a, _ in RECORDED["calls"] if not a.split(":")[1].startswith(("Describe", "List"))}
     assert set(WRITES) <= writes
+    # The run went through the managed-group flow: the listing, and every group it set or
+    # attached carried the managed tag by then (so the allowance above rests on the tag).
+    assert {"rds:DescribeDBParameterGroups", "rds:DescribeDBClusterParameterGroups"} <= {a for a, _ in RECORDED["calls"]}
+    on_groups = [r for _, r in requests
+                 if r.action in ("rds:ModifyDBParameterGroup", "rds:ModifyDBClusterParameterGroup",
+                                 "rds:ModifyDBInstance", "rds:ModifyDBCluster")
+                 and (":pg:" in r.resource or ":cluster-pg:" in r.resource)]
+    assert on_groups and all(r.context.get("aws:ResourceTag/pgbaseline.io/managed") == "true" for r in on_groups)
     readonly = [policy("iam-policy-readonly.json")]
-    for action, params in RECORDED["calls"]:
-        for r in iamsim.auth_requests(action, params):
-            assert iamsim.allowed(readonly, r) == action.split(":")[1].startswith(("Describe", "List")), str(r)
+    for action, r in requests:
+        assert iamsim.allowed(readonly, r) == action.split(":")[1].startswith(("Describe", "List")), str(r)
 
 
 A = iamsim.AuthRequest
@@ -246,6 +264,274 @@ def test_inplace_addon_allows_only_parameter_group_changes():
     assert iamsim.allowed(full, A("rds:ModifyDBClusterParameterGroup", CPG + "team-aurora"))
     assert not iamsim.allowed(full, A("rds:ModifyDBInstance", PG + "pgb-shared-pg16"))
     assert not iamsim.allowed(full, A("rds:DeleteDBParameterGroup", PG + "pgb-shared-pg16"))
+
+
+# ---------------------------------------------------------------- managed groups (issue 9)
+#
+# The calls of the managed-group flow as aws-sdk-rust sends them (query-protocol form parameters),
+# authorized with the groups' tags as they are at that point (iamsim.TagState). A managed group is
+# pgbaseline's by its tag, never by its name: the same requests on a group merely named like one
+# are refused.
+
+MANAGED_TAG = {"Tags.Tag.1.Key": "pgbaseline.io/managed", "Tags.Tag.1.Value": "true"}
+NEW_PG = "pgbaseline-postgres16-00112233445566aa"
+NEW_CPG = "pgbaseline-aurora-postgresql16-00112233445566bb"
+SQUAT = "pgbaseline-postgres16-0123456789abcdef"
+SQUAT_C = "pgbaseline-aurora-postgresql16-0123456789abcdef"
+# Groups that exist before the run: ours from an earlier run (including a first-version
+# per-database copy), and groups that are not.
+EXISTING = {
+    PG + "pgbaseline-postgres16-feedfacecafebeef": {"pgbaseline.io/managed": "true"},
+    CPG + "pgbaseline-aurora-postgresql16-feedfacecafebeef": {"pgbaseline.io/managed": "true"},
+    PG + "pgbaseline-legacy-prod-postgres16": {"pgbaseline.io/managed": "true"},
+    PG + "pgbaseline-unused-postgres16-0000000000000001": {"pgbaseline.io/managed": "true"},
+    CPG + "pgbaseline-aurora-postgresql16-0000000000000001": {"pgbaseline.io/managed": "true"},
+    PG + "pgb-shared-pg16": {"env": "prod", "team": "payments"},
+}
+SQUATTED = {  # (why, tags of the group named SQUAT / SQUAT_C)
+    "untagged": {},
+    "tagged false": {"pgbaseline.io/managed": "false"},
+    "tagged by someone else": {"owner": "mallory", "env": "prod"},
+    "tagged TRUE (not the value pgbaseline writes)": {"pgbaseline.io/managed": "TRUE"},
+    "tagged with a look-alike key": {"pgbaseline.io/Managed": "true"},
+}
+
+
+def _set(group_param: str, group: str, name: str, value: str) -> dict:
+    return {group_param: group, "Parameters.Parameter.1.ParameterName": name,
+            "Parameters.Parameter.1.ParameterValue": value, "Parameters.Parameter.1.ApplyMethod": "immediate"}
+
+
+def managed_flow() -> list[tuple[str, dict]]:
+    """Every call the Enforce path makes on parameter groups, in order: the listing and quotas,
+    new shared copies (DB and cluster, usual and alternate name), finishing and reusing groups
+    made earlier, a first-version copy migrated, attaching, rebooting, and garbage collection."""
+    return [
+        # The sweep's listing and the quotas read before creating anything.
+        ("rds:DescribeDBParameterGroups", {"MaxRecords": "100"}),
+        ("rds:DescribeDBClusterParameterGroups", {"MaxRecords": "100"}),
+        ("rds:DescribeAccountAttributes", {}),
+        ("rds:DescribeDBParameters", {"DBParameterGroupName": "pgb-shared-pg16", "MaxRecords": "100"}),
+        # A new shared copy of a user's group: copy (tagged), set, read back, attach.
+        ("rds:CopyDBParameterGroup", {"SourceDBParameterGroupIdentifier": "pgb-shared-pg16",
+                                      "TargetDBParameterGroupIdentifier": NEW_PG,
+                                      "TargetDBParameterGroupDescription": "pgbaseline managed copy of pgb-shared-pg16",
+                                      **MANAGED_TAG}),
+        ("rds:ModifyDBParameterGroup", _set("DBParameterGroupName", NEW_PG, "rds.force_ssl", "1")),
+        ("rds:DescribeDBParameters", {"DBParameterGroupName": NEW_PG, "MaxRecords": "100"}),
+        ("rds:ModifyDBInstance", {"DBInstanceIdentifier": "legacy-prod", "DBParameterGroupName": NEW_PG,
+                                  "ApplyImmediately": "true"}),
+        ("rds:RebootDBInstance", {"DBInstanceIdentifier": "legacy-prod"}),
+        # The usual name is taken by a group that is not ours: the alternate name `-1`.
+        ("rds:DescribeDBParameterGroups", {"DBParameterGroupName": SQUAT}),
+        ("rds:ListTagsForResource", {"ResourceName": PG + SQUAT}),
+        ("rds:CopyDBParameterGroup", {"SourceDBParameterGroupIdentifier": "default.postgres16",
+                                      "TargetDBParameterGroupIdentifier": SQUAT + "-1",
+                                      "TargetDBParameterGroupDescription": "pgbaseline managed copy of default.postgres16",
+                                      **MANAGED_TAG}),
+        ("rds:ModifyDBParameterGroup", _set("DBParameterGroupName", SQUAT + "-1", "log_connections", "1")),
+        ("rds:ModifyDBInstance", {"DBInstanceIdentifier": "sandbox-dev", "DBParameterGroupName": SQUAT + "-1",
+                                  "ApplyImmediately": "true"}),
+        # Aurora: a new shared cluster copy.
+        ("rds:CopyDBClusterParameterGroup", {
+            "SourceDBClusterParameterGroupIdentifier": "default.aurora-postgresql16",
+            "TargetDBClusterParameterGroupIdentifier": NEW_CPG,
+            "TargetDBClusterParameterGroupDescription": "pgbaseline managed copy of default.aurora-postgresql16",
+            **MANAGED_TAG}),
+        ("rds:ModifyDBClusterParameterGroup", _set("DBClusterParameterGroupName", NEW_CPG, "rds.force_ssl", "1")),
+        ("rds:DescribeDBClusterParameters", {"DBClusterParameterGroupName": NEW_CPG, "MaxRecords": "100"}),
+        ("rds:ModifyDBCluster", {"DBClusterIdentifier": "ledger-prod", "DBClusterParameterGroupName": NEW_CPG,
+                                 "ApplyImmediately": "true"}),
+        # Reusing groups an earlier run made: ownership proved by the tag, an unfinished one
+        # finished, then attached.
+        ("rds:ListTagsForResource", {"ResourceName": PG + "pgbaseline-postgres16-feedfacecafebeef"}),
+        ("rds:ModifyDBParameterGroup", _set("DBParameterGroupName", "pgbaseline-postgres16-feedfacecafebeef",
+                                            "password_encryption", "scram-sha-256")),
+        ("rds:ModifyDBInstance", {"DBInstanceIdentifier": "billing-prod",
+                                  "DBParameterGroupName": "pgbaseline-postgres16-feedfacecafebeef",
+                                  "ApplyImmediately": "true"}),
+        ("rds:ListTagsForResource", {"ResourceName": CPG + "pgbaseline-aurora-postgresql16-feedfacecafebeef"}),
+        ("rds:ModifyDBClusterParameterGroup", _set("DBClusterParameterGroupName",
+                                                   "pgbaseline-aurora-postgresql16-feedfacecafebeef",
+                                                   "log_connections", "1")),
+        ("rds:ModifyDBCluster", {"DBClusterIdentifier": "ledger-staging",
+                                 "DBClusterParameterGroupName": "pgbaseline-aurora-postgresql16-feedfacecafebeef",
+                                 "ApplyImmediately": "true"}),
+        # A first-version per-database copy, tagged by that version, migrated away and collected.
+        ("rds:ListTagsForResource", {"ResourceName": PG + "pgbaseline-legacy-prod-postgres16"}),
+        ("rds:DeleteDBParameterGroup", {"DBParameterGroupName": "pgbaseline-legacy-prod-postgres16"}),
+        # Garbage collection after the grace period: the tag proves ownership, then the delete.
+        ("rds:ListTagsForResource", {"ResourceName": PG + "pgbaseline-unused-postgres16-0000000000000001"}),
+        ("rds:DeleteDBParameterGroup", {"DBParameterGroupName": "pgbaseline-unused-postgres16-0000000000000001"}),
+        ("rds:ListTagsForResource", {"ResourceName": CPG + "pgbaseline-aurora-postgresql16-0000000000000001"}),
+        ("rds:DeleteDBClusterParameterGroup", {
+            "DBClusterParameterGroupName": "pgbaseline-aurora-postgresql16-0000000000000001"}),
+        # Attribute changes keep working on databases whatever their tags.
+        ("rds:ModifyDBInstance", {"DBInstanceIdentifier": "legacy-prod", "DeletionProtection": "true",
+                                  "ApplyImmediately": "true"}),
+        ("rds:ModifyDBCluster", {"DBClusterIdentifier": "ledger-prod", "ManageMasterUserPassword": "true",
+                                 "ApplyImmediately": "true"}),
+    ]
+
+
+def flow_requests(initial: dict) -> list[iamsim.AuthRequest]:
+    state = iamsim.TagState(initial)
+    return [r for action, params in managed_flow() for r in state.requests(action, params)]
+
+
+def test_managed_group_flow_is_allowed():
+    """(a) every request of the new flow, on groups carrying the managed tag, is allowed; and the
+    flow really exercises each new action and the tag condition."""
+    full = [policy("iam-policy.json")]
+    requests = flow_requests(EXISTING)
+    denied = [str(r) for r in requests if not iamsim.allowed(full, r)]
+    assert not denied, "\n".join(denied)
+    actions = {r.action for r in requests}
+    assert {"rds:DescribeDBParameterGroups", "rds:DescribeDBClusterParameterGroups", "rds:ListTagsForResource",
+            "rds:DescribeAccountAttributes", "rds:DeleteDBParameterGroup", "rds:DeleteDBClusterParameterGroup",
+            "rds:CopyDBParameterGroup", "rds:CopyDBClusterParameterGroup", "rds:AddTagsToResource",
+            "rds:ModifyDBParameterGroup", "rds:ModifyDBClusterParameterGroup", "rds:ModifyDBInstance",
+            "rds:ModifyDBCluster", "rds:RebootDBInstance"} <= actions
+    tagged = [r for r in requests if r.context.get("aws:ResourceTag/pgbaseline.io/managed") == "true"]
+    assert {r.action for r in tagged} >= {"rds:ModifyDBParameterGroup", "rds:ModifyDBClusterParameterGroup",
+                                          "rds:ModifyDBInstance", "rds:ModifyDBCluster",
+                                          "rds:DeleteDBParameterGroup", "rds:DeleteDBClusterParameterGroup"}
+    assert all(r.context.get("rds:pg-tag/pgbaseline.io/managed") == "true" for r in tagged if ":pg:" in r.resource)
+    assert all(r.context.get("rds:cluster-pg-tag/pgbaseline.io/managed") == "true"
+               for r in tagged if ":cluster-pg:" in r.resource)
+
+
+def test_managed_group_flow_needs_the_tag():
+    """The same flow from a state where the earlier groups lack the tag: exactly the requests on
+    those groups are refused — the copies made in the flow carry their own tag."""
+    full = [policy("iam-policy.json")]
+    untagged = {arn: {k: v for k, v in tags.items() if k != "pgbaseline.io/managed"}
+                for arn, tags in EXISTING.items()}
+    denied = {(r.action, r.resource.rsplit(":", 1)[1]) for r in flow_requests(untagged)
+              if not iamsim.allowed(full, r)}
+    assert denied == {
+        ("rds:ModifyDBParameterGroup", "pgbaseline-postgres16-feedfacecafebeef"),
+        ("rds:ModifyDBInstance", "pgbaseline-postgres16-feedfacecafebeef"),
+        ("rds:ModifyDBClusterParameterGroup", "pgbaseline-aurora-postgresql16-feedfacecafebeef"),
+        ("rds:ModifyDBCluster", "pgbaseline-aurora-postgresql16-feedfacecafebeef"),
+        ("rds:DeleteDBParameterGroup", "pgbaseline-legacy-prod-postgres16"),
+        ("rds:DeleteDBParameterGroup", "pgbaseline-unused-postgres16-0000000000000001"),
+        ("rds:DeleteDBClusterParameterGroup", "pgbaseline-aurora-postgresql16-0000000000000001"),
+    }, denied
+
+
+def squat_calls() -> list[tuple[str, str, dict]]:
+    """(what, action, params) of every write that would touch the squatted group."""
+    return [
+        ("modify", "rds:ModifyDBParameterGroup", _set("DBParameterGroupName", SQUAT, "rds.force_ssl", "0")),
+        ("modify", "rds:ModifyDBClusterParameterGroup", _set("DBClusterParameterGroupName", SQUAT_C,
+                                                              "rds.force_ssl", "0")),
+        ("reset", "rds:ResetDBParameterGroup", {"DBParameterGroupName": SQUAT, "ResetAllParameters": "true"}),
+        ("attach", "rds:ModifyDBInstance", {"DBInstanceIdentifier": "legacy-prod", "DBParameterGroupName": SQUAT,
+                                            "ApplyImmediately": "true"}),
+        ("attach", "rds:ModifyDBCluster", {"DBClusterIdentifier": "ledger-prod",
+                                           "DBClusterParameterGroupName": SQUAT_C, "ApplyImmediately": "true"}),
+        ("attach as instance group", "rds:ModifyDBCluster", {
+            "DBClusterIdentifier": "ledger-prod", "DBInstanceParameterGroupName": SQUAT,
+            "AllowMajorVersionUpgrade": "true", "EngineVersion": "17.4"}),
+        ("delete", "rds:DeleteDBParameterGroup", {"DBParameterGroupName": SQUAT}),
+        ("delete", "rds:DeleteDBClusterParameterGroup", {"DBClusterParameterGroupName": SQUAT_C}),
+        ("untag", "rds:RemoveTagsFromResource", {"ResourceName": PG + SQUAT,
+                                                 "TagKeys.member.1": "pgbaseline.io/managed"}),
+    ]
+
+
+@pytest.mark.parametrize("why", list(SQUATTED))
+@pytest.mark.parametrize("what, action, params", squat_calls(), ids=lambda x: x if isinstance(x, str) else "")
+def test_squatted_group_is_refused(why, what, action, params):
+    """(b) a group named like a managed one but not tagged pgbaseline.io/managed=true cannot be
+    modified, attached or deleted, under the shipped policy, with the in-place add-on too (for
+    everything but modifying in place, which is what that add-on is for)."""
+    tags = {PG + SQUAT: SQUATTED[why], CPG + SQUAT_C: SQUATTED[why]}
+    reqs = iamsim.auth_requests(action, params, tags)
+    group_reqs = [r for r in reqs if ":pg:" in r.resource or ":cluster-pg:" in r.resource]
+    assert group_reqs, reqs
+    full = [policy("iam-policy.json")]
+    assert not all(iamsim.allowed(full, r) for r in reqs), f"{what} of a group {why}"
+    assert not any(iamsim.allowed(full, r) for r in group_reqs), f"{what} of a group {why}"
+    if what != "modify":
+        addon = full + [policy("iam-policy-inplace-groups.json")]
+        assert not any(iamsim.allowed(addon, r) for r in group_reqs), f"{what} of a group {why} (add-on)"
+
+
+@pytest.mark.parametrize("req, why", [
+    (A("rds:ModifyDBParameterGroup", PG + "team-pg16", {"aws:ResourceTag/pgbaseline.io/managed": "true"}),
+     "a tagged group not named like a managed one"),
+    (A("rds:DeleteDBParameterGroup", PG + "team-pg16", {"aws:ResourceTag/pgbaseline.io/managed": "true"}),
+     "deleting a tagged group not named like a managed one"),
+    (A("rds:DeleteDBParameterGroup", PG + "default.postgres16"), "deleting a default group"),
+    (A("rds:DeleteDBClusterParameterGroup", CPG + "team-aurora"), "deleting a user's cluster group"),
+    (A("rds:ListTagsForResource", DB + "legacy-prod"), "reading a database's tags"),
+    (A("rds:ListTagsForResource", PG + "team-pg16"), "reading a user's group's tags"),
+    (A("rds:RemoveTagsFromResource", PG + "pgbaseline-postgres16-feedfacecafebeef",
+       {"aws:ResourceTag/pgbaseline.io/managed": "true", "aws:TagKeys": ["pgbaseline.io/managed"]}),
+     "removing the managed tag"),
+    (A("rds:AddTagsToResource", PG + "team-pg16", TAG), "tagging a user's group as managed"),
+    (A("rds:CreateDBParameterGroup", PG + "pgbaseline-x", TAG), "creating a group from nothing"),
+])
+def test_ownership_scoping_refuses(req, why):
+    assert not iamsim.allowed([policy("iam-policy.json")], req), why
+
+
+def test_parameter_group_writes_require_the_managed_tag():
+    """Structure: every Allow that lets a Modify/Delete of a parameter group, or an attach, reach a
+    pg/cluster-pg resource requires aws:ResourceTag/pgbaseline.io/managed = "true" (the copy is
+    the one exception: its target does not exist yet, so it requires the tag in the request)."""
+    gated = {"rds:ModifyDBParameterGroup", "rds:ModifyDBClusterParameterGroup", "rds:DeleteDBParameterGroup",
+             "rds:DeleteDBClusterParameterGroup", "rds:ModifyDBInstance", "rds:ModifyDBCluster",
+             "rds:ResetDBParameterGroup", "rds:ResetDBClusterParameterGroup"}
+    for s in policy("iam-policy.json")["Statement"]:
+        if s["Effect"] != "Allow" or not gated & set(iamsim._as_list(s["Action"])):
+            continue
+        group_resources = [r for r in iamsim._as_list(s["Resource"]) if ":pg:" in r or ":cluster-pg:" in r or r == "*"]
+        if not group_resources:
+            continue
+        assert all(r.split(":")[-1].startswith("pgbaseline-") for r in group_resources), s["Sid"]
+        assert s.get("Condition") == {"StringEquals": {"aws:ResourceTag/pgbaseline.io/managed": "true"}}, s["Sid"]
+    allowed = {a for s in policy("iam-policy.json")["Statement"] if s["Effect"] == "Allow"
+               for a in iamsim._as_list(s["Action"])}
+    assert not allowed & {"rds:RemoveTagsFromResource", "rds:CreateDBParameterGroup",
+                          "rds:CreateDBClusterParameterGroup", "rds:ResetDBParameterGroup",
+                          "rds:ResetDBClusterParameterGroup"}
+
+
+def test_readonly_policy_refuses_every_write_of_the_flow():
+    """(c) the read-only policy allows the flow's reads and refuses every write, tagged or not."""
+    readonly = [policy("iam-policy-readonly.json")]
+    state = iamsim.TagState(EXISTING)
+    calls = [(action, state.requests(action, params)) for action, params in managed_flow()]
+    calls += [(action, iamsim.auth_requests(action, params, {PG + SQUAT: {"pgbaseline.io/managed": "true"},
+                                                            CPG + SQUAT_C: {"pgbaseline.io/managed": "true"}}))
+              for _, action, params in squat_calls()]
+    for action, reqs in calls:
+        if action.split(":")[1].startswith(("Describe", "List")):
+            assert all(iamsim.allowed(readonly, r) for r in reqs), action
+        else:  # the call's own authorization is refused (a dependent read such as kms:DescribeKey may pass)
+            assert not iamsim.allowed(readonly, reqs[0]), action
+            assert not [r for r in reqs if r.action == action and iamsim.allowed(readonly, r)], action
+    assert all(re.match(r"\w+:(Describe|List)", a) for s in policy("iam-policy-readonly.json")["Statement"]
+               for a in iamsim._as_list(s["Action"]))
+
+
+def test_condition_semantics_of_the_simulator():
+    """The evaluator's IAM semantics the tests above rely on: a missing key fails StringEquals
+    and satisfies StringNotEquals; values are case-sensitive; Null tests presence."""
+    stmt = lambda cond: {"Version": "2012-10-17", "Statement": [  # noqa: E731
+        {"Effect": "Allow", "Action": "rds:ModifyDBParameterGroup", "Resource": "*", "Condition": cond}]}
+    r = lambda ctx: A("rds:ModifyDBParameterGroup", PG + "x", ctx)  # noqa: E731
+    eq = stmt({"StringEquals": {"aws:ResourceTag/k": "true"}})
+    assert iamsim.allowed([eq], r({"aws:ResourceTag/k": "true"}))
+    assert not iamsim.allowed([eq], r({}))
+    assert not iamsim.allowed([eq], r({"aws:ResourceTag/k": "TRUE"}))
+    ne = stmt({"StringNotEquals": {"aws:ResourceTag/k": "true"}})
+    assert iamsim.allowed([ne], r({})) and not iamsim.allowed([ne], r({"aws:ResourceTag/k": "true"}))
+    null = stmt({"Null": {"aws:ResourceTag/k": "true"}})
+    assert iamsim.allowed([null], r({})) and not iamsim.allowed([null], r({"aws:ResourceTag/k": "x"}))
 
 
 # ---------------------------------------------------------------- one action missing
