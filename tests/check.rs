@@ -6,17 +6,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Emulator, manifest, pgbaseline};
+use common::{Emulator, manifest, pgbaseline, policy_manifest as policy, runtime};
 use serde_json::Value;
 
 fn json(output: &std::process::Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): stdout={} stderr={}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+    common::report_json(output)
 }
 
 /// control id → status, for one database of a report.
@@ -38,20 +32,6 @@ fn statuses(report: &Value, id: &str) -> BTreeMap<String, String> {
             )
         })
         .collect()
-}
-
-fn policy(name: &str, selector: &str, mode: &str, posture: &str, remediation: &str) -> String {
-    format!(
-        "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata: {{name: {name}, namespace: test}}\nspec:\n  selector: {selector}\n  mode: {mode}\n  posture:\n{posture}\n  remediation: {remediation}\n"
-    )
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// The security group the seeded `pgb-db-restricted` group admits on 5432 (the app tier).

@@ -7,28 +7,14 @@ mod common;
 use std::collections::BTreeMap;
 
 use aws_sdk_rds::types::{ApplyMethod, Parameter, Tag};
-use common::{Emulator, manifest, pgbaseline};
+use common::{Emulator, manifest, pgbaseline, runtime};
 use pgbaseline::posture::managed::{Contents, FullParameter, content_digest, managed_name};
 use pgbaseline::posture::model::ApplyType;
 use pgbaseline::posture::plan::{ApplyMethod as PlannedMethod, ParameterChange};
 use serde_json::Value;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn json(output: &std::process::Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): stdout={} stderr={}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+    common::report_json(output)
 }
 
 fn finding<'a>(report: &'a Value, id: &str, control: &str) -> &'a Value {
@@ -48,9 +34,7 @@ fn finding<'a>(report: &'a Value, id: &str, control: &str) -> &'a Value {
 }
 
 fn policy(selector: &str, posture: &str, remediation: &str) -> String {
-    format!(
-        "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata: {{name: managed, namespace: test}}\nspec:\n  selector: {selector}\n  mode: Enforce\n  posture:\n{posture}\n  remediation: {remediation}\n"
-    )
+    common::policy_manifest("managed", selector, "Enforce", posture, remediation)
 }
 
 /// A fresh emulator with `n` PostgreSQL 14 instances `share-<i>` on `default.postgres14`
@@ -746,4 +730,74 @@ fn a_migration_interrupted_half_way_converges_without_a_second_copy() {
         &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
     );
     assert!(mutating(&emulator).is_empty(), "{:?}", mutating(&emulator));
+}
+
+#[test]
+fn aurora_cluster_groups_respect_their_own_quota() {
+    let emulator = Emulator::start(None);
+    runtime().block_on(async {
+        let rds = aws_sdk_rds::Client::new(&emulator.sdk_config().await);
+        rds.create_db_cluster()
+            .db_cluster_identifier("ledger")
+            .engine("aurora-postgresql")
+            .engine_version("16.6")
+            .master_username("postgres")
+            .master_user_password("not-a-real-password-1")
+            .tags(Tag::builder().key("team").value("share").build())
+            .send()
+            .await
+            .expect("cluster");
+        rds.create_db_instance()
+            .db_instance_identifier("ledger-1")
+            .db_cluster_identifier("ledger")
+            .engine("aurora-postgresql")
+            .db_instance_class("db.r6g.large")
+            .send()
+            .await
+            .expect("member");
+    });
+    // The cluster-group quota (50, not adjustable on AWS) is used up; DB groups have room.
+    ureq::post(&format!("{}/_emulator/quotas", emulator.url))
+        .send_json(serde_json::json!({"DBClusterParameterGroups": 0}))
+        .expect("quota");
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = manifest(
+        dir.path(),
+        "p.yaml",
+        &policy("{tags: {team: share}}", FORCE_SSL, "{}"),
+    );
+    emulator.reset_calls();
+    let out = pgbaseline(
+        &emulator,
+        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
+    );
+    let report = json(&out);
+    let f = finding(&report, "ledger", "transport.forceSsl");
+    assert_eq!(f["status"], "NonCompliant", "{report:#}");
+    let m = f["message"].as_str().unwrap_or_default();
+    assert!(
+        m.contains("QuotaExceeded") && m.contains("DB cluster parameter groups (not adjustable)"),
+        "{m}"
+    );
+    assert!(mutating(&emulator).is_empty(), "{:?}", mutating(&emulator));
+
+    // With room, the cluster moves to a managed cluster group.
+    ureq::post(&format!("{}/_emulator/quotas", emulator.url))
+        .send_json(serde_json::json!({"DBClusterParameterGroups": 50}))
+        .expect("quota");
+    emulator.reset_calls();
+    pgbaseline(
+        &emulator,
+        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
+    );
+    let calls = mutating(&emulator);
+    assert_eq!(
+        calls,
+        [
+            "CopyDBClusterParameterGroup",
+            "ModifyDBClusterParameterGroup",
+            "ModifyDBCluster"
+        ],
+        "{calls:?}"
+    );
 }

@@ -38,10 +38,9 @@ pub struct Call {
 }
 
 impl Call {
+    /// The code's own notion of a read, so the tests and the operator cannot disagree.
     pub fn is_mutating(&self) -> bool {
-        !["Describe", "List", "Get"]
-            .iter()
-            .any(|p| self.action.starts_with(p))
+        !pgbaseline::aws::is_read_operation(&self.action)
     }
 }
 
@@ -179,6 +178,39 @@ pub fn pgbaseline(emulator: &Emulator, args: &[&str]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("run pgbaseline")
+}
+
+/// A small multi-threaded runtime for the SDK calls a test makes itself.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// The JSON report `pgbaseline check -o json` printed (panics with both streams if it is not).
+pub fn report_json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): stdout={} stderr={}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// A policy manifest `test/<name>`.
+pub fn policy_manifest(
+    name: &str,
+    selector: &str,
+    mode: &str,
+    posture: &str,
+    remediation: &str,
+) -> String {
+    format!(
+        "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata: {{name: {name}, namespace: test}}\nspec:\n  selector: {selector}\n  mode: {mode}\n  posture:\n{posture}\n  remediation: {remediation}\n"
+    )
 }
 
 /// Writes `text` to a temporary manifest file and returns its path.
