@@ -37,6 +37,30 @@ fn policy(selector: &str, posture: &str, remediation: &str) -> String {
     common::policy_manifest("managed", selector, "Enforce", posture, remediation)
 }
 
+/// Creates a PostgreSQL instance, on `group` when given, tagged `team=share` when `tagged`.
+async fn create_instance(
+    rds: &aws_sdk_rds::Client,
+    id: &str,
+    version: &str,
+    group: Option<&str>,
+    tagged: bool,
+) {
+    let mut request = rds
+        .create_db_instance()
+        .db_instance_identifier(id)
+        .engine("postgres")
+        .engine_version(version)
+        .db_instance_class("db.t4g.micro")
+        .allocated_storage(20)
+        .master_username("postgres")
+        .master_user_password("not-a-real-password-1")
+        .set_db_parameter_group_name(group.map(str::to_string));
+    if tagged {
+        request = request.tags(Tag::builder().key("team").value("share").build());
+    }
+    request.send().await.expect("create instance");
+}
+
 /// A fresh emulator with `n` PostgreSQL 14 instances `share-<i>` on `default.postgres14`
 /// (`rds.force_ssl` 0 by default), tagged `team=share`.
 fn fleet_on_default_group(n: usize) -> Emulator {
@@ -44,18 +68,7 @@ fn fleet_on_default_group(n: usize) -> Emulator {
     runtime().block_on(async {
         let rds = aws_sdk_rds::Client::new(&emulator.sdk_config().await);
         for i in 0..n {
-            rds.create_db_instance()
-                .db_instance_identifier(format!("share-{i}"))
-                .engine("postgres")
-                .engine_version("14.15")
-                .db_instance_class("db.t4g.micro")
-                .allocated_storage(20)
-                .master_username("postgres")
-                .master_user_password("not-a-real-password-1")
-                .tags(Tag::builder().key("team").value("share").build())
-                .send()
-                .await
-                .expect("create instance");
+            create_instance(&rds, &format!("share-{i}"), "14.15", None, true).await;
         }
     });
     emulator
@@ -210,6 +223,67 @@ fn force_ssl_copy_name(emulator: &Emulator, source: &str, attempt: u8) -> String
     managed_name(false, "postgres14", source, &digest, &[change], attempt)
 }
 
+/// `check --fix -o json` of the policy at `path`, with the call log cleared first.
+fn fix(emulator: &Emulator, path: &std::path::Path) -> std::process::Output {
+    emulator.reset_calls();
+    pgbaseline(
+        emulator,
+        &[
+            "check",
+            "-f",
+            &path.to_string_lossy(),
+            "--fix",
+            "-o",
+            "json",
+        ],
+    )
+}
+
+/// `fix` that must exit 0 (everything complies afterwards).
+fn fix_ok(emulator: &Emulator, path: &std::path::Path) -> std::process::Output {
+    let out = fix(emulator, path);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+/// The tests' policy (`transport.forceSsl` on `team=share`, Enforce) with `remediation`.
+fn share_policy(dir: &std::path::Path, remediation: &str) -> std::path::PathBuf {
+    let file: String = remediation
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    manifest(
+        dir,
+        &format!("share-{file}.yaml"),
+        &policy("{tags: {team: share}}", FORCE_SSL, remediation),
+    )
+}
+
+/// Attaches `group` to the instance `db` and reboots it, as an earlier run would have.
+async fn attach_and_reboot(rds: &aws_sdk_rds::Client, db: &str, group: &str) {
+    rds.modify_db_instance()
+        .db_instance_identifier(db)
+        .db_parameter_group_name(group)
+        .apply_immediately(true)
+        .send()
+        .await
+        .expect("attach");
+    rds.reboot_db_instance()
+        .db_instance_identifier(db)
+        .send()
+        .await
+        .expect("reboot");
+}
+
+fn count(calls: &[String], action: &str) -> usize {
+    calls.iter().filter(|c| *c == action).count()
+}
+
 fn mutating(emulator: &Emulator) -> Vec<String> {
     emulator
         .mutating_calls()
@@ -224,31 +298,12 @@ const FORCE_SSL: &str = "    transport: {forceSsl: true}";
 fn databases_with_the_same_need_share_one_tagged_copy_and_nothing_is_planned_again() {
     let emulator = fleet_on_default_group(3);
     let dir = tempfile::tempdir().expect("tmp");
-    let p = manifest(
-        dir.path(),
-        "p.yaml",
-        &policy("{tags: {team: share}}", FORCE_SSL, "{}"),
-    );
-    emulator.reset_calls();
-    let out = pgbaseline(
-        &emulator,
-        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
-    );
+    let p = share_policy(dir.path(), "{}");
+    let out = fix(&emulator, &p);
     let report = json(&out);
     let calls = mutating(&emulator);
-    assert_eq!(
-        calls
-            .iter()
-            .filter(|c| *c == "CopyDBParameterGroup")
-            .count(),
-        1,
-        "{calls:?}"
-    );
-    assert_eq!(
-        calls.iter().filter(|c| *c == "ModifyDBInstance").count(),
-        3,
-        "{calls:?}"
-    );
+    assert_eq!(count(&calls, "CopyDBParameterGroup"), 1, "{calls:?}");
+    assert_eq!(count(&calls, "ModifyDBInstance"), 3, "{calls:?}");
     let expected = force_ssl_copy_name(&emulator, "default.postgres14", 0);
     for i in 0..3 {
         let id = format!("share-{i}");
@@ -271,11 +326,7 @@ fn databases_with_the_same_need_share_one_tagged_copy_and_nothing_is_planned_aga
     assert_eq!(values(&contents(&emulator, &expected)), wanted);
 
     // The next pass plans nothing (pending reboot is not re-planned).
-    emulator.reset_calls();
-    let out = pgbaseline(
-        &emulator,
-        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
-    );
+    let out = fix(&emulator, &p);
     assert!(mutating(&emulator).is_empty(), "{:?}", mutating(&emulator));
     assert_eq!(
         finding(&json(&out), "share-0", "transport.forceSsl")["status"],
@@ -302,15 +353,8 @@ fn a_squatted_or_altered_name_is_never_attached() {
             ("log_statement", "all"),
         ],
     );
-    let p = manifest(
-        dir.path(),
-        "p.yaml",
-        &policy("{tags: {team: share}}", FORCE_SSL, "{}"),
-    );
-    let out = pgbaseline(
-        &emulator,
-        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
-    );
+    let p = share_policy(dir.path(), "{}");
+    let out = fix(&emulator, &p);
     let report = json(&out);
     // Not attached; a fresh copy under the alternate name instead, with the default's values.
     let (attached, _) = group_of(&emulator, "share-0");
@@ -342,11 +386,7 @@ fn a_squatted_or_altered_name_is_never_attached() {
         &[("pgbaseline.io/managed", "true")],
         &[("rds.force_ssl", "1"), ("log_statement", "all")],
     );
-    emulator.reset_calls();
-    let out = pgbaseline(
-        &emulator,
-        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
-    );
+    let out = fix(&emulator, &p);
     let report = json(&out);
     assert_ne!(out.status.code(), Some(0), "{report:#}");
     assert_eq!(group_of(&emulator, "share-0").0, "default.postgres14");
@@ -394,49 +434,18 @@ fn quota_exhaustion_is_reported_and_what_fits_is_done() {
             .await
             .expect("modify");
         for id in ["pg16-a", "pg16-b"] {
-            rds.create_db_instance()
-                .db_instance_identifier(id)
-                .engine("postgres")
-                .engine_version("16.6")
-                .db_instance_class("db.t4g.micro")
-                .allocated_storage(20)
-                .master_username("postgres")
-                .master_user_password("not-a-real-password-1")
-                .db_parameter_group_name("team-pg16")
-                .tags(Tag::builder().key("team").value("share").build())
-                .send()
-                .await
-                .expect("create");
+            create_instance(&rds, id, "16.6", Some("team-pg16"), true).await;
         }
         // A third database on team-pg16 that the policy does not select: no change in place.
-        rds.create_db_instance()
-            .db_instance_identifier("other")
-            .engine("postgres")
-            .engine_version("16.6")
-            .db_instance_class("db.t4g.micro")
-            .allocated_storage(20)
-            .master_username("postgres")
-            .master_user_password("not-a-real-password-1")
-            .db_parameter_group_name("team-pg16")
-            .send()
-            .await
-            .expect("create");
+        create_instance(&rds, "other", "16.6", Some("team-pg16"), false).await;
     });
     // One custom group exists; allow exactly one more.
     ureq::post(&format!("{}/_emulator/quotas", emulator.url))
         .send_json(serde_json::json!({"DBParameterGroups": 2}))
         .expect("quota");
     let dir = tempfile::tempdir().expect("tmp");
-    let p = manifest(
-        dir.path(),
-        "p.yaml",
-        &policy("{tags: {team: share}}", FORCE_SSL, "{}"),
-    );
-    emulator.reset_calls();
-    let out = pgbaseline(
-        &emulator,
-        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
-    );
+    let p = share_policy(dir.path(), "{}");
+    let out = fix(&emulator, &p);
     let report = json(&out);
     let calls = emulator.calls();
     // One copy made, no refused create attempted: the quota was read first.
@@ -483,10 +492,7 @@ fn quota_exhaustion_is_reported_and_what_fits_is_done() {
     ureq::post(&format!("{}/_emulator/quotas", emulator.url))
         .send_json(serde_json::json!({"DBParameterGroups": 3}))
         .expect("quota");
-    pgbaseline(
-        &emulator,
-        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
-    );
+    fix(&emulator, &p);
     for id in stuck {
         assert!(group_of(&emulator, id).0.starts_with("pgbaseline-"), "{id}");
     }
@@ -510,73 +516,22 @@ fn first_version_copies_converge_on_one_shared_copy_without_a_looser_value() {
         );
         runtime().block_on(async {
             let rds = aws_sdk_rds::Client::new(&emulator.sdk_config().await);
-            rds.modify_db_instance()
-                .db_instance_identifier(format!("share-{i}"))
-                .db_parameter_group_name(&name)
-                .apply_immediately(true)
-                .send()
-                .await
-                .expect("attach");
-            rds.reboot_db_instance()
-                .db_instance_identifier(format!("share-{i}"))
-                .send()
-                .await
-                .expect("reboot");
+            attach_and_reboot(&rds, &format!("share-{i}"), &name).await;
         });
         legacy_values.push(values(&contents(&emulator, &name)));
     }
     let dir = tempfile::tempdir().expect("tmp");
     // Compliant, reboot not allowed: nothing moves (it would only add a pending reboot).
-    let never = manifest(
-        dir.path(),
-        "never.yaml",
-        &policy("{tags: {team: share}}", FORCE_SSL, "{}"),
-    );
-    emulator.reset_calls();
-    let out = pgbaseline(
-        &emulator,
-        &[
-            "check",
-            "-f",
-            never.to_str().unwrap(),
-            "--fix",
-            "-o",
-            "json",
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let never = share_policy(dir.path(), "{}");
+    fix_ok(&emulator, &never);
     assert!(mutating(&emulator).is_empty(), "{:?}", mutating(&emulator));
 
     // Reboots allowed: both move to one shared copy holding exactly their old values, then reboot.
-    let now = manifest(
-        dir.path(),
-        "now.yaml",
-        &policy("{tags: {team: share}}", FORCE_SSL, "{reboot: Immediately}"),
-    );
-    emulator.reset_calls();
-    let out = pgbaseline(
-        &emulator,
-        &["check", "-f", now.to_str().unwrap(), "--fix", "-o", "json"],
-    );
+    let now = share_policy(dir.path(), "{reboot: Immediately}");
+    let out = fix(&emulator, &now);
     let calls = mutating(&emulator);
-    assert_eq!(
-        calls
-            .iter()
-            .filter(|c| *c == "CopyDBParameterGroup")
-            .count(),
-        1,
-        "{calls:?}"
-    );
-    assert_eq!(
-        calls.iter().filter(|c| *c == "RebootDBInstance").count(),
-        2,
-        "{calls:?}"
-    );
+    assert_eq!(count(&calls, "CopyDBParameterGroup"), 1, "{calls:?}");
+    assert_eq!(count(&calls, "RebootDBInstance"), 2, "{calls:?}");
     let (shared, status) = group_of(&emulator, "share-0");
     assert_eq!(group_of(&emulator, "share-1").0, shared);
     assert_eq!(status, "in-sync");
@@ -605,22 +560,8 @@ fn an_interrupted_creation_is_finished_not_copied_again() {
         &[],
     );
     let dir = tempfile::tempdir().expect("tmp");
-    let p = manifest(
-        dir.path(),
-        "p.yaml",
-        &policy("{tags: {team: share}}", FORCE_SSL, "{reboot: Immediately}"),
-    );
-    emulator.reset_calls();
-    let out = pgbaseline(
-        &emulator,
-        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let p = share_policy(dir.path(), "{reboot: Immediately}");
+    fix_ok(&emulator, &p);
     assert_eq!(
         mutating(&emulator),
         [
@@ -672,38 +613,13 @@ fn a_migration_interrupted_half_way_converges_without_a_second_copy() {
             ("share-0", shared.as_str()),
             ("share-1", "pgbaseline-share-1-postgres14"),
         ] {
-            rds.modify_db_instance()
-                .db_instance_identifier(db)
-                .db_parameter_group_name(group)
-                .apply_immediately(true)
-                .send()
-                .await
-                .expect("attach");
-            rds.reboot_db_instance()
-                .db_instance_identifier(db)
-                .send()
-                .await
-                .expect("reboot");
+            attach_and_reboot(&rds, db, group).await;
         }
     });
     let before = values(&contents(&emulator, "pgbaseline-share-1-postgres14"));
     let dir = tempfile::tempdir().expect("tmp");
-    let p = manifest(
-        dir.path(),
-        "p.yaml",
-        &policy("{tags: {team: share}}", FORCE_SSL, "{reboot: Immediately}"),
-    );
-    emulator.reset_calls();
-    let out = pgbaseline(
-        &emulator,
-        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let p = share_policy(dir.path(), "{reboot: Immediately}");
+    fix_ok(&emulator, &p);
     assert_eq!(
         mutating(&emulator),
         ["ModifyDBInstance", "RebootDBInstance"]
@@ -724,11 +640,7 @@ fn a_migration_interrupted_half_way_converges_without_a_second_copy() {
         .collect();
     assert_eq!(ours.len(), 2, "{ours:?}");
     // And the next pass has nothing to do.
-    emulator.reset_calls();
-    pgbaseline(
-        &emulator,
-        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
-    );
+    fix(&emulator, &p);
     assert!(mutating(&emulator).is_empty(), "{:?}", mutating(&emulator));
 }
 
@@ -761,16 +673,8 @@ fn aurora_cluster_groups_respect_their_own_quota() {
         .send_json(serde_json::json!({"DBClusterParameterGroups": 0}))
         .expect("quota");
     let dir = tempfile::tempdir().expect("tmp");
-    let p = manifest(
-        dir.path(),
-        "p.yaml",
-        &policy("{tags: {team: share}}", FORCE_SSL, "{}"),
-    );
-    emulator.reset_calls();
-    let out = pgbaseline(
-        &emulator,
-        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
-    );
+    let p = share_policy(dir.path(), "{}");
+    let out = fix(&emulator, &p);
     let report = json(&out);
     let f = finding(&report, "ledger", "transport.forceSsl");
     assert_eq!(f["status"], "NonCompliant", "{report:#}");
@@ -785,11 +689,7 @@ fn aurora_cluster_groups_respect_their_own_quota() {
     ureq::post(&format!("{}/_emulator/quotas", emulator.url))
         .send_json(serde_json::json!({"DBClusterParameterGroups": 50}))
         .expect("quota");
-    emulator.reset_calls();
-    pgbaseline(
-        &emulator,
-        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
-    );
+    fix(&emulator, &p);
     let calls = mutating(&emulator);
     assert_eq!(
         calls,

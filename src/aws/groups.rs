@@ -2,7 +2,7 @@
 //! contents, tags, the account's quotas and deletion. The managed-group logic that uses them
 //! lives in `posture::managed` (pure) and the executor.
 
-use aws_sdk_rds::types::{Filter, Parameter};
+use aws_sdk_rds::types::{DbClusterParameterGroup, DbParameterGroup, Filter, Parameter};
 
 use crate::posture::managed::{Contents, FullParameter, GroupListing};
 use crate::posture::model::ApplyType;
@@ -85,6 +85,35 @@ pub async fn contents(aws: &AwsRegion, cluster: bool, name: &str) -> Result<Cont
         .collect())
 }
 
+fn db_listing(g: &DbParameterGroup) -> Option<GroupListing> {
+    Some(GroupListing {
+        name: g.db_parameter_group_name()?.to_string(),
+        family: g
+            .db_parameter_group_family()
+            .unwrap_or_default()
+            .to_string(),
+        cluster: false,
+        arn: g.db_parameter_group_arn().unwrap_or_default().to_string(),
+        description: g.description().unwrap_or_default().to_string(),
+    })
+}
+
+fn cluster_listing(g: &DbClusterParameterGroup) -> Option<GroupListing> {
+    Some(GroupListing {
+        name: g.db_cluster_parameter_group_name()?.to_string(),
+        family: g
+            .db_parameter_group_family()
+            .unwrap_or_default()
+            .to_string(),
+        cluster: true,
+        arn: g
+            .db_cluster_parameter_group_arn()
+            .unwrap_or_default()
+            .to_string(),
+        description: g.description().unwrap_or_default().to_string(),
+    })
+}
+
 /// Every DB and DB cluster parameter group of the region (one call per hundred groups).
 pub async fn list(aws: &AwsRegion) -> Result<Vec<GroupListing>, AwsError> {
     let rds = &aws.rds;
@@ -100,18 +129,7 @@ pub async fn list(aws: &AwsRegion) -> Result<Vec<GroupListing>, AwsError> {
             let groups = page
                 .db_parameter_groups()
                 .iter()
-                .filter_map(|g| {
-                    Some(GroupListing {
-                        name: g.db_parameter_group_name()?.to_string(),
-                        family: g
-                            .db_parameter_group_family()
-                            .unwrap_or_default()
-                            .to_string(),
-                        cluster: false,
-                        arn: g.db_parameter_group_arn().unwrap_or_default().to_string(),
-                        description: g.description().unwrap_or_default().to_string(),
-                    })
-                })
+                .filter_map(db_listing)
                 .collect();
             Ok((groups, page.marker().map(str::to_string)))
         })
@@ -128,21 +146,7 @@ pub async fn list(aws: &AwsRegion) -> Result<Vec<GroupListing>, AwsError> {
             let groups = page
                 .db_cluster_parameter_groups()
                 .iter()
-                .filter_map(|g| {
-                    Some(GroupListing {
-                        name: g.db_cluster_parameter_group_name()?.to_string(),
-                        family: g
-                            .db_parameter_group_family()
-                            .unwrap_or_default()
-                            .to_string(),
-                        cluster: true,
-                        arn: g
-                            .db_cluster_parameter_group_arn()
-                            .unwrap_or_default()
-                            .to_string(),
-                        description: g.description().unwrap_or_default().to_string(),
-                    })
-                })
+                .filter_map(cluster_listing)
                 .collect();
             Ok((groups, page.marker().map(str::to_string)))
         })
@@ -167,19 +171,7 @@ pub async fn describe(
             .map(|o| {
                 o.db_cluster_parameter_groups()
                     .first()
-                    .map(|g| GroupListing {
-                        name: name.to_string(),
-                        family: g
-                            .db_parameter_group_family()
-                            .unwrap_or_default()
-                            .to_string(),
-                        cluster: true,
-                        arn: g
-                            .db_cluster_parameter_group_arn()
-                            .unwrap_or_default()
-                            .to_string(),
-                        description: g.description().unwrap_or_default().to_string(),
-                    })
+                    .and_then(cluster_listing)
             })
             .map_err(|e| AwsError::from_sdk("DescribeDBClusterParameterGroups", e))
     } else {
@@ -188,18 +180,7 @@ pub async fn describe(
             .db_parameter_group_name(name)
             .send()
             .await
-            .map(|o| {
-                o.db_parameter_groups().first().map(|g| GroupListing {
-                    name: name.to_string(),
-                    family: g
-                        .db_parameter_group_family()
-                        .unwrap_or_default()
-                        .to_string(),
-                    cluster: false,
-                    arn: g.db_parameter_group_arn().unwrap_or_default().to_string(),
-                    description: g.description().unwrap_or_default().to_string(),
-                })
-            })
+            .map(|o| o.db_parameter_groups().first().and_then(db_listing))
             .map_err(|e| AwsError::from_sdk("DescribeDBParameterGroups", e))
     };
     match found {

@@ -607,54 +607,43 @@ def _source_name(identifier: str) -> str:
     return identifier
 
 
-def _copy_db_parameter_group(self: Any) -> ActionResult:
-    source = _source_name(self.params.get("SourceDBParameterGroupIdentifier"))
-    target = self.params.get("TargetDBParameterGroupIdentifier")
-    _validate_group_name(target, "TargetDBParameterGroupIdentifier")
+def _copy_group(self: Any, cluster: bool) -> Any:
+    """CopyDB(Cluster)ParameterGroup: the set values and the request's tags, within the quota."""
+    kind = "DBClusterParameterGroup" if cluster else "DBParameterGroup"
+    source = _source_name(self.params.get(f"Source{kind}Identifier"))
+    target = self.params.get(f"Target{kind}Identifier")
+    _validate_group_name(target, f"Target{kind}Identifier")
     backend = self.backend
+    groups = backend.db_cluster_parameter_groups if cluster else backend.db_parameter_groups
     with _quota_lock:
-        if source not in backend.db_parameter_groups:
-            raise DBParameterGroupNotFoundError(source)
-        if target in backend.db_parameter_groups:
+        if source not in groups:
+            raise _cluster_pg_not_found(source) if cluster else DBParameterGroupNotFoundError(source)
+        if target in groups:
             raise DBParameterGroupAlreadyExistsError(target)
-        _check_group_quota(backend.db_parameter_groups, DB_PARAMETER_GROUPS)
-        src = backend.db_parameter_groups[source]
-        new = DBParameterGroup(
-            backend=backend,
-            db_parameter_group_name=target,
-            description=self.params.get("TargetDBParameterGroupDescription"),
-            db_parameter_group_family=src.family,
-            tags=self.params.get("Tags", []),
-        )
+        _check_group_quota(groups, DB_CLUSTER_PARAMETER_GROUPS if cluster else DB_PARAMETER_GROUPS)
+        src = groups[source]
+        description = self.params.get(f"Target{kind}Description")
+        tags = self.params.get("Tags", [])
+        if cluster:
+            new = DBClusterParameterGroup(
+                backend=backend, db_cluster_parameter_group_name=target, description=description,
+                db_parameter_group_family=src.db_parameter_group_family, tags=tags)
+        else:
+            new = DBParameterGroup(
+                backend=backend, db_parameter_group_name=target, description=description,
+                db_parameter_group_family=src.family, tags=tags)
         for name, values in src.parameters.items():
             new.parameters[name] = dict(values)
-        backend.db_parameter_groups[target] = new
-    return ActionResult({"DBParameterGroup": new})
+        groups[target] = new
+    return new
+
+
+def _copy_db_parameter_group(self: Any) -> ActionResult:
+    return ActionResult({"DBParameterGroup": _copy_group(self, cluster=False)})
 
 
 def _copy_db_cluster_parameter_group(self: Any) -> ActionResult:
-    source = _source_name(self.params.get("SourceDBClusterParameterGroupIdentifier"))
-    target = self.params.get("TargetDBClusterParameterGroupIdentifier")
-    _validate_group_name(target, "TargetDBClusterParameterGroupIdentifier")
-    backend = self.backend
-    with _quota_lock:
-        if source not in backend.db_cluster_parameter_groups:
-            raise _cluster_pg_not_found(source)
-        if target in backend.db_cluster_parameter_groups:
-            raise DBParameterGroupAlreadyExistsError(target)
-        _check_group_quota(backend.db_cluster_parameter_groups, DB_CLUSTER_PARAMETER_GROUPS)
-        src = backend.db_cluster_parameter_groups[source]
-        new = DBClusterParameterGroup(
-            backend=backend,
-            db_cluster_parameter_group_name=target,
-            description=self.params.get("TargetDBClusterParameterGroupDescription"),
-            db_parameter_group_family=src.db_parameter_group_family,
-            tags=self.params.get("Tags", []),
-        )
-        for name, values in src.parameters.items():
-            new.parameters[name] = dict(values)
-        backend.db_cluster_parameter_groups[target] = new
-    return ActionResult({"DBClusterParameterGroup": new})
+    return ActionResult({"DBClusterParameterGroup": _copy_group(self, cluster=True)})
 
 
 def _apply_modify(backend: Any, group: Any, params: list[dict[str, Any]]) -> None:
