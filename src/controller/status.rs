@@ -456,6 +456,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn remediation_deferred_for_the_quota_is_its_own_ready_reason() {
+        let mut observation = evaluated(vec![db("a", &[(SSL, FindingStatus::NonCompliant)])]);
+        if let Observation::Evaluated { summary, .. } = &mut observation {
+            summary.deferred = 1;
+        }
+        let s = next_status(None, Some(1), &observation, RebootPolicy::Never, t(1));
+        let ready = get(&s, READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "QuotaExceeded")
+        );
+        assert!(ready.message.contains("quota"), "{}", ready.message);
+    }
+
     fn get<'a>(s: &'a DatabaseSecurityPolicyStatus, type_: &str) -> &'a Condition {
         find(&s.conditions, type_).expect("condition present")
     }
