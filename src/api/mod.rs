@@ -9,10 +9,12 @@ pub mod status;
 
 use std::collections::BTreeMap;
 
-use kube::core::Rule;
+use kube::core::{Message, Rule};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::posture::exposure::{self, Family};
 
 pub use controls::ControlId;
 pub use status::*;
@@ -451,7 +453,8 @@ pub struct Network {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_access: Option<PublicAccess>,
     /// `network.ingress`: the database's security groups may open the database port only to
-    /// these sources; `0.0.0.0/0` and `::/0` are never allowed.
+    /// these sources. Public address space is bounded: at most 65,536 public IPv4 addresses (one
+    /// /16) and one /48 of public IPv6 in total; private ranges are not counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<Ingress>,
     /// `network.acl`: when true, the network ACLs of the database subnets must not allow the
@@ -480,16 +483,27 @@ pub struct Ingress {
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub allowed_security_groups: Vec<String>,
     /// IPv4 or IPv6 CIDR blocks allowed to reach the database port. A rule's range must lie
-    /// inside one of them. Each is written in canonical form, so one network has one spelling:
-    /// the network address (host bits zero), no leading zeros, IPv6 in lower case and shortest
-    /// form (`10.0.0.0/8`, `2001:db8::/32`; not `10.0.0.1/8`, `10.0.0.0/08` or `2001:DB8::/32`).
+    /// inside one of them. Private ranges (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16,
+    /// 100.64.0.0/10, fc00::/7) are not bounded; the other (public) entries may add up to at most
+    /// 65,536 IPv4 addresses (one /16) and one /48 of IPv6, however they are split, so a policy
+    /// can never allow the Internet, whole or in pieces. Each is written in canonical form, so
+    /// one network has one spelling: the network address (host bits zero), no leading zeros,
+    /// IPv6 in lower case and shortest form (`10.0.0.0/8`, `2001:db8::/48`; not `10.0.0.1/8`,
+    /// `10.0.0.0/08` or `2001:DB8::/48`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100), inner(length(max = 43)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("allowedCidrs entries must be valid CIDRs such as 10.0.0.0/16"))]
-    #[x_kube(validation = Rule::new("self.all(c, !isCIDR(c) || string(cidr(c).masked()) == c)").message("allowedCidrs entries must be canonical: the network address with host bits zero, no leading zeros, IPv6 lower case and shortest (10.0.0.0/8, 2001:db8::/32)"))]
+    #[x_kube(validation = Rule::new("self.all(c, !isCIDR(c) || string(cidr(c).masked()) == c)").message("allowedCidrs entries must be canonical: the network address with host bits zero, no leading zeros, IPv6 lower case and shortest (10.0.0.0/8, 2001:db8::/48)"))]
     #[x_kube(validation = Rule::new("self.all(c, !c.endsWith('/0'))").message("0.0.0.0/0 and ::/0 are never allowed"))]
+    #[x_kube(validation = budget_rule(Family::V4))]
+    #[x_kube(validation = budget_rule(Family::V6))]
     pub allowed_cidrs: Vec<String>,
+}
+
+fn budget_rule(family: Family) -> Rule {
+    Rule::new(exposure::cel_budget_rule(family))
+        .message(Message::Message(exposure::cel_budget_message(family)))
 }
 
 /// Maintenance controls.
