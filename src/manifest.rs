@@ -688,7 +688,7 @@ mod tests {
     }
 
     #[test]
-    fn manifest_rejects_the_internet_in_pieces_with_a_reason() {
+    fn manifest_rejects_the_internet_in_pieces_and_ingress_without_a_choice() {
         let cases = [
             (
                 "  selector: {tags: {env: prod}}\n  posture: {network: {ingress: {allowedCidrs: [0.0.0.0/1, 128.0.0.0/1]}}}\n",
@@ -700,6 +700,16 @@ mod tests {
                 "spec.posture.network.ingress.allowedCidrs",
                 "one /48 of public IPv6",
             ),
+            (
+                "  selector: {tags: {env: prod}}\n  posture: {network: {ingress: {}}}\n",
+                "spec.posture.network.ingress",
+                "denyAll: true",
+            ),
+            (
+                "  selector: {tags: {env: prod}}\n  posture: {network: {ingress: {denyAll: true, allowedCidrs: [10.0.0.0/8]}}}\n",
+                "spec.posture.network.ingress.denyAll",
+                "allows no source",
+            ),
         ];
         for (spec, path, reason) in cases {
             let errors = load(spec).expect_err(spec);
@@ -710,5 +720,7 @@ mod tests {
                 "{spec}: expected {path}: …{reason}…, got {errors:#?}"
             );
         }
+        load("  selector: {tags: {env: prod}}\n  posture: {network: {ingress: {denyAll: true}}}\n")
+            .expect("denyAll alone is a choice");
     }
 }

@@ -174,7 +174,7 @@ fn invalid_policies_are_rejected_with_a_field_path_and_a_reason() {
 /// What a policy may not say about exposure is refused by the apiserver and by `check` alike,
 /// at the same field, for the same reason.
 #[test]
-fn the_internet_in_pieces_is_refused_with_the_same_reason() {
+fn the_internet_in_pieces_and_ingress_without_a_choice_are_refused_with_the_same_reason() {
     let cases: Vec<(String, &str, &str)> = vec![
         (
             format!(
@@ -203,6 +203,18 @@ fn the_internet_in_pieces_is_refused_with_the_same_reason() {
             ),
             "spec.posture.network.ingress.allowedCidrs",
             "however the space is split",
+        ),
+        (
+            format!("{SELECTOR}  posture: {{network: {{ingress: {{}}}}}}\n"),
+            "spec.posture.network.ingress",
+            "or set denyAll: true",
+        ),
+        (
+            format!(
+                "{SELECTOR}  posture: {{network: {{ingress: {{denyAll: true, allowedSecurityGroups: [sg-0123456789abcdef0]}}}}}}\n"
+            ),
+            "spec.posture.network.ingress.denyAll",
+            "allows no source",
         ),
     ];
     let cp = common::controlplane::ControlPlane::shared();

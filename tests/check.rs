@@ -1291,8 +1291,8 @@ fn the_internet_in_pieces_is_refused_in_a_policy_and_reported_in_a_network_acl()
     let dir = tempfile::tempdir().expect("tmp");
     let billing = "{instanceIdentifiers: [billing-prod]}";
 
-    // A policy cannot allow the Internet in two halves: refused as bad input, before any AWS
-    // call.
+    // A policy cannot allow the Internet in two halves (nor leave the choice of sources open):
+    // refused as bad input, before any AWS call.
     emulator.reset_calls();
     for (posture, path, reason) in [
         (
@@ -1304,6 +1304,11 @@ fn the_internet_in_pieces_is_refused_in_a_policy_and_reported_in_a_network_acl()
             "    network: {ingress: {allowedCidrs: ['::/1', '8000::/1']}}",
             "spec.posture.network.ingress.allowedCidrs",
             "one /48 of public IPv6",
+        ),
+        (
+            "    network: {ingress: {}}",
+            "spec.posture.network.ingress",
+            "denyAll: true",
         ),
     ] {
         let p = manifest(
@@ -1374,4 +1379,83 @@ fn the_internet_in_pieces_is_refused_in_a_policy_and_reported_in_a_network_acl()
             && observed.contains("rule 20 allows 128.0.0.0/1"),
         "{observed}"
     );
+}
+
+#[test]
+fn deny_all_revokes_every_rule_reaching_the_port_the_applications_included() {
+    let emulator = Emulator::start(Some("small"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let (open_sg, app_sg, _) = open_group_and_acl(&emulator);
+    runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&emulator.sdk_config().await);
+        ec2.authorize_security_group_ingress()
+            .group_id(&open_sg)
+            .ip_permissions(
+                aws_sdk_ec2::types::IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(5432)
+                    .to_port(5432)
+                    .user_id_group_pairs(
+                        aws_sdk_ec2::types::UserIdGroupPair::builder()
+                            .group_id(&app_sg)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .ip_permissions(
+                aws_sdk_ec2::types::IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(22)
+                    .to_port(22)
+                    .ip_ranges(
+                        aws_sdk_ec2::types::IpRange::builder()
+                            .cidr_ip("10.20.0.0/16")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("authorize");
+    });
+    let p = manifest(
+        dir.path(),
+        "deny.yaml",
+        &policy(
+            "deny",
+            "{instanceIdentifiers: [billing-prod]}",
+            "Enforce",
+            "    network: {ingress: {denyAll: true}}",
+            "{}",
+        ),
+    );
+    let out = pgbaseline(
+        &emulator,
+        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
+    );
+    let report = json(&out);
+    assert_eq!(
+        statuses(&report, "billing-prod")["network.ingress"],
+        "Remediated",
+        "{report:#}"
+    );
+    let revokes = emulator
+        .mutating_calls()
+        .into_iter()
+        .filter(|c| c.action == "RevokeSecurityGroupIngress")
+        .count();
+    assert_eq!(revokes, 2);
+    runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&emulator.sdk_config().await);
+        let out = ec2
+            .describe_security_groups()
+            .group_ids(&open_sg)
+            .send()
+            .await
+            .expect("sg");
+        // Only the rule for another port is left.
+        let perms = out.security_groups()[0].ip_permissions();
+        assert_eq!(perms.len(), 1, "{perms:?}");
+        assert_eq!(perms[0].from_port(), Some(22));
+    });
 }

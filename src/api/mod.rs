@@ -470,8 +470,12 @@ pub enum PublicAccess {
     Forbidden,
 }
 
-/// Allowed ingress sources for the database port.
+/// Allowed ingress sources for the database port. Name the allowed security groups or CIDRs, or
+/// set `denyAll: true`: with no allowed source every rule reaching the port is offending, and
+/// Enforce revokes each of them, the applications' security-group rules included.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new(format!("{HAS_SOURCE} || {DENY_ALL}")).message("ingress must name allowedSecurityGroups or allowedCidrs, or set denyAll: true: with no allowed source every rule reaching the database port is revoked, the applications' own security-group rules included"))]
+#[x_kube(validation = Rule::new(format!("!{DENY_ALL} || !{HAS_SOURCE}")).message("denyAll: true allows no source: leave allowedSecurityGroups and allowedCidrs empty").field_path(".denyAll"))]
 #[serde(rename_all = "camelCase")]
 pub struct Ingress {
     /// Security groups allowed to reach the database port.
@@ -499,7 +503,16 @@ pub struct Ingress {
     #[x_kube(validation = budget_rule(Family::V4))]
     #[x_kube(validation = budget_rule(Family::V6))]
     pub allowed_cidrs: Vec<String>,
+    /// Allow no source at all: every security-group rule that lets traffic reach the database
+    /// port is offending, and Enforce revokes each of them (the applications' rules included).
+    /// Required when neither allowedSecurityGroups nor allowedCidrs is given, so that "nothing
+    /// may connect" is a decision rather than an omission; excludes both.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deny_all: bool,
 }
+
+const HAS_SOURCE: &str = "((has(self.allowedSecurityGroups) && size(self.allowedSecurityGroups) > 0) || (has(self.allowedCidrs) && size(self.allowedCidrs) > 0))";
+const DENY_ALL: &str = "(has(self.denyAll) && self.denyAll)";
 
 fn budget_rule(family: Family) -> Rule {
     Rule::new(exposure::cel_budget_rule(family))

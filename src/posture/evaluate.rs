@@ -782,10 +782,24 @@ pub struct Allowance<'a> {
 }
 
 impl<'a> Allowance<'a> {
-    /// The allowance of `ingress`, or why it cannot be used: allowed CIDRs beyond the bound.
-    /// The apiserver rejects these; a policy stored before that rule is refused here rather than
-    /// read loosely.
+    /// The allowance of `ingress`, or why it cannot be used: no source and no `denyAll`, both, or
+    /// allowed CIDRs beyond the bound. The apiserver rejects each of these; a policy stored
+    /// before those rules is refused here rather than read loosely.
     pub fn of(ingress: &'a Ingress) -> Result<Allowance<'a>, String> {
+        let has_source =
+            !ingress.allowed_security_groups.is_empty() || !ingress.allowed_cidrs.is_empty();
+        if ingress.deny_all && has_source {
+            return Err(
+                "network.ingress sets denyAll: true and also lists allowed sources; say one or the other"
+                    .into(),
+            );
+        }
+        if !ingress.deny_all && !has_source {
+            return Err(
+                "network.ingress names no allowed source: every rule reaching the database port would be revoked, the applications' included; list allowedSecurityGroups or allowedCidrs, or set denyAll: true"
+                    .into(),
+            );
+        }
         Ok(Allowance {
             cidrs: exposure::check_allowed(&ingress.allowed_cidrs)?,
             groups: &ingress.allowed_security_groups,
@@ -833,9 +847,13 @@ fn ingress_control(database: &Database, ingress: &Ingress) -> Evaluation {
             }
         }
     }
-    let mut sources: Vec<String> = ingress.allowed_security_groups.clone();
-    sources.extend(ingress.allowed_cidrs.iter().cloned());
-    let expected = format!("port {port} only from {}", join_or_none(sources.iter()));
+    let expected = if ingress.deny_all {
+        format!("port {port} from no source (denyAll)")
+    } else {
+        let mut sources: Vec<String> = ingress.allowed_security_groups.clone();
+        sources.extend(ingress.allowed_cidrs.iter().cloned());
+        format!("port {port} only from {}", join_or_none(sources.iter()))
+    };
     if offending.is_empty() {
         return compliant(
             control,

@@ -359,6 +359,7 @@ fn policy_strategy() -> impl Strategy<Value = DatabaseSecurityPolicySpec> {
                         ingress: ingress.then(|| Ingress {
                             allowed_security_groups: vec!["sg-0123456789abcdef0".into()],
                             allowed_cidrs: vec!["10.0.0.0/8".into()],
+                            deny_all: false,
                         }),
                         acl: None,
                     }),
@@ -724,6 +725,7 @@ proptest! {
         let ingress = Ingress {
             allowed_security_groups: vec![],
             allowed_cidrs: allowed.iter().map(|n| n.to_string()).collect(),
+            deny_all: false,
         };
         // Rules: the allowed networks themselves, pieces of them, and unrelated networks.
         let mut rules: Vec<IngressRule> = Vec::new();

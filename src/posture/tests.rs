@@ -880,6 +880,15 @@ fn sorted(mut rules: Vec<IngressRule>) -> Vec<IngressRule> {
     rules
 }
 
+fn sg_rule(source: &str) -> IngressRule {
+    IngressRule {
+        protocol: "tcp".into(),
+        from_port: Some(5432),
+        to_port: Some(5432),
+        source: IngressSource::SecurityGroup(source.into()),
+    }
+}
+
 #[test]
 fn a_policy_allowing_the_internet_in_pieces_allows_nothing() {
     // Specs read without the apiserver's rules, as one stored before them would be.
@@ -946,6 +955,43 @@ fn world_open_rules_in_pieces_are_offending_and_named_as_the_whole_internet() {
         "{}",
         e.finding.message
     );
+}
+
+#[test]
+fn ingress_without_a_source_is_an_error_unless_deny_all_says_so() {
+    let app = sg_rule("sg-0123456789abcdef0");
+    let rules = vec![app.clone(), cidr_rule("tcp", 5432, 5432, "10.1.0.0/16")];
+    // `ingress: {}` stored before the apiserver rejected it: no revocation of the app's rule.
+    for ingress in [
+        "{}",
+        "{allowedCidrs: [], allowedSecurityGroups: []}",
+        "{denyAll: false}",
+    ] {
+        let s = enforce(&format!("  network:\n    ingress: {ingress}"));
+        let e = ingress_finding(&s, rules.clone());
+        assert_eq!(e.finding.status, FindingStatus::Error, "{ingress}");
+        assert!(
+            e.finding.message.contains("denyAll"),
+            "{}",
+            e.finding.message
+        );
+        assert!(revokes(&s, rules.clone()).is_empty(), "{ingress}");
+    }
+    // Both at once is contradictory: nothing is done either.
+    let s = enforce(
+        "  network:\n    ingress: {denyAll: true, allowedSecurityGroups: [sg-0123456789abcdef0]}",
+    );
+    assert_eq!(
+        ingress_finding(&s, rules.clone()).finding.status,
+        FindingStatus::Error
+    );
+    assert!(revokes(&s, rules.clone()).is_empty());
+    // An explicit denyAll revokes every rule reaching the port, the app's included.
+    let s = enforce("  network:\n    ingress: {denyAll: true}");
+    let e = ingress_finding(&s, rules.clone());
+    assert_eq!(e.finding.status, FindingStatus::NonCompliant);
+    assert_eq!(e.finding.expected, "port 5432 from no source (denyAll)");
+    assert_eq!(revokes(&s, rules.clone()), sorted(rules));
 }
 
 fn acl_entry(n: i32, allow: bool, cidr: &str) -> NaclEntry {
