@@ -602,6 +602,8 @@ mod tests {
         );
     }
 
+    use crate::api::ControlId;
+    use crate::api::controls::Switch;
     use crate::posture::exposure;
     use proptest::prelude::*;
 
@@ -685,10 +687,62 @@ mod tests {
                 prop_assert!(errors.iter().all(|e| e.path == "spec.posture.network.ingress.allowedCidrs"), "{:?}", errors);
             }
         }
+
+        /// The CEL rules on posture and `enabled_controls` agree: a posture is admitted exactly
+        /// when it switches a control on and names no empty group.
+        #[test]
+        fn cel_and_enabled_controls_agree_on_a_posture_that_checks_nothing(
+            states in prop::collection::vec(0u8..4, ControlId::ALL.len()),
+            empty_groups in prop::collection::vec(any::<bool>(), 7),
+        ) {
+            let mut posture = serde_json::Map::new();
+            for (control, state) in ControlId::ALL.iter().zip(&states) {
+                let value = match (state, control.switch()) {
+                    (0, _) => continue,
+                    (1, Switch::Flag) => serde_json::json!(false),
+                    (_, Switch::Flag) => serde_json::json!(true),
+                    (_, Switch::Presence) => match control {
+                        ControlId::MinTlsVersion => serde_json::json!("TLSv1.2"),
+                        ControlId::LogRetention => serde_json::json!({"minimumMinutes": 1440}),
+                        ControlId::CloudwatchExports => serde_json::json!(["postgresql"]),
+                        ControlId::Pgaudit => serde_json::json!({"classes": ["ddl"]}),
+                        ControlId::PublicAccess => serde_json::json!("Forbidden"),
+                        ControlId::Ingress => serde_json::json!({"denyAll": true}),
+                        ControlId::BackupRetention => serde_json::json!({"minimumDays": 7}),
+                        _ => serde_json::json!({}),
+                    },
+                };
+                let group = posture
+                    .entry(control.group())
+                    .or_insert_with(|| serde_json::json!({}));
+                if let Some(group) = group.as_object_mut() {
+                    group.insert(control.field().to_string(), value);
+                }
+            }
+            let mut has_empty_group = false;
+            for (group, empty) in crate::api::controls::groups().into_iter().zip(&empty_groups) {
+                if *empty && !posture.contains_key(group) {
+                    posture.insert(group.to_string(), serde_json::json!({}));
+                    has_empty_group = true;
+                }
+            }
+            let spec_json = serde_json::json!({
+                "selector": {"tags": {"env": "prod"}},
+                "posture": posture,
+            });
+            let typed: crate::api::DatabaseSecurityPolicySpec =
+                serde_json::from_value(spec_json.clone()).expect("typed spec");
+            let enabled = !typed.enabled_controls().is_empty();
+            let cel = load_spec(&spec_json);
+            prop_assert_eq!(cel.is_ok(), enabled && !has_empty_group, "{} -> {:?}", spec_json, cel.err());
+            if let Ok(loaded) = cel {
+                prop_assert_eq!(loaded.policies[0].policy.spec.enabled_controls(), typed.enabled_controls());
+            }
+        }
     }
 
     #[test]
-    fn manifest_rejects_the_internet_in_pieces_and_ingress_without_a_choice() {
+    fn manifest_rejects_what_checks_nothing_or_opens_the_internet_with_a_reason() {
         let cases = [
             (
                 "  selector: {tags: {env: prod}}\n  posture: {network: {ingress: {allowedCidrs: [0.0.0.0/1, 128.0.0.0/1]}}}\n",
@@ -709,6 +763,21 @@ mod tests {
                 "  selector: {tags: {env: prod}}\n  posture: {network: {ingress: {denyAll: true, allowedCidrs: [10.0.0.0/8]}}}\n",
                 "spec.posture.network.ingress.denyAll",
                 "allows no source",
+            ),
+            (
+                "  selector: {tags: {env: prod}}\n  posture: {transport: {}}\n",
+                "spec.posture.transport",
+                "names none of its controls",
+            ),
+            (
+                "  selector: {tags: {env: prod}}\n  posture: {transport: {forceSsl: false}}\n",
+                "spec.posture",
+                "at least one control",
+            ),
+            (
+                "  selector: {tags: {}}\n  posture: {transport: {forceSsl: true}}\n",
+                "spec.selector.tags",
+                "at least one tag",
             ),
         ];
         for (spec, path, reason) in cases {

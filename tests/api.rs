@@ -171,10 +171,10 @@ fn invalid_policies_are_rejected_with_a_field_path_and_a_reason() {
     }
 }
 
-/// What a policy may not say about exposure is refused by the apiserver and by `check` alike,
-/// at the same field, for the same reason.
+/// What a policy may not say about exposure or emptiness is refused by the apiserver and by
+/// `check` alike, at the same field, for the same reason.
 #[test]
-fn the_internet_in_pieces_and_ingress_without_a_choice_are_refused_with_the_same_reason() {
+fn the_internet_in_pieces_and_policies_that_check_nothing_are_refused_with_the_same_reason() {
     let cases: Vec<(String, &str, &str)> = vec![
         (
             format!(
@@ -215,6 +215,23 @@ fn the_internet_in_pieces_and_ingress_without_a_choice_are_refused_with_the_same
             ),
             "spec.posture.network.ingress.denyAll",
             "allows no source",
+        ),
+        (
+            format!("{SELECTOR}  posture: {{transport: {{}}}}\n"),
+            "spec.posture.transport",
+            "names none of its controls",
+        ),
+        (
+            format!(
+                "{SELECTOR}  posture: {{transport: {{forceSsl: false}}, network: {{acl: false}}}}\n"
+            ),
+            "spec.posture",
+            "must switch on at least one control",
+        ),
+        (
+            format!("  selector: {{tags: {{}}}}\n{POSTURE}"),
+            "spec.selector.tags",
+            "at least one tag",
         ),
     ];
     let cp = common::controlplane::ControlPlane::shared();

@@ -1291,8 +1291,8 @@ fn the_internet_in_pieces_is_refused_in_a_policy_and_reported_in_a_network_acl()
     let dir = tempfile::tempdir().expect("tmp");
     let billing = "{instanceIdentifiers: [billing-prod]}";
 
-    // A policy cannot allow the Internet in two halves (nor leave the choice of sources open):
-    // refused as bad input, before any AWS call.
+    // A policy cannot allow the Internet in two halves (nor leave the choice of sources open,
+    // nor check nothing): refused as bad input, before any AWS call.
     emulator.reset_calls();
     for (posture, path, reason) in [
         (
@@ -1310,6 +1310,16 @@ fn the_internet_in_pieces_is_refused_in_a_policy_and_reported_in_a_network_acl()
             "spec.posture.network.ingress",
             "denyAll: true",
         ),
+        (
+            "    transport: {}",
+            "spec.posture.transport",
+            "names none of its controls",
+        ),
+        (
+            "    transport: {forceSsl: false}",
+            "spec.posture",
+            "at least one control",
+        ),
     ] {
         let p = manifest(
             dir.path(),
@@ -1324,6 +1334,24 @@ fn the_internet_in_pieces_is_refused_in_a_policy_and_reported_in_a_network_acl()
             "{posture}: {err}"
         );
     }
+    let p = manifest(
+        dir.path(),
+        "bad.yaml",
+        &policy(
+            "bad",
+            "{tags: {}}",
+            "Enforce",
+            "    auth: {iam: true}",
+            "{}",
+        ),
+    );
+    let out = pgbaseline(&emulator, &["check", "-f", p.to_str().unwrap(), "--fix"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("spec.selector.tags"),
+        "{}",
+        stderr(&out)
+    );
     assert!(emulator.calls().is_empty(), "{:?}", emulator.calls());
 
     // A network ACL that opens the port through two /1 entries, then denies everything, is open

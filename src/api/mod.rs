@@ -175,9 +175,10 @@ pub struct Selector {
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub cluster_identifiers: Option<Vec<String>>,
 
-    /// AWS tags that must all be present with these exact values.
+    /// AWS tags that must all be present with these exact values (at least one, at most 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 50))]
+    #[schemars(extend("maxProperties" = 50))]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("tags must name at least one tag: an empty map would select every database of the region"))]
     #[x_kube(validation = Rule::new("self.all(k, size(k) <= 128 && size(self[k]) <= 256)").message("tag keys are at most 128 characters and values at most 256"))]
     pub tags: Option<BTreeMap<String, String>>,
 
@@ -193,9 +194,10 @@ pub struct Selector {
     pub region: Option<String>,
 }
 
-/// The controls, grouped as their ids are. A control that is not mentioned is not checked.
+/// The controls, grouped as their ids are. A control that is not mentioned is not checked; at
+/// least one must be switched on.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("has(self.transport) || has(self.encryption) || has(self.logging) || has(self.audit) || has(self.auth) || has(self.network) || has(self.maintenance)").message("posture must name at least one control group"))]
+#[x_kube(validation = posture_rule())]
 #[serde(rename_all = "camelCase")]
 pub struct Posture {
     /// Transport security: SSL, TLS version, server certificate.
@@ -223,6 +225,7 @@ pub struct Posture {
 
 /// Transport security controls.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = group_rule("transport"))]
 #[serde(rename_all = "camelCase")]
 pub struct Transport {
     /// `transport.forceSsl`: when true, `rds.force_ssl` must be 1 (clients must use SSL).
@@ -289,6 +292,7 @@ fn default_min_valid_days() -> u32 {
 
 /// Encryption at rest.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = group_rule("encryption"))]
 #[serde(rename_all = "camelCase")]
 pub struct Encryption {
     /// `encryption.storage`: storage must be encrypted (report only: AWS sets this at creation).
@@ -311,6 +315,7 @@ pub struct StorageEncryption {
 
 /// Logging controls.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = group_rule("logging"))]
 #[serde(rename_all = "camelCase")]
 pub struct Logging {
     /// `logging.retention`: `rds.log_retention_period` must be at least this long.
@@ -365,6 +370,7 @@ impl LogExport {
 
 /// Auditing controls.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = group_rule("audit"))]
 #[serde(rename_all = "camelCase")]
 pub struct Audit {
     /// `audit.pgaudit`: pgAudit is preloaded and logs at least these classes.
@@ -430,6 +436,7 @@ impl PgauditClass {
 
 /// Authentication controls.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = group_rule("auth"))]
 #[serde(rename_all = "camelCase")]
 pub struct Auth {
     /// `auth.iam`: when true, IAM database authentication must be enabled.
@@ -447,6 +454,7 @@ pub struct Auth {
 
 /// Network controls.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = group_rule("network"))]
 #[serde(rename_all = "camelCase")]
 pub struct Network {
     /// `network.publicAccess`: `Forbidden` requires `PubliclyAccessible` to be false.
@@ -519,8 +527,25 @@ fn budget_rule(family: Family) -> Rule {
         .message(Message::Message(exposure::cel_budget_message(family)))
 }
 
+fn posture_rule() -> Rule {
+    let on: Vec<String> = ControlId::ALL.iter().map(|c| c.cel_is_on()).collect();
+    Rule::new(on.join(" || ")).message(
+        "posture must switch on at least one control (for example transport: {forceSsl: true}): a policy that checks nothing would report every database as compliant",
+    )
+}
+
+fn group_rule(group: &str) -> Rule {
+    let fields = controls::group_fields(group);
+    let has: Vec<String> = fields.iter().map(|f| format!("has(self.{f})")).collect();
+    Rule::new(has.join(" || ")).message(Message::Message(format!(
+        "{group} names none of its controls ({}): naming a group does not switch its controls on",
+        fields.join(", ")
+    )))
+}
+
 /// Maintenance controls.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = group_rule("maintenance"))]
 #[serde(rename_all = "camelCase")]
 pub struct Maintenance {
     /// `maintenance.autoMinorVersionUpgrade`: when true, automatic minor version upgrades must
@@ -598,6 +623,17 @@ impl DatabaseSecurityPolicySpec {
     /// Whether any control runs in Enforce mode (the policy may act on AWS).
     pub fn enforces_anything(&self) -> bool {
         self.mode == Mode::Enforce || self.control_modes.values().any(|m| *m == Mode::Enforce)
+    }
+
+    /// The controls the policy switches on, in catalogue order. Empty only for a policy the
+    /// apiserver would reject now (one stored before that rule): such a policy checks nothing.
+    pub fn enabled_controls(&self) -> Vec<ControlId> {
+        let posture = serde_json::to_value(&self.posture).unwrap_or_default();
+        ControlId::ALL
+            .iter()
+            .copied()
+            .filter(|c| c.is_on(&posture))
+            .collect()
     }
 
     /// The region the policy selects from, when it names one.

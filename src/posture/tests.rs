@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{TimeZone, Utc};
 
+use crate::api::controls::Switch;
 use crate::api::*;
 
 use super::evaluate::{AttributeChange, EvalContext, Evaluation, Fix, Target, evaluate};
@@ -992,6 +993,62 @@ fn ingress_without_a_source_is_an_error_unless_deny_all_says_so() {
     assert_eq!(e.finding.status, FindingStatus::NonCompliant);
     assert_eq!(e.finding.expected, "port 5432 from no source (denyAll)");
     assert_eq!(revokes(&s, rules.clone()), sorted(rules));
+}
+
+#[test]
+fn a_posture_that_switches_nothing_on_checks_nothing_and_says_so() {
+    for posture in [
+        "  transport: {}",
+        "  transport: {forceSsl: false}\n  network: {acl: false}",
+        "  maintenance: {deletionProtection: false, engineVersionCurrent: false}",
+    ] {
+        let s = enforce(posture);
+        assert!(s.enabled_controls().is_empty(), "{posture}");
+        assert!(eval_all(&s, &[instance("a")])[0].1.is_empty(), "{posture}");
+    }
+}
+
+#[test]
+fn enabled_controls_are_exactly_the_controls_evaluated() {
+    for control in ControlId::ALL {
+        let value = match (control, control.switch()) {
+            (_, Switch::Flag) => "true",
+            (ControlId::MinTlsVersion, _) => "TLSv1.2",
+            (ControlId::CaCertificate, _) => "{}",
+            (ControlId::StorageEncryption, _) => "{}",
+            (ControlId::LogRetention, _) => "{minimumMinutes: 1440}",
+            (ControlId::CloudwatchExports, _) => "[postgresql]",
+            (ControlId::Pgaudit, _) => "{classes: [ddl]}",
+            (ControlId::PublicAccess, _) => "Forbidden",
+            (ControlId::Ingress, _) => "{denyAll: true}",
+            (ControlId::BackupRetention, _) => "{minimumDays: 7}",
+            (other, _) => panic!("no test value for {other}"),
+        };
+        let s = enforce(&format!(
+            "  {}: {{{}: {value}}}",
+            control.group(),
+            control.field()
+        ));
+        assert_eq!(s.enabled_controls(), vec![*control]);
+        let evaluated: Vec<ControlId> = eval_all(&s, &[instance("a")])[0]
+            .1
+            .iter()
+            .map(|e| e.finding.control)
+            .collect();
+        assert_eq!(evaluated, vec![*control]);
+        if control.switch() == Switch::Flag {
+            let off = enforce(&format!(
+                "  {}: {{{}: false}}",
+                control.group(),
+                control.field()
+            ));
+            assert!(off.enabled_controls().is_empty(), "{control}");
+            assert!(
+                eval_all(&off, &[instance("a")])[0].1.is_empty(),
+                "{control}"
+            );
+        }
+    }
 }
 
 fn acl_entry(n: i32, allow: bool, cidr: &str) -> NaclEntry {
