@@ -1,6 +1,6 @@
 //! `pgbaseline check`: evaluate policy manifests against AWS once, optionally fix, and print a
-//! table or a stable JSON report. Exit 0 compliant, 1 non-compliant, 2 bad input or error, 3 a
-//! policy selected no database.
+//! table or a stable JSON report. Exit 0 compliant, 1 non-compliant, 2 bad input or error, 3
+//! nothing was checked (a policy selected no database, or switches on no control).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,7 +8,10 @@ use std::fmt::Write as _;
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::api::{DatabaseKind, DatabaseSecurityPolicy, FindingStatus, Mode};
+use crate::api::{
+    DatabaseKind, DatabaseResult, DatabaseSecurityPolicy, DatabaseSecurityPolicySpec,
+    FindingStatus, Mode,
+};
 use crate::aws::{
     AwsError, AwsRegion,
     inventory::{Inventory, Needs},
@@ -25,6 +28,11 @@ pub struct Report {
     /// an identifier must not look like success).
     #[serde(rename = "unmatchedPolicies", skip_serializing_if = "Vec::is_empty")]
     pub unmatched_policies: Vec<String>,
+    /// `namespace/name` of every policy that checked no control on the databases it selected
+    /// (its posture switches every control off). The loader rejects such a policy, as the
+    /// apiserver does; this catches one that reaches [`run`] another way.
+    #[serde(rename = "uncheckedPolicies", skip_serializing_if = "Vec::is_empty")]
+    pub unchecked_policies: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<BTreeMap<String, u64>>,
 }
@@ -71,7 +79,7 @@ pub struct Options {
 pub enum Exit {
     Compliant,
     NonCompliant,
-    /// Everything selected complies, but some policy selected nothing.
+    /// Everything selected complies, but some policy selected nothing or checked nothing.
     NothingSelected,
     Error,
 }
@@ -90,6 +98,7 @@ pub async fn run(
     }
     let mut merged: BTreeMap<(String, DatabaseKind, String), ReportDatabase> = BTreeMap::new();
     let mut unmatched = Vec::new();
+    let mut unchecked = Vec::new();
     let mut stats = Vec::new();
     for (region, policies) in by_region {
         let aws = AwsRegion::from_env(region.as_deref(), options.requests_per_second).await?;
@@ -117,6 +126,9 @@ pub async fn run(
             let name = policy_key(policy);
             if run.summary.selected == 0 {
                 unmatched.push(name.clone());
+            }
+            if checked_nothing(spec, &run.results) {
+                unchecked.push(name.clone());
             }
             for result in run.results {
                 let entry = merged
@@ -148,6 +160,7 @@ pub async fn run(
     }
     let mut report = Report {
         unmatched_policies: unmatched,
+        unchecked_policies: unchecked,
         ..Report::default()
     };
     for (_, mut db) in merged {
@@ -180,6 +193,13 @@ pub async fn run(
     Ok((report, stats))
 }
 
+/// Whether a policy checked nothing: its posture switches no control on, or it selected
+/// databases and found nothing to say about any of them (the operator's `NothingChecked`).
+fn checked_nothing(spec: &DatabaseSecurityPolicySpec, results: &[DatabaseResult]) -> bool {
+    spec.enabled_controls().is_empty()
+        || (!results.is_empty() && results.iter().all(|r| r.findings.is_empty()))
+}
+
 /// `namespace/name` of a policy (`default` when it names no namespace).
 pub fn policy_key(policy: &DatabaseSecurityPolicy) -> String {
     let meta = &policy.metadata;
@@ -193,7 +213,7 @@ pub fn policy_key(policy: &DatabaseSecurityPolicy) -> String {
 
 impl Report {
     /// 2 when a control could not be evaluated or fixed, else 1 when a selected database does
-    /// not comply, else 3 when a policy selected nothing, else 0.
+    /// not comply, else 3 when a policy selected nothing or checked nothing, else 0.
     pub fn exit(&self) -> Exit {
         if self
             .databases
@@ -204,7 +224,7 @@ impl Report {
             Exit::Error
         } else if self.summary.non_compliant > 0 {
             Exit::NonCompliant
-        } else if !self.unmatched_policies.is_empty() {
+        } else if !self.unmatched_policies.is_empty() || !self.unchecked_policies.is_empty() {
             Exit::NothingSelected
         } else {
             Exit::Compliant
@@ -253,6 +273,77 @@ impl Report {
                 "policy {policy} selected no database: check its selector (tags, identifiers, engines, region)"
             );
         }
+        for policy in &self.unchecked_policies {
+            let _ = writeln!(
+                out,
+                "policy {policy} checks nothing: its posture switches on no control"
+            );
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_that_checks_nothing_is_no_pass() {
+        let clean = Report {
+            summary: ReportSummary {
+                databases: 1,
+                compliant: 1,
+                ..ReportSummary::default()
+            },
+            ..Report::default()
+        };
+        assert!(matches!(clean.exit(), Exit::Compliant));
+        let unchecked = Report {
+            unchecked_policies: vec!["ns/vacuous".into()],
+            ..clean.clone()
+        };
+        assert!(matches!(unchecked.exit(), Exit::NothingSelected));
+        assert!(
+            unchecked
+                .table()
+                .contains("policy ns/vacuous checks nothing")
+        );
+        let json = serde_json::to_value(&unchecked).unwrap_or_default();
+        assert_eq!(json["uncheckedPolicies"][0], "ns/vacuous");
+        assert!(serde_json::to_value(&clean).unwrap_or_default()["uncheckedPolicies"].is_null());
+    }
+
+    #[test]
+    fn a_posture_with_every_control_off_checked_nothing() {
+        let spec = |posture: &str| -> DatabaseSecurityPolicySpec {
+            serde_saphyr::from_str(&format!(
+                "selector: {{tags: {{env: prod}}}}\nposture:\n{posture}"
+            ))
+            .unwrap_or_else(|e| panic!("{posture}: {e}"))
+        };
+        let db = |findings: usize| DatabaseResult {
+            id: "a".into(),
+            kind: DatabaseKind::Instance,
+            region: "us-east-1".into(),
+            engine: "postgres".into(),
+            compliant: true,
+            findings: (0..findings)
+                .map(|_| crate::api::Finding {
+                    control: crate::api::ControlId::ForceSsl,
+                    status: FindingStatus::Compliant,
+                    observed: String::new(),
+                    expected: String::new(),
+                    message: String::new(),
+                })
+                .collect(),
+        };
+        // Read without the apiserver's rules, as a library caller could.
+        let off = spec("  transport: {forceSsl: false}");
+        assert!(checked_nothing(&off, &[db(0)]));
+        assert!(checked_nothing(&off, &[]));
+        let on = spec("  transport: {forceSsl: true}");
+        assert!(!checked_nothing(&on, &[db(1)]));
+        assert!(!checked_nothing(&on, &[]));
+        assert!(checked_nothing(&on, &[db(0), db(0)]));
     }
 }

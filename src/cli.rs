@@ -15,7 +15,8 @@ use crate::manifest::{Loader, MAX_INPUT_BYTES};
 pub const EXIT_NON_COMPLIANT: u8 = 1;
 /// Exit code for bad input or an error (clap uses it for usage errors too).
 pub const EXIT_ERROR: u8 = 2;
-/// Exit code when everything selected complies but a policy selected no database.
+/// Exit code when everything selected complies but nothing was checked: a policy selected no
+/// database, or switches on no control.
 pub const EXIT_NOTHING_SELECTED: u8 = 3;
 
 const CHECK_EXIT_CODES: &str = "\
@@ -24,8 +25,9 @@ Exit codes (when several apply: 2, then 1, then 3):
   1  a selected database does not comply (or is pending a reboot)
   2  bad input (file, line, field path and reason on stderr), an AWS error, a finding that could
      not be evaluated, or the report could not be written
-  3  everything selected complies, but a policy selected no database (a tag or identifier typo
-     must not pass a CI gate); the report names those policies
+  3  everything selected complies, but nothing was checked: a policy selected no database (a tag
+     or identifier typo must not pass a CI gate) or checks no control; the report names those
+     policies (such a posture is rejected as bad input, exit 2, when read from a manifest)
 
 Manifests are read as the apiserver reads them (YAML 1.1 scalars such as yes/on/0755, schema
 defaults, strict field validation, CEL rules). A policy (namespace/name) may appear only once
@@ -53,7 +55,7 @@ pub enum Command {
     /// Print the DatabaseSecurityPolicy CustomResourceDefinition as YAML.
     Crd,
     /// Evaluate policy manifests against AWS once (exit 0 compliant, 1 non-compliant, 2 error,
-    /// 3 a policy selected nothing).
+    /// 3 a policy selected or checked nothing).
     #[command(after_long_help = CHECK_EXIT_CODES, after_help = CHECK_EXIT_CODES)]
     Check(CheckArgs),
     /// Run the operator: watch DatabaseSecurityPolicy resources and keep databases at baseline.

@@ -171,6 +171,98 @@ fn invalid_policies_are_rejected_with_a_field_path_and_a_reason() {
     }
 }
 
+/// What a policy may not say about exposure or emptiness is refused by the apiserver and by
+/// `check` alike, at the same field, for the same reason.
+#[test]
+fn the_internet_in_pieces_and_policies_that_check_nothing_are_refused_with_the_same_reason() {
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            format!(
+                "{SELECTOR}  posture: {{network: {{ingress: {{allowedCidrs: [0.0.0.0/1, 128.0.0.0/1]}}}}}}\n"
+            ),
+            "spec.posture.network.ingress.allowedCidrs",
+            "at most 65,536 public IPv4 addresses (one /16) in total",
+        ),
+        (
+            format!(
+                "{SELECTOR}  posture: {{network: {{ingress: {{allowedCidrs: [0.0.0.0/1]}}}}}}\n"
+            ),
+            "spec.posture.network.ingress.allowedCidrs",
+            "at most 65,536 public IPv4 addresses (one /16) in total",
+        ),
+        (
+            format!(
+                "{SELECTOR}  posture: {{network: {{ingress: {{allowedCidrs: ['::/1', '8000::/1']}}}}}}\n"
+            ),
+            "spec.posture.network.ingress.allowedCidrs",
+            "at most one /48 of public IPv6 in total",
+        ),
+        (
+            format!(
+                "{SELECTOR}  posture: {{network: {{ingress: {{allowedCidrs: [52.0.0.0/16, 53.0.0.0/16]}}}}}}\n"
+            ),
+            "spec.posture.network.ingress.allowedCidrs",
+            "however the space is split",
+        ),
+        (
+            format!("{SELECTOR}  posture: {{network: {{ingress: {{}}}}}}\n"),
+            "spec.posture.network.ingress",
+            "or set denyAll: true",
+        ),
+        (
+            format!(
+                "{SELECTOR}  posture: {{network: {{ingress: {{denyAll: true, allowedSecurityGroups: [sg-0123456789abcdef0]}}}}}}\n"
+            ),
+            "spec.posture.network.ingress.denyAll",
+            "allows no source",
+        ),
+        (
+            format!("{SELECTOR}  posture: {{transport: {{}}}}\n"),
+            "spec.posture.transport",
+            "names none of its controls",
+        ),
+        (
+            format!(
+                "{SELECTOR}  posture: {{transport: {{forceSsl: false}}, network: {{acl: false}}}}\n"
+            ),
+            "spec.posture",
+            "must switch on at least one control",
+        ),
+        (
+            format!("  selector: {{tags: {{}}}}\n{POSTURE}"),
+            "spec.selector.tags",
+            "at least one tag",
+        ),
+    ];
+    let cp = common::controlplane::ControlPlane::shared();
+    let ns = cp.namespace("bounds");
+    for (spec, path, reason) in cases {
+        let errors = rejected(&spec);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.path == path && e.reason.contains(reason)),
+            "check: spec:\n{spec}\nexpected {path}: …{reason}…, got {errors:#?}"
+        );
+        let manifest = format!(
+            "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata: {{name: t}}\nspec:\n{spec}"
+        );
+        let (status, answer) = cp.send_yaml(
+            "POST",
+            &format!(
+                "/apis/pgbaseline.io/v1alpha1/namespaces/{ns}/databasesecuritypolicies?dryRun=All&fieldValidation=Strict"
+            ),
+            manifest.as_bytes(),
+        );
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert_eq!(status, 422, "apiserver: spec:\n{spec}\n{answer:#}");
+        assert!(
+            message.contains(&format!("{path}: ")) && message.contains(reason),
+            "apiserver: spec:\n{spec}\nexpected {path}: …{reason}…, got {message}"
+        );
+    }
+}
+
 #[test]
 fn multi_document_files_report_the_document_number() {
     let good = std::fs::read_to_string("examples/enforce-aurora-cluster.yaml").expect("example");

@@ -1223,3 +1223,247 @@ fn a_closed_stdout_is_quiet_and_a_full_disk_is_an_error_not_a_panic() {
         );
     }
 }
+
+/// The open security group of `billing-prod` and its VPC's network ACL.
+fn open_group_and_acl(emulator: &Emulator) -> (String, String, String) {
+    runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&emulator.sdk_config().await);
+        let filter = |name: &str, value: &str| {
+            aws_sdk_ec2::types::Filter::builder()
+                .name(name)
+                .values(value)
+                .build()
+        };
+        let groups = ec2
+            .describe_security_groups()
+            .filters(filter("group-name", "pgb-db-open"))
+            .send()
+            .await
+            .expect("sg");
+        let open = &groups.security_groups()[0];
+        let vpc = open.vpc_id().expect("vpc").to_string();
+        let app = ec2
+            .describe_security_groups()
+            .filters(filter("group-name", "pgb-app"))
+            .send()
+            .await
+            .expect("app sg");
+        let acls = ec2
+            .describe_network_acls()
+            .filters(filter("vpc-id", &vpc))
+            .send()
+            .await
+            .expect("acls");
+        (
+            open.group_id().expect("id").to_string(),
+            app.security_groups()[0].group_id().expect("id").to_string(),
+            acls.network_acls()[0]
+                .network_acl_id()
+                .expect("acl id")
+                .to_string(),
+        )
+    })
+}
+
+#[test]
+fn the_internet_in_pieces_is_refused_in_a_policy_and_reported_in_a_network_acl() {
+    let emulator = Emulator::start(Some("small"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let billing = "{instanceIdentifiers: [billing-prod]}";
+
+    // A policy cannot allow the Internet in two halves (nor leave the choice of sources open,
+    // nor check nothing): refused as bad input, before any AWS call.
+    emulator.reset_calls();
+    for (posture, path, reason) in [
+        (
+            "    network: {ingress: {allowedCidrs: [0.0.0.0/1, 128.0.0.0/1]}}",
+            "spec.posture.network.ingress.allowedCidrs",
+            "65,536 public IPv4 addresses",
+        ),
+        (
+            "    network: {ingress: {allowedCidrs: ['::/1', '8000::/1']}}",
+            "spec.posture.network.ingress.allowedCidrs",
+            "one /48 of public IPv6",
+        ),
+        (
+            "    network: {ingress: {}}",
+            "spec.posture.network.ingress",
+            "denyAll: true",
+        ),
+        (
+            "    transport: {}",
+            "spec.posture.transport",
+            "names none of its controls",
+        ),
+        (
+            "    transport: {forceSsl: false}",
+            "spec.posture",
+            "at least one control",
+        ),
+    ] {
+        let p = manifest(
+            dir.path(),
+            "bad.yaml",
+            &policy("bad", billing, "Enforce", posture, "{}"),
+        );
+        let out = pgbaseline(&emulator, &["check", "-f", p.to_str().unwrap(), "--fix"]);
+        assert_eq!(out.status.code(), Some(2), "{posture}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(path) && err.contains(reason),
+            "{posture}: {err}"
+        );
+    }
+    let p = manifest(
+        dir.path(),
+        "bad.yaml",
+        &policy(
+            "bad",
+            "{tags: {}}",
+            "Enforce",
+            "    auth: {iam: true}",
+            "{}",
+        ),
+    );
+    let out = pgbaseline(&emulator, &["check", "-f", p.to_str().unwrap(), "--fix"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("spec.selector.tags"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(emulator.calls().is_empty(), "{:?}", emulator.calls());
+
+    // A network ACL that opens the port through two /1 entries, then denies everything, is open
+    // to the whole IPv4 Internet (it used to be "closed to everyone": the first /0 entry denies).
+    let (_, _, acl) = open_group_and_acl(&emulator);
+    runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&emulator.sdk_config().await);
+        for (rule, allow, cidr, protocol) in [
+            (10, true, "0.0.0.0/1", "6"),
+            (20, true, "128.0.0.0/1", "6"),
+            (30, false, "0.0.0.0/0", "-1"),
+        ] {
+            ec2.create_network_acl_entry()
+                .network_acl_id(&acl)
+                .rule_number(rule)
+                .egress(false)
+                .protocol(protocol)
+                .port_range(
+                    aws_sdk_ec2::types::PortRange::builder()
+                        .from(5432)
+                        .to(5432)
+                        .build(),
+                )
+                .rule_action(if allow {
+                    aws_sdk_ec2::types::RuleAction::Allow
+                } else {
+                    aws_sdk_ec2::types::RuleAction::Deny
+                })
+                .cidr_block(cidr)
+                .send()
+                .await
+                .expect("acl entry");
+        }
+    });
+    let p = manifest(
+        dir.path(),
+        "acl.yaml",
+        &policy("acl", billing, "Audit", "    network: {acl: true}", "{}"),
+    );
+    let out = pgbaseline(
+        &emulator,
+        &["check", "-f", p.to_str().unwrap(), "-o", "json"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json(&out);
+    let finding = &report["databases"][0]["findings"][0];
+    assert_eq!(finding["control"], "network.acl");
+    assert_eq!(finding["status"], "ReportOnly", "{finding:#}");
+    let observed = finding["observed"].as_str().unwrap_or_default();
+    assert!(
+        observed.contains("the whole IPv4 Internet")
+            && observed.contains("rule 10 allows 0.0.0.0/1")
+            && observed.contains("rule 20 allows 128.0.0.0/1"),
+        "{observed}"
+    );
+}
+
+#[test]
+fn deny_all_revokes_every_rule_reaching_the_port_the_applications_included() {
+    let emulator = Emulator::start(Some("small"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let (open_sg, app_sg, _) = open_group_and_acl(&emulator);
+    runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&emulator.sdk_config().await);
+        ec2.authorize_security_group_ingress()
+            .group_id(&open_sg)
+            .ip_permissions(
+                aws_sdk_ec2::types::IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(5432)
+                    .to_port(5432)
+                    .user_id_group_pairs(
+                        aws_sdk_ec2::types::UserIdGroupPair::builder()
+                            .group_id(&app_sg)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .ip_permissions(
+                aws_sdk_ec2::types::IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(22)
+                    .to_port(22)
+                    .ip_ranges(
+                        aws_sdk_ec2::types::IpRange::builder()
+                            .cidr_ip("10.20.0.0/16")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("authorize");
+    });
+    let p = manifest(
+        dir.path(),
+        "deny.yaml",
+        &policy(
+            "deny",
+            "{instanceIdentifiers: [billing-prod]}",
+            "Enforce",
+            "    network: {ingress: {denyAll: true}}",
+            "{}",
+        ),
+    );
+    let out = pgbaseline(
+        &emulator,
+        &["check", "-f", p.to_str().unwrap(), "--fix", "-o", "json"],
+    );
+    let report = json(&out);
+    assert_eq!(
+        statuses(&report, "billing-prod")["network.ingress"],
+        "Remediated",
+        "{report:#}"
+    );
+    let revokes = emulator
+        .mutating_calls()
+        .into_iter()
+        .filter(|c| c.action == "RevokeSecurityGroupIngress")
+        .count();
+    assert_eq!(revokes, 2);
+    runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&emulator.sdk_config().await);
+        let out = ec2
+            .describe_security_groups()
+            .group_ids(&open_sg)
+            .send()
+            .await
+            .expect("sg");
+        // Only the rule for another port is left.
+        let perms = out.security_groups()[0].ip_permissions();
+        assert_eq!(perms.len(), 1, "{perms:?}");
+        assert_eq!(perms[0].from_port(), Some(22));
+    });
+}

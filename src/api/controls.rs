@@ -63,6 +63,96 @@ impl fmt::Display for ControlId {
     }
 }
 
+/// How a policy switches a control on. Every control id is `group.field`, the path of its field
+/// under `spec.posture`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    /// A boolean: on when `true`, off when `false` or absent.
+    Flag,
+    /// A value or an object: on when present.
+    Presence,
+}
+
+impl ControlId {
+    /// The group of the control, e.g. `transport`.
+    pub fn group(self) -> &'static str {
+        self.as_str().split_once('.').map_or("", |(group, _)| group)
+    }
+
+    /// The field of the control inside its group, e.g. `forceSsl`.
+    pub fn field(self) -> &'static str {
+        self.as_str()
+            .split_once('.')
+            .map_or(self.as_str(), |(_, field)| field)
+    }
+
+    /// How the policy switches this control on.
+    pub fn switch(self) -> Switch {
+        match self {
+            ControlId::ForceSsl
+            | ControlId::LogConnections
+            | ControlId::NoStatementSecrets
+            | ControlId::IamAuth
+            | ControlId::ManagedMasterPassword
+            | ControlId::PasswordEncryption
+            | ControlId::NetworkAcl
+            | ControlId::AutoMinorVersionUpgrade
+            | ControlId::DeletionProtection
+            | ControlId::EngineVersionCurrent => Switch::Flag,
+            ControlId::MinTlsVersion
+            | ControlId::CaCertificate
+            | ControlId::StorageEncryption
+            | ControlId::LogRetention
+            | ControlId::CloudwatchExports
+            | ControlId::Pgaudit
+            | ControlId::PublicAccess
+            | ControlId::Ingress
+            | ControlId::BackupRetention => Switch::Presence,
+        }
+    }
+
+    /// Whether `posture` (the JSON of `spec.posture`) switches this control on.
+    pub fn is_on(self, posture: &serde_json::Value) -> bool {
+        let value = posture.get(self.group()).and_then(|g| g.get(self.field()));
+        match self.switch() {
+            Switch::Flag => value == Some(&serde_json::Value::Bool(true)),
+            Switch::Presence => value.is_some_and(|v| !v.is_null()),
+        }
+    }
+
+    /// The CEL condition, on `spec.posture` as `self`, that this control is switched on;
+    /// [`ControlId::is_on`] in CEL.
+    pub fn cel_is_on(self) -> String {
+        let (group, field) = (self.group(), self.field());
+        match self.switch() {
+            Switch::Flag => {
+                format!("(has(self.{group}) && has(self.{group}.{field}) && self.{group}.{field})")
+            }
+            Switch::Presence => format!("(has(self.{group}) && has(self.{group}.{field}))"),
+        }
+    }
+}
+
+/// The control groups of `spec.posture`, in catalogue order.
+pub fn groups() -> Vec<&'static str> {
+    let mut groups: Vec<&'static str> = Vec::new();
+    for control in ControlId::ALL {
+        if !groups.contains(&control.group()) {
+            groups.push(control.group());
+        }
+    }
+    groups
+}
+
+/// The fields of one control group, in catalogue order.
+pub fn group_fields(group: &str) -> Vec<&'static str> {
+    ControlId::ALL
+        .iter()
+        .filter(|c| c.group() == group)
+        .map(|c| c.field())
+        .collect()
+}
+
 /// A string that names no control.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown control id {0:?}")]
@@ -89,6 +179,33 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", control.as_str()));
         }
         assert!("transport.forceSSL".parse::<ControlId>().is_err());
+    }
+
+    #[test]
+    fn ids_are_group_and_field() {
+        for control in ControlId::ALL {
+            assert_eq!(
+                format!("{}.{}", control.group(), control.field()),
+                control.as_str()
+            );
+            assert!(!control.group().is_empty() && !control.field().contains('.'));
+        }
+        assert_eq!(
+            groups(),
+            [
+                "transport",
+                "encryption",
+                "logging",
+                "audit",
+                "auth",
+                "network",
+                "maintenance"
+            ]
+        );
+        assert_eq!(
+            group_fields("transport"),
+            ["forceSsl", "minTlsVersion", "caCertificate"]
+        );
     }
 
     #[test]

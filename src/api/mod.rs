@@ -9,10 +9,12 @@ pub mod status;
 
 use std::collections::BTreeMap;
 
-use kube::core::Rule;
+use kube::core::{Message, Rule};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::posture::exposure::{self, Family};
 
 pub use controls::ControlId;
 pub use status::*;
@@ -173,9 +175,10 @@ pub struct Selector {
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub cluster_identifiers: Option<Vec<String>>,
 
-    /// AWS tags that must all be present with these exact values.
+    /// AWS tags that must all be present with these exact values (at least one, at most 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 50))]
+    #[schemars(extend("maxProperties" = 50))]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("tags must name at least one tag: an empty map would select every database of the region"))]
     #[x_kube(validation = Rule::new("self.all(k, size(k) <= 128 && size(self[k]) <= 256)").message("tag keys are at most 128 characters and values at most 256"))]
     pub tags: Option<BTreeMap<String, String>>,
 
@@ -191,9 +194,10 @@ pub struct Selector {
     pub region: Option<String>,
 }
 
-/// The controls, grouped as their ids are. A control that is not mentioned is not checked.
+/// The controls, grouped as their ids are. A control that is not mentioned is not checked; at
+/// least one must be switched on.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("has(self.transport) || has(self.encryption) || has(self.logging) || has(self.audit) || has(self.auth) || has(self.network) || has(self.maintenance)").message("posture must name at least one control group"))]
+#[x_kube(validation = posture_rule())]
 #[serde(rename_all = "camelCase")]
 pub struct Posture {
     /// Transport security: SSL, TLS version, server certificate.
@@ -221,6 +225,7 @@ pub struct Posture {
 
 /// Transport security controls.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = group_rule("transport"))]
 #[serde(rename_all = "camelCase")]
 pub struct Transport {
     /// `transport.forceSsl`: when true, `rds.force_ssl` must be 1 (clients must use SSL).
@@ -287,6 +292,7 @@ fn default_min_valid_days() -> u32 {
 
 /// Encryption at rest.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = group_rule("encryption"))]
 #[serde(rename_all = "camelCase")]
 pub struct Encryption {
     /// `encryption.storage`: storage must be encrypted (report only: AWS sets this at creation).
@@ -309,6 +315,7 @@ pub struct StorageEncryption {
 
 /// Logging controls.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = group_rule("logging"))]
 #[serde(rename_all = "camelCase")]
 pub struct Logging {
     /// `logging.retention`: `rds.log_retention_period` must be at least this long.
@@ -363,6 +370,7 @@ impl LogExport {
 
 /// Auditing controls.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = group_rule("audit"))]
 #[serde(rename_all = "camelCase")]
 pub struct Audit {
     /// `audit.pgaudit`: pgAudit is preloaded and logs at least these classes.
@@ -428,6 +436,7 @@ impl PgauditClass {
 
 /// Authentication controls.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = group_rule("auth"))]
 #[serde(rename_all = "camelCase")]
 pub struct Auth {
     /// `auth.iam`: when true, IAM database authentication must be enabled.
@@ -445,13 +454,15 @@ pub struct Auth {
 
 /// Network controls.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = group_rule("network"))]
 #[serde(rename_all = "camelCase")]
 pub struct Network {
     /// `network.publicAccess`: `Forbidden` requires `PubliclyAccessible` to be false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_access: Option<PublicAccess>,
     /// `network.ingress`: the database's security groups may open the database port only to
-    /// these sources; `0.0.0.0/0` and `::/0` are never allowed.
+    /// these sources. Public address space is bounded: at most 65,536 public IPv4 addresses (one
+    /// /16) and one /48 of public IPv6 in total; private ranges are not counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<Ingress>,
     /// `network.acl`: when true, the network ACLs of the database subnets must not allow the
@@ -467,8 +478,12 @@ pub enum PublicAccess {
     Forbidden,
 }
 
-/// Allowed ingress sources for the database port.
+/// Allowed ingress sources for the database port. Name the allowed security groups or CIDRs, or
+/// set `denyAll: true`: with no allowed source every rule reaching the port is offending, and
+/// Enforce revokes each of them, the applications' security-group rules included.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new(format!("{HAS_SOURCE} || {DENY_ALL}")).message("ingress must name allowedSecurityGroups or allowedCidrs, or set denyAll: true: with no allowed source every rule reaching the database port is revoked, the applications' own security-group rules included"))]
+#[x_kube(validation = Rule::new(format!("!{DENY_ALL} || !{HAS_SOURCE}")).message("denyAll: true allows no source: leave allowedSecurityGroups and allowedCidrs empty").field_path(".denyAll"))]
 #[serde(rename_all = "camelCase")]
 pub struct Ingress {
     /// Security groups allowed to reach the database port.
@@ -480,20 +495,57 @@ pub struct Ingress {
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub allowed_security_groups: Vec<String>,
     /// IPv4 or IPv6 CIDR blocks allowed to reach the database port. A rule's range must lie
-    /// inside one of them. Each is written in canonical form, so one network has one spelling:
-    /// the network address (host bits zero), no leading zeros, IPv6 in lower case and shortest
-    /// form (`10.0.0.0/8`, `2001:db8::/32`; not `10.0.0.1/8`, `10.0.0.0/08` or `2001:DB8::/32`).
+    /// inside one of them. Private ranges (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16,
+    /// 100.64.0.0/10, fc00::/7) are not bounded; the other (public) entries may add up to at most
+    /// 65,536 IPv4 addresses (one /16) and one /48 of IPv6, however they are split, so a policy
+    /// can never allow the Internet, whole or in pieces. Each is written in canonical form, so
+    /// one network has one spelling: the network address (host bits zero), no leading zeros,
+    /// IPv6 in lower case and shortest form (`10.0.0.0/8`, `2001:db8::/48`; not `10.0.0.1/8`,
+    /// `10.0.0.0/08` or `2001:DB8::/48`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100), inner(length(max = 43)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("allowedCidrs entries must be valid CIDRs such as 10.0.0.0/16"))]
-    #[x_kube(validation = Rule::new("self.all(c, !isCIDR(c) || string(cidr(c).masked()) == c)").message("allowedCidrs entries must be canonical: the network address with host bits zero, no leading zeros, IPv6 lower case and shortest (10.0.0.0/8, 2001:db8::/32)"))]
+    #[x_kube(validation = Rule::new("self.all(c, !isCIDR(c) || string(cidr(c).masked()) == c)").message("allowedCidrs entries must be canonical: the network address with host bits zero, no leading zeros, IPv6 lower case and shortest (10.0.0.0/8, 2001:db8::/48)"))]
     #[x_kube(validation = Rule::new("self.all(c, !c.endsWith('/0'))").message("0.0.0.0/0 and ::/0 are never allowed"))]
+    #[x_kube(validation = budget_rule(Family::V4))]
+    #[x_kube(validation = budget_rule(Family::V6))]
     pub allowed_cidrs: Vec<String>,
+    /// Allow no source at all: every security-group rule that lets traffic reach the database
+    /// port is offending, and Enforce revokes each of them (the applications' rules included).
+    /// Required when neither allowedSecurityGroups nor allowedCidrs is given, so that "nothing
+    /// may connect" is a decision rather than an omission; excludes both.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deny_all: bool,
+}
+
+const HAS_SOURCE: &str = "((has(self.allowedSecurityGroups) && size(self.allowedSecurityGroups) > 0) || (has(self.allowedCidrs) && size(self.allowedCidrs) > 0))";
+const DENY_ALL: &str = "(has(self.denyAll) && self.denyAll)";
+
+fn budget_rule(family: Family) -> Rule {
+    Rule::new(exposure::cel_budget_rule(family))
+        .message(Message::Message(exposure::cel_budget_message(family)))
+}
+
+fn posture_rule() -> Rule {
+    let on: Vec<String> = ControlId::ALL.iter().map(|c| c.cel_is_on()).collect();
+    Rule::new(on.join(" || ")).message(
+        "posture must switch on at least one control (for example transport: {forceSsl: true}): a policy that checks nothing would report every database as compliant",
+    )
+}
+
+fn group_rule(group: &str) -> Rule {
+    let fields = controls::group_fields(group);
+    let has: Vec<String> = fields.iter().map(|f| format!("has(self.{f})")).collect();
+    Rule::new(has.join(" || ")).message(Message::Message(format!(
+        "{group} names none of its controls ({}): naming a group does not switch its controls on",
+        fields.join(", ")
+    )))
 }
 
 /// Maintenance controls.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = group_rule("maintenance"))]
 #[serde(rename_all = "camelCase")]
 pub struct Maintenance {
     /// `maintenance.autoMinorVersionUpgrade`: when true, automatic minor version upgrades must
@@ -571,6 +623,17 @@ impl DatabaseSecurityPolicySpec {
     /// Whether any control runs in Enforce mode (the policy may act on AWS).
     pub fn enforces_anything(&self) -> bool {
         self.mode == Mode::Enforce || self.control_modes.values().any(|m| *m == Mode::Enforce)
+    }
+
+    /// The controls the policy switches on, in catalogue order. Empty only for a policy the
+    /// apiserver would reject now (one stored before that rule): such a policy checks nothing.
+    pub fn enabled_controls(&self) -> Vec<ControlId> {
+        let posture = serde_json::to_value(&self.posture).unwrap_or_default();
+        ControlId::ALL
+            .iter()
+            .copied()
+            .filter(|c| c.is_on(&posture))
+            .collect()
     }
 
     /// The region the policy selects from, when it names one.

@@ -28,6 +28,9 @@ pub mod reason {
     pub const PENDING_REBOOT: &str = "PendingReboot";
     pub const REMEDIATION_FAILED: &str = "RemediationFailed";
     pub const NO_DATABASES_SELECTED: &str = "NoDatabasesSelected";
+    /// The policy checked no control on the databases it selected (its posture switches every
+    /// control off): a vacuous pass, never `Ready=True`.
+    pub const NOTHING_CHECKED: &str = "NothingChecked";
     pub const REMEDIATED: &str = "Remediated";
     pub const REMEDIATING: &str = "Remediating";
     pub const AWAITING_REBOOT: &str = "AwaitingReboot";
@@ -153,6 +156,13 @@ pub fn conditions(
             let ready = ready_condition(results, summary);
             let stalled = match failures.iter().find(|f| f.needs_human()) {
                 Some(f) => cond(STALLED, true, f.reason(), f.describe()),
+                // Only a change of the policy can make it check something.
+                None if ready.reason == reason::NOTHING_CHECKED => cond(
+                    STALLED,
+                    true,
+                    reason::NOTHING_CHECKED,
+                    ready.message.clone(),
+                ),
                 None => healthy(),
             };
             let reconciling = if stalled.status {
@@ -199,6 +209,7 @@ fn known_reason(s: &str) -> Option<&'static str> {
         reason::PENDING_REBOOT,
         reason::REMEDIATION_FAILED,
         reason::NO_DATABASES_SELECTED,
+        reason::NOTHING_CHECKED,
         reason::QUOTA_EXCEEDED,
     ]
     .into_iter()
@@ -267,6 +278,17 @@ fn ready_condition(results: &[DatabaseResult], summary: &Summary) -> ConditionSt
             false,
             reason::NO_DATABASES_SELECTED,
             "the selector matches no PostgreSQL database".into(),
+        );
+    }
+    if results.iter().all(|r| r.findings.is_empty()) {
+        return cond(
+            READY,
+            false,
+            reason::NOTHING_CHECKED,
+            format!(
+                "the policy checks nothing: its posture switches on no control, so none of the {} selected database(s) was checked; switch on at least one control in spec.posture (the apiserver rejects such a policy now; this one was stored before)",
+                summary.selected
+            ),
         );
     }
     let (failed, text) = name_databases(results, &[FindingStatus::Error]);
@@ -538,6 +560,31 @@ mod tests {
             assert_eq!(get(&s, READY).reason, want);
             assert_eq!(get(&s, READY).status == "True", want == "Compliant");
         }
+    }
+
+    #[test]
+    fn a_policy_that_checks_nothing_is_not_ready_and_stalls() {
+        // Selected databases, but no finding on any of them: every control is switched off.
+        let obs = evaluated(vec![db("a", &[]), db("b", &[])]);
+        let s = next_status(None, Some(1), &obs, RebootPolicy::Never, t(1));
+        assert_eq!(get(&s, READY).status, "False");
+        assert_eq!(get(&s, READY).reason, "NothingChecked");
+        assert!(
+            get(&s, READY).message.contains("checks nothing"),
+            "{}",
+            get(&s, READY).message
+        );
+        assert_eq!(get(&s, STALLED).status, "True");
+        assert_eq!(get(&s, STALLED).reason, "NothingChecked");
+        // A throttled sweep afterwards keeps the reason.
+        let throttled = Observation::InventoryFailed(Failure {
+            call: "DescribeDBInstances".into(),
+            code: "Throttling".into(),
+            message: "Rate exceeded".into(),
+        });
+        let s2 = next_status(Some(&s), Some(1), &throttled, RebootPolicy::Never, t(2));
+        assert_eq!(get(&s2, READY).reason, "NothingChecked");
+        assert_eq!(get(&s2, READY).status, "False");
     }
 
     #[test]

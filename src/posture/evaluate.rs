@@ -8,6 +8,7 @@ use crate::api::{
     ControlId, DatabaseKind, DatabaseSecurityPolicySpec, Finding, FindingStatus, Ingress,
 };
 
+use super::exposure::{self, Exposure, Family};
 use super::model::{ApplyStatus, Database, IngressRule, IngressSource, ParameterGroup};
 use super::values::{
     self, list_contains, list_with, parse_bool, pgaudit_covers, tls_rank, version_cmp,
@@ -765,39 +766,94 @@ fn auto_minor_control(database: &Database) -> Evaluation {
     }
 }
 
-/// True when `rule`'s source is one the policy allows.
+/// True when `rule`'s source is one the policy allows: a security group it lists, or a CIDR
+/// inside one of its allowed CIDRs, provided the policy's list itself keeps within the bound on
+/// public address space ([`exposure`]); a list that does not (a policy stored before the
+/// apiserver enforced the bound) allows nothing.
 pub fn source_allowed(rule: &IngressRule, ingress: &Ingress) -> bool {
-    match &rule.source {
-        IngressSource::Cidr(net) => {
-            net.prefix_len() != 0
-                && ingress
-                    .allowed_cidrs
-                    .iter()
-                    .filter_map(|c| c.parse::<ipnet::IpNet>().ok())
-                    .any(|allowed| allowed.contains(net))
+    Allowance::of(ingress).is_ok_and(|a| a.permits(rule))
+}
+
+/// The sources a policy's `network.ingress` allows, once checked as admission checks them.
+#[derive(Clone, Debug)]
+pub struct Allowance<'a> {
+    cidrs: Vec<ipnet::IpNet>,
+    groups: &'a [String],
+}
+
+impl<'a> Allowance<'a> {
+    /// The allowance of `ingress`, or why it cannot be used: no source and no `denyAll`, both, or
+    /// allowed CIDRs beyond the bound. The apiserver rejects each of these; a policy stored
+    /// before those rules is refused here rather than read loosely.
+    pub fn of(ingress: &'a Ingress) -> Result<Allowance<'a>, String> {
+        let has_source =
+            !ingress.allowed_security_groups.is_empty() || !ingress.allowed_cidrs.is_empty();
+        if ingress.deny_all && has_source {
+            return Err(
+                "network.ingress sets denyAll: true and also lists allowed sources; say one or the other"
+                    .into(),
+            );
         }
-        IngressSource::SecurityGroup(id) => ingress.allowed_security_groups.contains(id),
-        IngressSource::PrefixList(_) => false,
+        if !ingress.deny_all && !has_source {
+            return Err(
+                "network.ingress names no allowed source: every rule reaching the database port would be revoked, the applications' included; list allowedSecurityGroups or allowedCidrs, or set denyAll: true"
+                    .into(),
+            );
+        }
+        Ok(Allowance {
+            cidrs: exposure::check_allowed(&ingress.allowed_cidrs)?,
+            groups: &ingress.allowed_security_groups,
+        })
+    }
+
+    /// Whether the policy allows `rule`'s source.
+    pub fn permits(&self, rule: &IngressRule) -> bool {
+        match &rule.source {
+            IngressSource::Cidr(net) => {
+                net.prefix_len() != 0 && self.cidrs.iter().any(|allowed| allowed.contains(net))
+            }
+            IngressSource::SecurityGroup(id) => self.groups.contains(id),
+            IngressSource::PrefixList(_) => false,
+        }
     }
 }
 
 fn ingress_control(database: &Database, ingress: &Ingress) -> Evaluation {
     let control = ControlId::Ingress;
     let port = database.attributes.port;
+    let allowance = match Allowance::of(ingress) {
+        Ok(allowance) => allowance,
+        Err(why) => {
+            return error(
+                control,
+                format!(
+                    "{why}. The apiserver refuses such a policy (this one was stored before that rule, or did not pass through it): nothing is judged allowed and nothing is revoked until network.ingress is fixed"
+                ),
+            );
+        }
+    };
     let mut offending = Vec::new();
+    let mut exposed = Exposure::default();
     for group in &database.security_groups {
         for rule in &group.rules {
-            if rule.reaches_port(port) && !source_allowed(rule, ingress) {
+            if !rule.reaches_port(port) {
+                continue;
+            }
+            if let IngressSource::Cidr(net) = &rule.source {
+                exposed.add(net);
+            }
+            if !allowance.permits(rule) {
                 offending.push((group.id.clone(), rule.clone()));
             }
         }
     }
-    let mut expected_sources: Vec<String> = ingress.allowed_security_groups.clone();
-    expected_sources.extend(ingress.allowed_cidrs.iter().cloned());
-    let expected = format!(
-        "port {port} only from {}",
-        join_or_none(expected_sources.iter())
-    );
+    let expected = if ingress.deny_all {
+        format!("port {port} from no source (denyAll)")
+    } else {
+        let mut sources: Vec<String> = ingress.allowed_security_groups.clone();
+        sources.extend(ingress.allowed_cidrs.iter().cloned());
+        format!("port {port} only from {}", join_or_none(sources.iter()))
+    };
     if offending.is_empty() {
         return compliant(
             control,
@@ -810,11 +866,22 @@ fn ingress_control(database: &Database, ingress: &Ingress) -> Evaluation {
         .map(|(sg, rule)| format!("{sg}: {}", rule.describe()))
         .collect::<Vec<_>>()
         .join("; ");
+    let excess = exposed.describe_excess();
+    let together = if excess.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "together the security group rules open port {port} to {}; ",
+            excess.join(" and ")
+        )
+    };
     violation(
         control,
         observed,
         expected,
-        "security group rules open the database port beyond the allowed sources; only the offending rules are revoked",
+        format!(
+            "{together}security group rules open the database port beyond the allowed sources; only the offending rules are revoked"
+        ),
         offending
             .into_iter()
             .map(|(security_group, rule)| Fix::Revoke {
@@ -825,6 +892,12 @@ fn ingress_control(database: &Database, ingress: &Ingress) -> Evaluation {
     )
 }
 
+/// A network ACL is evaluated as AWS does, per source address: entries in rule-number order,
+/// the first entry that matches the address and the database port decides (allow or deny), and
+/// nothing matched is denied. The addresses allowed are the union of what each allow entry
+/// contributes beyond the entries before it. An ACL is open when that union holds more public
+/// space of a family than a policy may allow (see [`exposure`]): `0.0.0.0/0`, or
+/// `0.0.0.0/1` + `128.0.0.0/1`, or a `/8`, but not a deny of everything followed by an allow.
 fn acl_control(database: &Database) -> Evaluation {
     let control = ControlId::NetworkAcl;
     let port = database.attributes.port;
@@ -835,36 +908,49 @@ fn acl_control(database: &Database) -> Evaluation {
     let mut open = Vec::new();
     for (acl, mut entries) in by_acl {
         entries.sort_by_key(|e| e.rule_number);
-        // NACLs are evaluated in rule-number order; the first rule matching traffic from
-        // anywhere to the port decides.
-        let first = entries.into_iter().find(|e| {
-            e.cidr.prefix_len() == 0
-                && IngressRule {
-                    protocol: e.protocol.clone(),
-                    from_port: e.from_port,
-                    to_port: e.to_port,
-                    source: IngressSource::Cidr(e.cidr),
-                }
-                .reaches_port(port)
-        });
-        if let Some(entry) = first
-            && entry.allow
-        {
+        let mut decided = Exposure::default();
+        let mut allowed = Exposure::default();
+        let mut through = Vec::new();
+        for entry in entries {
+            let reaches = IngressRule {
+                protocol: entry.protocol.clone(),
+                from_port: entry.from_port,
+                to_port: entry.to_port,
+                source: IngressSource::Cidr(entry.cidr),
+            }
+            .reaches_port(port);
+            if !reaches {
+                continue;
+            }
+            let family = Family::of(&entry.cidr);
+            let fresh = decided.fresh(&entry.cidr);
+            if entry.allow && !fresh.without_private(family).is_empty() {
+                allowed.add_set(family, &fresh);
+                through.push(format!("rule {} allows {}", entry.rule_number, entry.cidr));
+            }
+            decided.add(&entry.cidr);
+        }
+        if allowed.exceeds_budget() {
             open.push(format!(
-                "{acl} rule {} allows {} ",
-                entry.rule_number, entry.cidr
+                "{acl} opens port {port} to {} ({})",
+                allowed.describe_excess().join(" and "),
+                through.join(", ")
             ));
         }
     }
-    let expected = format!("port {port} not open to 0.0.0.0/0 or ::/0");
+    let expected = format!(
+        "port {port} not open to the Internet: at most {} and {}",
+        exposure::describe_budget(Family::V4),
+        exposure::describe_budget(Family::V6)
+    );
     if open.is_empty() {
-        compliant(control, "closed to everyone", expected)
+        compliant(control, "closed to the Internet", expected)
     } else {
         report_only(
             control,
-            open.join("; ").trim().to_string(),
+            open.join("; "),
             expected,
-            "add a lower-numbered deny entry for the database port in the subnet's network ACL, or narrow the allow entry (NACLs are shared by every resource in the subnet, so pgbaseline does not change them)",
+            "add lower-numbered deny entries for the database port in the subnet's network ACL, or narrow the allow entries (NACLs are shared by every resource in the subnet, so pgbaseline does not change them)",
         )
     }
 }

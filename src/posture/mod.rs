@@ -4,6 +4,7 @@
 
 pub mod catalogue;
 pub mod evaluate;
+pub mod exposure;
 pub mod managed;
 pub mod model;
 pub mod plan;

@@ -359,6 +359,7 @@ fn policy_strategy() -> impl Strategy<Value = DatabaseSecurityPolicySpec> {
                         ingress: ingress.then(|| Ingress {
                             allowed_security_groups: vec!["sg-0123456789abcdef0".into()],
                             allowed_cidrs: vec!["10.0.0.0/8".into()],
+                            deny_all: false,
                         }),
                         acl: None,
                     }),
@@ -644,4 +645,237 @@ fn generators_produce_selected_and_unselected_databases() {
         }
     }
     assert_eq!(kinds.len(), 4, "{kinds:?}");
+}
+
+// ---------------------------------------------------------------- exposure
+
+/// Networks biased towards the interesting ones: the halves and quarters of the Internet, private
+/// and public ranges of every size, both families.
+fn net_strategy() -> impl Strategy<Value = ipnet::IpNet> {
+    let v4 = (
+        prop_oneof![
+            Just(0u32),
+            Just(0x8000_0000),
+            Just(0x0a00_0000), // 10.0.0.0
+            Just(0xac10_0000), // 172.16.0.0
+            Just(0x6440_0000), // 100.64.0.0
+            Just(0x3400_0000), // 52.0.0.0
+            any::<u32>(),
+        ],
+        0u8..=32,
+    )
+        .prop_map(|(addr, prefix)| {
+            ipnet::IpNet::V4(
+                ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(addr), prefix)
+                    .expect("prefix <= 32")
+                    .trunc(),
+            )
+        });
+    let v6 = (
+        prop_oneof![
+            Just(0u128),
+            Just(1u128 << 127),
+            Just(0xfd00u128 << 112),     // fd00::
+            Just(0x2001_0db8u128 << 96), // 2001:db8::
+            any::<u128>(),
+        ],
+        prop_oneof![0u8..=128, 40u8..=72],
+    )
+        .prop_map(|(addr, prefix)| {
+            ipnet::IpNet::V6(
+                ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(addr), prefix)
+                    .expect("prefix <= 128")
+                    .trunc(),
+            )
+        });
+    prop_oneof![3 => v4, 2 => v6]
+}
+
+/// A rule inside `net` (a longer prefix of it) or `net` itself.
+fn subnet_of(net: ipnet::IpNet, extra: u8) -> ipnet::IpNet {
+    let prefix = net
+        .prefix_len()
+        .saturating_add(extra)
+        .min(net.max_prefix_len());
+    ipnet::IpNet::new(net.network(), prefix).map_or(net, |n| n.trunc())
+}
+
+fn cidr_rule(net: ipnet::IpNet) -> IngressRule {
+    IngressRule {
+        protocol: "tcp".into(),
+        from_port: Some(5432),
+        to_port: Some(5432),
+        source: IngressSource::Cidr(net),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Whatever a policy lists (even a list the apiserver would reject, as a policy stored before
+    /// the rule), no security-group rule beyond the bound is ever judged allowed, and the rules
+    /// judged allowed together never open more public space than the bound.
+    #[test]
+    fn no_rule_beyond_the_bound_is_ever_allowed(
+        allowed in prop::collection::vec(net_strategy(), 0..6),
+        extra in prop::collection::vec(net_strategy(), 0..6),
+        deeper in prop::collection::vec(0u8..20, 6),
+    ) {
+        use super::exposure::{Exposure, Family, PUBLIC_BUDGET, budget_addresses, weight};
+        let ingress = Ingress {
+            allowed_security_groups: vec![],
+            allowed_cidrs: allowed.iter().map(|n| n.to_string()).collect(),
+            deny_all: false,
+        };
+        // Rules: the allowed networks themselves, pieces of them, and unrelated networks.
+        let mut rules: Vec<IngressRule> = Vec::new();
+        for (i, net) in allowed.iter().enumerate() {
+            rules.push(cidr_rule(*net));
+            rules.push(cidr_rule(subnet_of(*net, deeper[i % deeper.len()])));
+        }
+        rules.extend(extra.iter().map(|n| cidr_rule(*n)));
+        let mut exposed = Exposure::default();
+        for rule in &rules {
+            let IngressSource::Cidr(net) = &rule.source else { continue };
+            if super::evaluate::source_allowed(rule, &ingress) {
+                prop_assert!(
+                    weight(net) <= PUBLIC_BUDGET,
+                    "{net} is beyond the bound but allowed by {:?}",
+                    ingress.allowed_cidrs
+                );
+                exposed.add(net);
+            }
+        }
+        for family in Family::BOTH {
+            prop_assert!(
+                exposed.public(family).count() <= budget_addresses(family),
+                "rules allowed by {:?} open {} public {} addresses",
+                ingress.allowed_cidrs,
+                exposed.public(family).count(),
+                family.name()
+            );
+        }
+        // The evaluation agrees: a rule it does not flag is one `source_allowed` allows.
+        let mut db = instance("db0");
+        db.security_groups = vec![SecurityGroup {
+            id: "sg-11111111".into(),
+            rules: rules.clone(),
+            shared_with: Default::default(),
+        }];
+        let spec = DatabaseSecurityPolicySpec {
+            posture: Posture {
+                network: Some(Network {
+                    ingress: Some(ingress.clone()),
+                    ..Network::default()
+                }),
+                ..Posture::default()
+            },
+            ..policy_skeleton()
+        };
+        let evaluations = evaluate(&spec, &db, &EvalContext { now: now(), kms_keys: &BTreeMap::new() });
+        let finding = &evaluations[0];
+        if finding.finding.status == FindingStatus::Compliant {
+            for rule in &rules {
+                prop_assert!(super::evaluate::source_allowed(rule, &ingress), "{rule:?} passed unflagged");
+            }
+        }
+    }
+
+    /// A network ACL is open exactly when some address outside private space is let through to
+    /// the port: with entries no longer than /8, every /8 is decided as a whole, so an oracle can
+    /// walk the 256 blocks one by one and apply the first matching entry.
+    #[test]
+    fn nacl_verdict_matches_a_block_by_block_oracle(
+        entries in prop::collection::vec(
+            (1i32..200, any::<bool>(), any::<u8>(), 0u8..=8, prop::sample::select(vec!["-1", "6", "17"]), any::<bool>()),
+            0..8,
+        ),
+    ) {
+        let nacl: Vec<super::model::NaclEntry> = entries
+            .iter()
+            .map(|(n, allow, first, prefix, protocol, db_port)| super::model::NaclEntry {
+                acl_id: "acl-1".into(),
+                rule_number: *n,
+                protocol: (*protocol).into(),
+                from_port: Some(if *db_port { 5000 } else { 22 }),
+                to_port: Some(if *db_port { 6000 } else { 22 }),
+                cidr: ipnet::IpNet::V4(
+                    ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(*first, 0, 0, 0), *prefix)
+                        .expect("prefix <= 8")
+                        .trunc(),
+                ),
+                allow: *allow,
+            })
+            .collect();
+        let reaches = |e: &super::model::NaclEntry| {
+            e.protocol == "-1" || (e.protocol == "6" && e.from_port == Some(5000))
+        };
+        let mut sorted = nacl.clone();
+        sorted.sort_by_key(|e| e.rule_number);
+        // Every /8 but 10/8 holds far more than 65,536 public addresses.
+        let oracle_open = (0u8..=255).filter(|b| *b != 10).any(|block| {
+            let addr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(block, 0, 0, 0));
+            sorted
+                .iter()
+                .find(|e| reaches(e) && e.cidr.contains(&addr))
+                .is_some_and(|e| e.allow)
+        });
+        let spec = DatabaseSecurityPolicySpec {
+            posture: Posture {
+                network: Some(Network { acl: Some(true), ..Network::default() }),
+                ..Posture::default()
+            },
+            ..policy_skeleton()
+        };
+        let mut db = instance("db0");
+        db.nacl_entries = nacl;
+        let evaluations = evaluate(&spec, &db, &EvalContext { now: now(), kms_keys: &BTreeMap::new() });
+        let open = evaluations[0].finding.status == FindingStatus::ReportOnly;
+        prop_assert_eq!(open, oracle_open, "{:?}", evaluations[0].finding);
+    }
+
+    /// Address-set arithmetic against a bitmap of a /24.
+    #[test]
+    fn address_sets_match_a_bitmap(
+        ops in prop::collection::vec((any::<bool>(), any::<u8>(), 24u8..=32), 0..12),
+    ) {
+        use super::exposure::AddressSet;
+        let mut set = AddressSet::default();
+        let mut bitmap = [false; 256];
+        for (add, host, prefix) in ops {
+            let net = ipnet::IpNet::V4(
+                ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(192, 0, 2, host), prefix)
+                    .expect("prefix <= 32")
+                    .trunc(),
+            );
+            let size = 1usize << (32 - prefix);
+            let start = usize::from(host) & !(size - 1);
+            for bit in &mut bitmap[start..start + size] {
+                *bit = add;
+            }
+            let piece = AddressSet::of(&net);
+            if add {
+                set.union_with(&piece);
+            } else {
+                set = set.minus(&piece);
+            }
+            prop_assert_eq!(set.count(), bitmap.iter().filter(|b| **b).count() as u128);
+        }
+    }
+}
+
+/// A policy with a selector and nothing switched on; tests add the posture they need.
+fn policy_skeleton() -> DatabaseSecurityPolicySpec {
+    DatabaseSecurityPolicySpec {
+        selector: Selector {
+            tags: Some(BTreeMap::from([("env".into(), "prod".into())])),
+            engines: vec![Engine::Postgres, Engine::AuroraPostgresql],
+            ..Selector::default()
+        },
+        mode: Mode::Audit,
+        control_modes: BTreeMap::new(),
+        posture: Posture::default(),
+        remediation: Remediation::default(),
+        resync_seconds: 60,
+    }
 }

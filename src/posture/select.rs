@@ -32,6 +32,11 @@ pub fn selects(selector: &Selector, database: &Database) -> bool {
         }
     }
     if let Some(tags) = &selector.tags {
+        if tags.is_empty() && !has_ids {
+            // An empty map names no tag: it would select every database of the region. The
+            // schema rejects it; a policy stored before that rule selects nothing.
+            return false;
+        }
         if !tags
             .iter()
             .all(|(k, v)| database.tags.get(k).is_some_and(|actual| actual == v))
@@ -133,6 +138,22 @@ mod tests {
                 false,
             ),
             (selector(), false),
+            // `tags: {}` names no tag: it selects nothing rather than the whole region.
+            (
+                Selector {
+                    tags: Some(BTreeMap::new()),
+                    ..selector()
+                },
+                false,
+            ),
+            (
+                Selector {
+                    instance_identifiers: Some(vec!["orders".into()]),
+                    tags: Some(BTreeMap::new()),
+                    ..selector()
+                },
+                true,
+            ),
         ];
         for (sel, expected) in cases {
             assert_eq!(selects(&sel, &db), expected, "{sel:?}");

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{TimeZone, Utc};
 
+use crate::api::controls::Switch;
 use crate::api::*;
 
 use super::evaluate::{AttributeChange, EvalContext, Evaluation, Fix, Target, evaluate};
@@ -837,6 +838,369 @@ fn storage_encryption_resolves_aliases_and_is_report_only() {
     assert_eq!(
         status_of(&evaluate(&s, &db, &ctx), ControlId::StorageEncryption),
         FindingStatus::ReportOnly
+    );
+}
+
+fn ingress_finding(s: &DatabaseSecurityPolicySpec, rules: Vec<IngressRule>) -> Evaluation {
+    let mut db = instance("a");
+    db.security_groups = vec![sg("sg-11111111", rules)];
+    let dbs = [db];
+    eval_all(s, &dbs)[0]
+        .1
+        .iter()
+        .find(|e| e.finding.control == ControlId::Ingress)
+        .cloned()
+        .expect("ingress evaluated")
+}
+
+fn revokes(s: &DatabaseSecurityPolicySpec, rules: Vec<IngressRule>) -> Vec<IngressRule> {
+    let mut db = instance("a");
+    db.security_groups = vec![sg("sg-11111111", rules)];
+    let p = plan(
+        s,
+        &eval_all(s, &[db]),
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    let mut revoked: Vec<IngressRule> = p
+        .actions
+        .iter()
+        .filter_map(|a| match &a.kind {
+            ActionKind::RevokeIngress { rule, .. } => Some(rule.clone()),
+            _ => None,
+        })
+        .collect();
+    revoked.sort();
+    revoked
+}
+
+fn sorted(mut rules: Vec<IngressRule>) -> Vec<IngressRule> {
+    rules.sort();
+    rules
+}
+
+fn sg_rule(source: &str) -> IngressRule {
+    IngressRule {
+        protocol: "tcp".into(),
+        from_port: Some(5432),
+        to_port: Some(5432),
+        source: IngressSource::SecurityGroup(source.into()),
+    }
+}
+
+#[test]
+fn a_policy_allowing_the_internet_in_pieces_allows_nothing() {
+    // Specs read without the apiserver's rules, as one stored before them would be.
+    for (allowed, rules) in [
+        ("[0.0.0.0/1, 128.0.0.0/1]", vec!["0.0.0.0/1", "128.0.0.0/1"]),
+        ("['::/1', '8000::/1']", vec!["::/1", "8000::/1"]),
+        ("[0.0.0.0/1]", vec!["0.0.0.0/1", "10.1.0.0/16"]),
+        ("['8000::/1']", vec!["8000::/1"]),
+        ("[52.0.0.0/16, 53.0.0.0/16]", vec!["52.0.0.0/16"]),
+    ] {
+        let s = enforce(&format!(
+            "  network:\n    ingress: {{allowedCidrs: {allowed}}}"
+        ));
+        let rules: Vec<IngressRule> = rules
+            .into_iter()
+            .map(|c| cidr_rule("tcp", 5432, 5432, c))
+            .collect();
+        let e = ingress_finding(&s, rules.clone());
+        assert_eq!(e.finding.status, FindingStatus::Error, "{allowed}: {e:?}");
+        assert!(
+            e.finding.message.contains("more public"),
+            "{allowed}: {}",
+            e.finding.message
+        );
+        assert!(e.fixes.is_empty());
+        assert!(revokes(&s, rules.clone()).is_empty(), "{allowed}");
+        for rule in &rules {
+            assert!(
+                !super::evaluate::source_allowed(
+                    rule,
+                    s.posture
+                        .network
+                        .as_ref()
+                        .and_then(|n| n.ingress.as_ref())
+                        .expect("ingress")
+                ),
+                "{allowed} allows {rule:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn world_open_rules_in_pieces_are_offending_and_named_as_the_whole_internet() {
+    let s = enforce("  network:\n    ingress: {allowedCidrs: [10.0.0.0/8, 52.0.0.0/16]}");
+    let rules = vec![
+        cidr_rule("tcp", 5432, 5432, "0.0.0.0/1"),
+        cidr_rule("-1", -1, -1, "128.0.0.0/1"),
+        cidr_rule("tcp", 5432, 5432, "52.0.0.0/17"),
+    ];
+    let e = ingress_finding(&s, rules.clone());
+    assert_eq!(e.finding.status, FindingStatus::NonCompliant);
+    assert!(
+        e.finding.message.contains("the whole IPv4 Internet"),
+        "{}",
+        e.finding.message
+    );
+    assert_eq!(revokes(&s, rules.clone()), sorted(rules[..2].to_vec()));
+    // Within the bound, nothing is said about the Internet.
+    let e = ingress_finding(&s, vec![cidr_rule("tcp", 5432, 5432, "53.0.0.0/24")]);
+    assert_eq!(e.finding.status, FindingStatus::NonCompliant);
+    assert!(
+        !e.finding.message.contains("Internet"),
+        "{}",
+        e.finding.message
+    );
+}
+
+#[test]
+fn ingress_without_a_source_is_an_error_unless_deny_all_says_so() {
+    let app = sg_rule("sg-0123456789abcdef0");
+    let rules = vec![app.clone(), cidr_rule("tcp", 5432, 5432, "10.1.0.0/16")];
+    // `ingress: {}` stored before the apiserver rejected it: no revocation of the app's rule.
+    for ingress in [
+        "{}",
+        "{allowedCidrs: [], allowedSecurityGroups: []}",
+        "{denyAll: false}",
+    ] {
+        let s = enforce(&format!("  network:\n    ingress: {ingress}"));
+        let e = ingress_finding(&s, rules.clone());
+        assert_eq!(e.finding.status, FindingStatus::Error, "{ingress}");
+        assert!(
+            e.finding.message.contains("denyAll"),
+            "{}",
+            e.finding.message
+        );
+        assert!(revokes(&s, rules.clone()).is_empty(), "{ingress}");
+    }
+    // Both at once is contradictory: nothing is done either.
+    let s = enforce(
+        "  network:\n    ingress: {denyAll: true, allowedSecurityGroups: [sg-0123456789abcdef0]}",
+    );
+    assert_eq!(
+        ingress_finding(&s, rules.clone()).finding.status,
+        FindingStatus::Error
+    );
+    assert!(revokes(&s, rules.clone()).is_empty());
+    // An explicit denyAll revokes every rule reaching the port, the app's included.
+    let s = enforce("  network:\n    ingress: {denyAll: true}");
+    let e = ingress_finding(&s, rules.clone());
+    assert_eq!(e.finding.status, FindingStatus::NonCompliant);
+    assert_eq!(e.finding.expected, "port 5432 from no source (denyAll)");
+    assert_eq!(revokes(&s, rules.clone()), sorted(rules));
+}
+
+#[test]
+fn a_posture_that_switches_nothing_on_checks_nothing_and_says_so() {
+    for posture in [
+        "  transport: {}",
+        "  transport: {forceSsl: false}\n  network: {acl: false}",
+        "  maintenance: {deletionProtection: false, engineVersionCurrent: false}",
+    ] {
+        let s = enforce(posture);
+        assert!(s.enabled_controls().is_empty(), "{posture}");
+        assert!(eval_all(&s, &[instance("a")])[0].1.is_empty(), "{posture}");
+    }
+}
+
+#[test]
+fn enabled_controls_are_exactly_the_controls_evaluated() {
+    for control in ControlId::ALL {
+        let value = match (control, control.switch()) {
+            (_, Switch::Flag) => "true",
+            (ControlId::MinTlsVersion, _) => "TLSv1.2",
+            (ControlId::CaCertificate, _) => "{}",
+            (ControlId::StorageEncryption, _) => "{}",
+            (ControlId::LogRetention, _) => "{minimumMinutes: 1440}",
+            (ControlId::CloudwatchExports, _) => "[postgresql]",
+            (ControlId::Pgaudit, _) => "{classes: [ddl]}",
+            (ControlId::PublicAccess, _) => "Forbidden",
+            (ControlId::Ingress, _) => "{denyAll: true}",
+            (ControlId::BackupRetention, _) => "{minimumDays: 7}",
+            (other, _) => panic!("no test value for {other}"),
+        };
+        let s = enforce(&format!(
+            "  {}: {{{}: {value}}}",
+            control.group(),
+            control.field()
+        ));
+        assert_eq!(s.enabled_controls(), vec![*control]);
+        let evaluated: Vec<ControlId> = eval_all(&s, &[instance("a")])[0]
+            .1
+            .iter()
+            .map(|e| e.finding.control)
+            .collect();
+        assert_eq!(evaluated, vec![*control]);
+        if control.switch() == Switch::Flag {
+            let off = enforce(&format!(
+                "  {}: {{{}: false}}",
+                control.group(),
+                control.field()
+            ));
+            assert!(off.enabled_controls().is_empty(), "{control}");
+            assert!(
+                eval_all(&off, &[instance("a")])[0].1.is_empty(),
+                "{control}"
+            );
+        }
+    }
+}
+
+fn acl_entry(n: i32, allow: bool, cidr: &str) -> NaclEntry {
+    NaclEntry {
+        acl_id: "acl-1".into(),
+        rule_number: n,
+        protocol: "-1".into(),
+        from_port: None,
+        to_port: None,
+        cidr: cidr.parse().unwrap(),
+        allow,
+    }
+}
+
+fn acl_status(entries: Vec<NaclEntry>) -> (FindingStatus, String) {
+    let s = enforce("  network: {acl: true}");
+    let mut db = instance("a");
+    db.nacl_entries = entries;
+    let dbs = [db];
+    let evals = eval_all(&s, &dbs);
+    let e = evals[0]
+        .1
+        .iter()
+        .find(|e| e.finding.control == ControlId::NetworkAcl)
+        .expect("acl evaluated");
+    (e.finding.status, e.finding.observed.clone())
+}
+
+#[test]
+fn nacl_exposure_is_the_union_of_what_its_allow_entries_let_through() {
+    let open = FindingStatus::ReportOnly;
+    let closed = FindingStatus::Compliant;
+    let tcp = |n, allow, cidr: &str, from, to| NaclEntry {
+        protocol: "6".into(),
+        from_port: Some(from),
+        to_port: Some(to),
+        ..acl_entry(n, allow, cidr)
+    };
+    let cases: Vec<(&str, Vec<NaclEntry>, FindingStatus)> = vec![
+        (
+            "two halves of IPv4",
+            vec![
+                acl_entry(10, true, "0.0.0.0/1"),
+                acl_entry(20, true, "128.0.0.0/1"),
+                acl_entry(30, false, "0.0.0.0/0"),
+            ],
+            open,
+        ),
+        (
+            "two halves of IPv6",
+            vec![
+                acl_entry(10, true, "::/1"),
+                acl_entry(20, true, "8000::/1"),
+                acl_entry(30, false, "::/0"),
+            ],
+            open,
+        ),
+        (
+            "half the Internet",
+            vec![acl_entry(10, true, "0.0.0.0/1")],
+            open,
+        ),
+        (
+            "a deny of half, then an allow of everything, still opens the other half",
+            vec![
+                acl_entry(10, false, "0.0.0.0/1"),
+                acl_entry(20, true, "0.0.0.0/0"),
+            ],
+            open,
+        ),
+        (
+            "a deny of a few hosts does not close an allow of everything",
+            vec![
+                acl_entry(10, false, "203.0.113.0/24"),
+                acl_entry(100, true, "0.0.0.0/0"),
+            ],
+            open,
+        ),
+        (
+            "a deny of everything first closes it",
+            vec![
+                acl_entry(50, false, "0.0.0.0/0"),
+                acl_entry(100, true, "0.0.0.0/0"),
+            ],
+            closed,
+        ),
+        (
+            "denies of both halves first close it",
+            vec![
+                acl_entry(10, false, "0.0.0.0/1"),
+                acl_entry(11, false, "128.0.0.0/1"),
+                acl_entry(100, true, "0.0.0.0/0"),
+            ],
+            closed,
+        ),
+        (
+            "rule numbers decide, not the order AWS lists them in",
+            vec![
+                acl_entry(100, true, "0.0.0.0/0"),
+                acl_entry(50, false, "0.0.0.0/0"),
+            ],
+            closed,
+        ),
+        (
+            "private space and one public /16",
+            vec![
+                acl_entry(10, true, "10.0.0.0/8"),
+                acl_entry(20, true, "100.64.0.0/10"),
+                acl_entry(30, true, "52.0.0.0/16"),
+                acl_entry(40, true, "fd00::/8"),
+                acl_entry(50, false, "0.0.0.0/0"),
+            ],
+            closed,
+        ),
+        (
+            "public space beyond the bound, in pieces",
+            vec![
+                acl_entry(10, true, "52.0.0.0/16"),
+                acl_entry(20, true, "52.1.0.0/24"),
+            ],
+            open,
+        ),
+        (
+            "an entry for another port does not open the database port",
+            vec![tcp(10, true, "0.0.0.0/0", 22, 22)],
+            closed,
+        ),
+        (
+            "ephemeral ports cover the database port",
+            vec![tcp(10, true, "0.0.0.0/0", 1024, 65535)],
+            open,
+        ),
+        (
+            "a deny for another port does not close it",
+            vec![
+                tcp(10, false, "0.0.0.0/0", 22, 22),
+                acl_entry(20, true, "0.0.0.0/0"),
+            ],
+            open,
+        ),
+    ];
+    for (what, entries, want) in cases {
+        let (status, observed) = acl_status(entries);
+        assert_eq!(status, want, "{what}: {observed}");
+    }
+    let (_, observed) = acl_status(vec![
+        acl_entry(10, true, "0.0.0.0/1"),
+        acl_entry(20, true, "128.0.0.0/1"),
+    ]);
+    assert_eq!(
+        observed,
+        "acl-1 opens port 5432 to the whole IPv4 Internet (rule 10 allows 0.0.0.0/1, rule 20 allows 128.0.0.0/1)"
     );
 }
 
