@@ -1,6 +1,7 @@
 //! The operator against a real control plane (etcd + kube-apiserver from scripts/controlplane)
 //! and the AWS emulator: CRD validation, Audit, Enforce, reboots, steady state, drift, deletion,
-//! two policies on one database, leader election and an apiserver restart.
+//! two policies on one database, leader election, an apiserver restart, and remediations
+//! stopped between two calls (policy deleted, switched to Audit, narrowed).
 //!
 //! Run with `cargo test --test operator -- --test-threads=1`.
 
@@ -1231,4 +1232,277 @@ async fn unused_managed_groups_are_deleted_after_the_grace_period_only_when_tagg
         1.0
     );
     assert!(op.metric("pgbaseline_managed_parameter_groups{") >= 2.0);
+}
+
+// ------------------------------------------------------------------------------------------
+// 9. Stop means stop: a policy deleted, switched to Audit or narrowed stops remediating between
+//    two AWS calls.
+
+/// Databases the stop tests remediate (one `ModifyDBInstance` each) and the emulator's latency
+/// per call while they do: the whole remediation takes about 10 s, long enough to interrupt.
+const STOP_FLEET: usize = 40;
+const STOP_LATENCY_MS: u64 = 200;
+/// How soon after an interruption the operator must have stopped starting mutating calls (the
+/// watch event or lease deadline reaching it, and the call in flight).
+const STOP_WITHIN: Duration = Duration::from_secs(2);
+/// How often [`CallWatch`] reads the call log.
+const CALL_POLL: Duration = Duration::from_millis(50);
+
+/// Reads the emulator's call log from a thread and notes when each call was first seen. The log
+/// lists a call once it is answered, so a call seen at `t` started at `t - STOP_LATENCY_MS`
+/// or earlier.
+struct CallWatch {
+    /// Calls logged before the watch started (seeding): not counted.
+    baseline: usize,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(common::Call, Instant)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn fetch_calls(url: &str) -> Option<Vec<common::Call>> {
+    let body: Value = ureq::get(&format!("{url}/_emulator/calls"))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_json()
+        .ok()?;
+    Some(
+        body["calls"]
+            .as_array()?
+            .iter()
+            .map(|c| common::Call {
+                service: c["service"].as_str().unwrap_or_default().to_string(),
+                action: c["action"].as_str().unwrap_or_default().to_string(),
+                status: c["status"].as_u64().unwrap_or(0) as u16,
+                throttled: c["throttled"].as_bool().unwrap_or(false),
+            })
+            .collect(),
+    )
+}
+
+impl CallWatch {
+    /// Starts watching; the call log must not be reset while it watches.
+    fn start(emulator: &Emulator) -> CallWatch {
+        use std::sync::atomic::Ordering;
+        let before: Vec<_> = fetch_calls(&emulator.url)
+            .expect("call log")
+            .into_iter()
+            .map(|c| (c, Instant::now()))
+            .collect();
+        let baseline = before.len();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(before));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let url = emulator.url.clone();
+        let thread = {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    Self::read(&url, &seen);
+                    std::thread::sleep(CALL_POLL);
+                }
+            })
+        };
+        CallWatch {
+            baseline,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn read(url: &str, seen: &std::sync::Mutex<Vec<(common::Call, Instant)>>) {
+        if let Some(calls) = fetch_calls(url) {
+            let now = Instant::now();
+            let mut seen = seen.lock().expect("call watch");
+            let known = seen.len();
+            seen.extend(calls.into_iter().skip(known).map(|c| (c, now)));
+        }
+    }
+
+    /// Every mutating call since the watch started, with when it was first seen.
+    fn mutating(&self) -> Vec<(String, Instant)> {
+        self.seen
+            .lock()
+            .expect("call watch")
+            .iter()
+            .skip(self.baseline)
+            .filter(|(c, _)| c.is_mutating())
+            .map(|(c, at)| (format!("{}:{}", c.service, c.action), *at))
+            .collect()
+    }
+
+    /// The mutating calls first seen after `t`, with how long after.
+    fn mutating_after(&self, t: Instant) -> Vec<(String, Duration)> {
+        self.mutating()
+            .into_iter()
+            .filter(|(_, at)| *at > t)
+            .map(|(call, at)| (call, at - t))
+            .collect()
+    }
+
+    /// Waits until at least `n` mutating calls were seen (a remediation is under way).
+    async fn wait_mutating(&self, n: usize, timeout: Duration, op: &Operator) {
+        let deadline = Instant::now() + timeout;
+        while self.mutating().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "no remediation under way after {timeout:?}:\n{}",
+                op.log_tail()
+            );
+            tokio::time::sleep(CALL_POLL).await;
+        }
+    }
+}
+
+impl Drop for CallWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The emulator with `STOP_FLEET` more instances (`stop-NN`, tagged `batch=stop`), none with
+/// deletion protection, every AWS call slowed by `STOP_LATENCY_MS`.
+async fn stop_fleet() -> Emulator {
+    let emulator = Emulator::start(Some("small"));
+    let client = rds(&emulator).await;
+    for i in 0..STOP_FLEET {
+        client
+            .create_db_instance()
+            .db_instance_identifier(format!("stop-{i:02}"))
+            .engine("postgres")
+            .engine_version("16.6")
+            .db_instance_class("db.t4g.micro")
+            .allocated_storage(20)
+            .master_username("postgres")
+            .master_user_password("not-a-real-password-1")
+            .deletion_protection(false)
+            .tags(
+                aws_sdk_rds::types::Tag::builder()
+                    .key("batch")
+                    .value("stop")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("create instance");
+    }
+    emulator.set_faults(json!({ "latency_ms": STOP_LATENCY_MS }));
+    emulator
+}
+
+/// An Enforce policy that turns on deletion protection on the `STOP_FLEET` instances.
+fn stop_policy(ns: &str) -> String {
+    policy_yaml(
+        ns,
+        "big",
+        "  selector: {tags: {batch: stop}}\n  mode: Enforce\n  posture:\n    maintenance: {deletionProtection: true}\n",
+    )
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Interruption {
+    Delete,
+    SwitchToAudit,
+    NarrowSelector,
+}
+
+/// Interrupts a large remediation as `interruption` says and checks that no mutating call
+/// starts more than `STOP_WITHIN` later. The wait ends on an observable event: the interrupted
+/// reconcile counted (deletion), or the status of the new generation (a changed spec, which is
+/// reconciled only after the interrupted run ended).
+async fn remediation_stops_when(interruption: Interruption) {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("stop");
+    let emulator = stop_fleet().await;
+    let op = Operator::start(cp, &emulator, &["--namespace", &ns]);
+    let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
+    let watch = CallWatch::start(&emulator);
+    cp.kubectl_ok(&["apply", "-f", "-"], Some(&stop_policy(&ns)));
+    watch.wait_mutating(3, Duration::from_secs(90), &op).await;
+
+    let reconciles = op.metric("pgbaseline_reconciles_total");
+    let interrupted = Instant::now();
+    match interruption {
+        Interruption::Delete => {
+            api.delete("big", &DeleteParams::default())
+                .await
+                .expect("delete");
+        }
+        Interruption::SwitchToAudit => patch_spec(&api, "big", json!({"mode": "Audit"})).await,
+        Interruption::NarrowSelector => {
+            patch_spec(
+                &api,
+                "big",
+                json!({"selector": {"tags": {"batch": "stop", "team": "nobody"}}}),
+            )
+            .await
+        }
+    }
+    match interruption {
+        Interruption::Delete => {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while op.metric("pgbaseline_reconciles_total") <= reconciles {
+                assert!(
+                    Instant::now() < deadline,
+                    "the interrupted reconcile never ended:\n{}",
+                    op.log_tail()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Interruption::SwitchToAudit | Interruption::NarrowSelector => {
+            wait_policy(
+                &api,
+                "big",
+                Duration::from_secs(120),
+                "status of the changed spec",
+                &op,
+                |p| {
+                    p.status
+                        .as_ref()
+                        .is_some_and(|s| s.observed_generation == p.metadata.generation)
+                },
+            )
+            .await;
+        }
+    }
+    let late = watch.mutating_after(interrupted);
+    let total = watch.mutating().len();
+    eprintln!(
+        "{interruption:?}: {total} changes in all, {} seen after the interruption: {late:?}",
+        late.len()
+    );
+    // A call seen at `d` started at `d - latency` at the latest, give or take a poll.
+    let bound = STOP_WITHIN + Duration::from_millis(STOP_LATENCY_MS) + 2 * CALL_POLL;
+    let too_late: Vec<_> = late.iter().filter(|(_, d)| *d > bound).collect();
+    assert!(
+        too_late.is_empty(),
+        "{interruption:?}: {} mutating calls started more than {STOP_WITHIN:?} after the \
+         interruption (of {} after it): {too_late:?}\n{}",
+        too_late.len(),
+        late.len(),
+        op.log_tail()
+    );
+    assert!(
+        total < STOP_FLEET,
+        "{interruption:?}: all {total} changes were made: the test did not interrupt anything"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_enforce_policy_stops_its_remediation_between_two_calls() {
+    remediation_stops_when(Interruption::Delete).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_a_policy_to_audit_stops_its_remediation_between_two_calls() {
+    remediation_stops_when(Interruption::SwitchToAudit).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrowing_a_selector_stops_the_remediation_between_two_calls() {
+    remediation_stops_when(Interruption::NarrowSelector).await;
 }
