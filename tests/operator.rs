@@ -1,7 +1,7 @@
 //! The operator against a real control plane (etcd + kube-apiserver from scripts/controlplane)
 //! and the AWS emulator: CRD validation, Audit, Enforce, reboots, steady state, drift, deletion,
 //! two policies on one database, leader election, an apiserver restart, and remediations
-//! stopped between two calls (policy deleted, switched to Audit, narrowed).
+//! stopped between two calls (policy deleted, switched to Audit, narrowed; lease lost).
 //!
 //! Run with `cargo test --test operator -- --test-threads=1`.
 
@@ -1235,8 +1235,8 @@ async fn unused_managed_groups_are_deleted_after_the_grace_period_only_when_tagg
 }
 
 // ------------------------------------------------------------------------------------------
-// 9. Stop means stop: a policy deleted, switched to Audit or narrowed stops remediating between
-//    two AWS calls.
+// 9. Stop means stop: a policy deleted, switched to Audit or narrowed, and a replica that lost
+//    its Lease, stop remediating between two AWS calls.
 
 /// Databases the stop tests remediate (one `ModifyDBInstance` each) and the emulator's latency
 /// per call while they do: the whole remediation takes about 10 s, long enough to interrupt.
@@ -1252,6 +1252,7 @@ const CALL_POLL: Duration = Duration::from_millis(50);
 /// lists a call once it is answered, so a call seen at `t` started at `t - STOP_LATENCY_MS`
 /// or earlier.
 struct CallWatch {
+    url: String,
     /// Calls logged before the watch started (seeding): not counted.
     baseline: usize,
     seen: std::sync::Arc<std::sync::Mutex<Vec<(common::Call, Instant)>>>,
@@ -1303,6 +1304,7 @@ impl CallWatch {
             })
         };
         CallWatch {
+            url: emulator.url.clone(),
             baseline,
             seen,
             stop,
@@ -1317,6 +1319,20 @@ impl CallWatch {
             let known = seen.len();
             seen.extend(calls.into_iter().skip(known).map(|c| (c, now)));
         }
+    }
+
+    /// Lets every call already sent to the emulator land in the log, then reads it: a read of
+    /// our own, sent now, arrives after them and waits the same latency, so once it is answered
+    /// they are too.
+    async fn settle(&self, emulator: &Emulator) {
+        rds(emulator)
+            .await
+            .describe_db_instances()
+            .max_records(20)
+            .send()
+            .await
+            .expect("a read to settle the call log");
+        Self::read(&self.url, &self.seen);
     }
 
     /// Every mutating call since the watch started, with when it was first seen.
@@ -1505,4 +1521,169 @@ async fn switching_a_policy_to_audit_stops_its_remediation_between_two_calls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn narrowing_a_selector_stops_the_remediation_between_two_calls() {
     remediation_stops_when(Interruption::NarrowSelector).await;
+}
+
+fn leader_args(ns: &str, identity: &str) -> Vec<String> {
+    [
+        "--namespace",
+        ns,
+        "--leader-election",
+        "--leader-election-namespace",
+        ns,
+        "--identity",
+        identity,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn start_leader_elected(cp: &ControlPlane, emulator: &Emulator, args: &[String]) -> Operator {
+    Operator::start(
+        cp,
+        emulator,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+}
+
+async fn wait_metric(op: &Operator, name: &str, value: f64, timeout: Duration, what: &str) {
+    let deadline = Instant::now() + timeout;
+    while op.metric(name) != value {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}\n{}",
+            op.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_makes_no_mutating_call_after_resuming() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use k8s_openapi::jiff::Timestamp;
+
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("paused");
+    let emulator = stop_fleet().await;
+    let op = start_leader_elected(cp, &emulator, &leader_args(&ns, "paused"));
+    wait_metric(
+        &op,
+        "pgbaseline_leader",
+        1.0,
+        Duration::from_secs(30),
+        "leader",
+    )
+    .await;
+    let watch = CallWatch::start(&emulator);
+    cp.kubectl_ok(&["apply", "-f", "-"], Some(&stop_policy(&ns)));
+    watch.wait_mutating(3, Duration::from_secs(90), &op).await;
+
+    // Paused in the middle of the remediation (a long GC pause, a frozen node, SIGSTOP) ...
+    op.signal("STOP");
+    let paused = Instant::now();
+    // ... past its lease: another replica may take it over, and does (the test plays it).
+    let leases: Api<Lease> = Api::namespaced(cp.client().await, &ns);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lease = loop {
+        let lease = leases.get("pgbaseline-leader").await.expect("lease");
+        let spec = lease.spec.clone().unwrap_or_default();
+        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
+            (Some(MicroTime(renewed)), Some(seconds)) => {
+                Timestamp::now().as_millisecond() - renewed.as_millisecond()
+                    > i64::from(seconds) * 1000 + 1000
+            }
+            _ => false,
+        };
+        if expired {
+            break lease;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lease never expired: {spec:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    spec.holder_identity = Some("another-replica".into());
+    spec.acquire_time = Some(MicroTime(Timestamp::now()));
+    spec.renew_time = Some(MicroTime(Timestamp::now()));
+    spec.lease_duration_seconds = Some(3600);
+    spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+    leases
+        .replace("pgbaseline-leader", &Default::default(), &lease)
+        .await
+        .expect("take the lease over");
+    // Everything sent before the pause has been answered long ago.
+    let before = watch.mutating();
+    eprintln!(
+        "paused {:.1}s after {} changes; lease taken over",
+        paused.elapsed().as_secs_f64(),
+        before.len()
+    );
+
+    op.signal("CONT");
+    let resumed = Instant::now();
+    // The replica's own word that it stood down ends the wait.
+    wait_metric(
+        &op,
+        "pgbaseline_leader",
+        0.0,
+        Duration::from_secs(30),
+        "the resumed replica stands down",
+    )
+    .await;
+    // A call it sent before standing down may still be on its way (its future was dropped, the
+    // request was not): let it land.
+    watch.settle(&emulator).await;
+    let after = watch.mutating_after(resumed);
+    assert!(
+        after.is_empty(),
+        "mutating calls after resuming without the lease: {after:?}\n{}",
+        op.log_tail()
+    );
+    assert!(
+        before.len() < STOP_FLEET,
+        "the remediation was over before the pause"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_started_with_the_same_identity_do_not_both_lead() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("twins");
+    let emulator = Emulator::start(Some("small"));
+    let args = leader_args(&ns, "twin");
+    let a = start_leader_elected(cp, &emulator, &args);
+    wait_metric(
+        &a,
+        "pgbaseline_leader",
+        1.0,
+        Duration::from_secs(30),
+        "first replica leads",
+    )
+    .await;
+    let b = start_leader_elected(cp, &emulator, &args);
+    // The second replica's first look at the lease is logged, whatever it concludes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = b.log_text();
+        if log.contains("became the leader") || log.contains("standing by") {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second replica never looked at the lease:\n{}",
+            b.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        !log.contains("became the leader"),
+        "both replicas lead:\n{}",
+        b.log_tail()
+    );
+    assert_eq!(b.metric("pgbaseline_leader"), 0.0);
+    assert_eq!(a.metric("pgbaseline_leader"), 1.0);
 }

@@ -25,6 +25,7 @@ use crate::posture::report::Outcome;
 
 use super::events::{self, EventSpec};
 use super::fleet::{FleetView, Regions};
+use super::lease::Leadership;
 use super::metrics::Metrics;
 use super::status::{self, Failure, Observation};
 
@@ -90,6 +91,9 @@ pub struct Context {
     /// The controllers' caches, to know which policies share a region and whether a policy
     /// being remediated still exists unchanged.
     pub stores: RwLock<Vec<Store<DatabaseSecurityPolicy>>>,
+    /// With leader election: whether this replica's term runs (asked before every mutating
+    /// AWS call).
+    pub leadership: Option<Arc<Leadership>>,
     memory: Mutex<HashMap<ObjectRef<DatabaseSecurityPolicy>, Memory>>,
 }
 
@@ -107,6 +111,7 @@ impl Context {
             regions: Regions::new(requests_per_second),
             managed_group_grace: DEFAULT_MANAGED_GROUP_GRACE,
             stores: RwLock::new(Vec::new()),
+            leadership: None,
             memory: Mutex::new(HashMap::new()),
         }
     }
@@ -258,8 +263,9 @@ fn failure_of(e: &AwsError) -> Failure {
 
 /// May a run of this policy (as reconciled: this uid and generation) still change AWS? Asked by
 /// the executor before every mutating call: no once the policy is deleted, recreated or its spec
-/// changed (the next reconcile plans from the new spec). Reads only memory: the controllers'
-/// caches, which the watch keeps current.
+/// changed (the next reconcile plans from the new spec), or once this replica's leader term is
+/// over. Reads only memory: the controllers' caches, which the watch keeps current, and the
+/// term on the local monotonic clock.
 struct StillWanted<'a> {
     ctx: &'a Context,
     key: &'a ObjectRef<DatabaseSecurityPolicy>,
@@ -269,6 +275,9 @@ struct StillWanted<'a> {
 
 impl MayAct for StillWanted<'_> {
     fn may_act(&self) -> Result<(), String> {
+        if let Some(leadership) = &self.ctx.leadership {
+            leadership.may_act()?;
+        }
         let Some(current) = self.ctx.cached(self.key)? else {
             return Err("the policy was deleted".into());
         };
@@ -356,7 +365,7 @@ async fn reconcile_stages(
                 Ok(FleetView { fleet, at, swept }) => {
                     fleet_age = at.elapsed();
                     // Stage 2: select → evaluate → plan → execute (Enforce only), for as long
-                    // as the policy is still wanted as it is.
+                    // as the policy is still wanted as it is and this replica leads.
                     let still_wanted = StillWanted {
                         ctx,
                         key,
@@ -513,8 +522,8 @@ async fn reconcile_stages(
 }
 
 /// The end of a run stopped between two calls: the changes made are counted and published (they
-/// happened), but no status is written from a spec that no longer holds. A changed policy is
-/// reconciled again at once, from its new spec.
+/// happened), but no status is written from a spec that no longer holds (or by a replica that no
+/// longer leads). A changed policy is reconciled again at once, from its new spec.
 async fn stopped(
     ctx: &Context,
     policy: &DatabaseSecurityPolicy,
@@ -530,8 +539,10 @@ async fn stopped(
         planned = run.plan.actions.len(),
         "remediation stopped"
     );
-    for event in events::for_actions(&run.plan, &run.outcomes) {
-        ctx.publish(policy, &event).await;
+    if ctx.leadership.as_ref().is_none_or(|l| l.is_leading()) {
+        for event in events::for_actions(&run.plan, &run.outcomes) {
+            ctx.publish(policy, &event).await;
+        }
     }
     ctx.with_memory(key, |m| m.due = None);
     (Action::requeue(Duration::from_secs(1)), STOPPED.to_string())
