@@ -81,7 +81,8 @@ pub struct RunArgs {
     /// Name of the leader election Lease.
     #[arg(long, default_value = "pgbaseline-leader")]
     pub lease_name: String,
-    /// Identity in the Lease and on Events (default: $POD_NAME, else the hostname, else random).
+    /// Names this replica on Events (default: $POD_NAME, else the hostname, else random). The
+    /// Lease holder is this plus a per-process suffix: two replicas never share one.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
     /// Address of the /metrics, /healthz and /readyz endpoints.
@@ -145,7 +146,7 @@ pub enum Output {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Run(_) => "info,aws_config=error,aws_smithy_runtime=warn,kube_lease_manager=warn",
+        Command::Run(_) => "info,aws_config=error,aws_smithy_runtime=warn",
         _ => "warn,aws_config=error",
     };
     init_tracing(cli.log_json, default_level);

@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::api::{DatabaseResult, DatabaseSecurityPolicySpec, Summary};
-use crate::aws::{AwsRegion, executor};
+use crate::aws::AwsRegion;
+use crate::aws::executor::{self, Always, MayAct};
 use crate::posture::report::{Outcome, results};
 use crate::posture::select::select;
 use crate::posture::{self, EvalContext, Fleet, Plan, PlanContext};
@@ -18,6 +19,9 @@ pub struct PolicyRun {
     pub plan: Plan,
     /// One per plan action, in order.
     pub outcomes: Vec<Outcome>,
+    /// Why the execution stopped early (see [`executor::MayAct`]); `results` then describe a
+    /// spec that no longer holds, or a replica that may no longer act.
+    pub stopped: Option<String>,
 }
 
 /// Evaluates `spec` on `fleet` and executes its plan (which only holds Enforce-mode controls;
@@ -28,7 +32,19 @@ pub async fn run_policy(
     aws: &AwsRegion,
     now: DateTime<Utc>,
 ) -> PolicyRun {
-    let (evaluated_plan, outcomes) = {
+    run_policy_while(spec, fleet, aws, now, &Always).await
+}
+
+/// As [`run_policy`], asking `may_act` before every mutating AWS call: the operator stops a
+/// run as soon as its policy is deleted or changed or its replica loses the lead.
+pub async fn run_policy_while(
+    spec: &DatabaseSecurityPolicySpec,
+    fleet: &Fleet,
+    aws: &AwsRegion,
+    now: DateTime<Utc>,
+    may_act: &dyn MayAct,
+) -> PolicyRun {
+    let (evaluated_plan, executed) = {
         let ctx = EvalContext {
             now,
             kms_keys: &fleet.kms_keys,
@@ -39,19 +55,20 @@ pub async fn run_policy(
             .map(|d| (*d, posture::evaluate(spec, d, &ctx)))
             .collect();
         let plan = posture::plan(spec, &evaluated, PlanContext { now, fleet });
-        let outcomes = if plan.is_empty() {
-            Vec::new()
+        let executed = if plan.is_empty() {
+            executor::Executed::default()
         } else {
-            executor::execute(aws, fleet, &plan).await
+            executor::execute_while(aws, fleet, &plan, may_act).await
         };
-        let (results, summary) = results(&evaluated, &plan, &outcomes);
-        ((results, summary, plan), outcomes)
+        let (results, summary) = results(&evaluated, &plan, &executed.outcomes);
+        ((results, summary, plan), executed)
     };
     let (results, summary, plan) = evaluated_plan;
     PolicyRun {
         results,
         summary,
         plan,
-        outcomes,
+        outcomes: executed.outcomes,
+        stopped: executed.stopped,
     }
 }

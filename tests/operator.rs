@@ -1,6 +1,7 @@
 //! The operator against a real control plane (etcd + kube-apiserver from scripts/controlplane)
 //! and the AWS emulator: CRD validation, Audit, Enforce, reboots, steady state, drift, deletion,
-//! two policies on one database, leader election and an apiserver restart.
+//! two policies on one database, leader election, an apiserver restart, and remediations
+//! stopped between two calls (policy deleted, switched to Audit, narrowed; lease lost).
 //!
 //! Run with `cargo test --test operator -- --test-threads=1`.
 
@@ -1231,4 +1232,458 @@ async fn unused_managed_groups_are_deleted_after_the_grace_period_only_when_tagg
         1.0
     );
     assert!(op.metric("pgbaseline_managed_parameter_groups{") >= 2.0);
+}
+
+// ------------------------------------------------------------------------------------------
+// 9. Stop means stop: a policy deleted, switched to Audit or narrowed, and a replica that lost
+//    its Lease, stop remediating between two AWS calls.
+
+/// Databases the stop tests remediate (one `ModifyDBInstance` each) and the emulator's latency
+/// per call while they do: the whole remediation takes about 10 s, long enough to interrupt.
+const STOP_FLEET: usize = 40;
+const STOP_LATENCY_MS: u64 = 200;
+/// How soon after an interruption the operator must have stopped starting mutating calls (the
+/// watch event or lease deadline reaching it, and the call in flight).
+const STOP_WITHIN: Duration = Duration::from_secs(2);
+/// How often [`CallWatch`] reads the call log.
+const CALL_POLL: Duration = Duration::from_millis(50);
+
+/// Reads the emulator's call log from a thread and notes when each call was first seen. The log
+/// lists a call once it is answered, so a call seen at `t` started at `t - STOP_LATENCY_MS`
+/// or earlier.
+struct CallWatch {
+    url: String,
+    /// Calls logged before the watch started (seeding): not counted.
+    baseline: usize,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(common::Call, Instant)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn fetch_calls(url: &str) -> Option<Vec<common::Call>> {
+    let body: Value = ureq::get(&format!("{url}/_emulator/calls"))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_json()
+        .ok()?;
+    Some(
+        body["calls"]
+            .as_array()?
+            .iter()
+            .map(|c| common::Call {
+                service: c["service"].as_str().unwrap_or_default().to_string(),
+                action: c["action"].as_str().unwrap_or_default().to_string(),
+                status: c["status"].as_u64().unwrap_or(0) as u16,
+                throttled: c["throttled"].as_bool().unwrap_or(false),
+            })
+            .collect(),
+    )
+}
+
+impl CallWatch {
+    /// Starts watching; the call log must not be reset while it watches.
+    fn start(emulator: &Emulator) -> CallWatch {
+        use std::sync::atomic::Ordering;
+        let before: Vec<_> = fetch_calls(&emulator.url)
+            .expect("call log")
+            .into_iter()
+            .map(|c| (c, Instant::now()))
+            .collect();
+        let baseline = before.len();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(before));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let url = emulator.url.clone();
+        let thread = {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    Self::read(&url, &seen);
+                    std::thread::sleep(CALL_POLL);
+                }
+            })
+        };
+        CallWatch {
+            url: emulator.url.clone(),
+            baseline,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn read(url: &str, seen: &std::sync::Mutex<Vec<(common::Call, Instant)>>) {
+        if let Some(calls) = fetch_calls(url) {
+            let now = Instant::now();
+            let mut seen = seen.lock().expect("call watch");
+            let known = seen.len();
+            seen.extend(calls.into_iter().skip(known).map(|c| (c, now)));
+        }
+    }
+
+    /// Lets every call already sent to the emulator land in the log, then reads it: a read of
+    /// our own, sent now, arrives after them and waits the same latency, so once it is answered
+    /// they are too.
+    async fn settle(&self, emulator: &Emulator) {
+        rds(emulator)
+            .await
+            .describe_db_instances()
+            .max_records(20)
+            .send()
+            .await
+            .expect("a read to settle the call log");
+        Self::read(&self.url, &self.seen);
+    }
+
+    /// Every mutating call since the watch started, with when it was first seen.
+    fn mutating(&self) -> Vec<(String, Instant)> {
+        self.seen
+            .lock()
+            .expect("call watch")
+            .iter()
+            .skip(self.baseline)
+            .filter(|(c, _)| c.is_mutating())
+            .map(|(c, at)| (format!("{}:{}", c.service, c.action), *at))
+            .collect()
+    }
+
+    /// The mutating calls first seen after `t`, with how long after.
+    fn mutating_after(&self, t: Instant) -> Vec<(String, Duration)> {
+        self.mutating()
+            .into_iter()
+            .filter(|(_, at)| *at > t)
+            .map(|(call, at)| (call, at - t))
+            .collect()
+    }
+
+    /// Waits until at least `n` mutating calls were seen (a remediation is under way).
+    async fn wait_mutating(&self, n: usize, timeout: Duration, op: &Operator) {
+        let deadline = Instant::now() + timeout;
+        while self.mutating().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "no remediation under way after {timeout:?}:\n{}",
+                op.log_tail()
+            );
+            tokio::time::sleep(CALL_POLL).await;
+        }
+    }
+}
+
+impl Drop for CallWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The emulator with `STOP_FLEET` more instances (`stop-NN`, tagged `batch=stop`), none with
+/// deletion protection, every AWS call slowed by `STOP_LATENCY_MS`.
+async fn stop_fleet() -> Emulator {
+    let emulator = Emulator::start(Some("small"));
+    let client = rds(&emulator).await;
+    for i in 0..STOP_FLEET {
+        client
+            .create_db_instance()
+            .db_instance_identifier(format!("stop-{i:02}"))
+            .engine("postgres")
+            .engine_version("16.6")
+            .db_instance_class("db.t4g.micro")
+            .allocated_storage(20)
+            .master_username("postgres")
+            .master_user_password("not-a-real-password-1")
+            .deletion_protection(false)
+            .tags(
+                aws_sdk_rds::types::Tag::builder()
+                    .key("batch")
+                    .value("stop")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("create instance");
+    }
+    emulator.set_faults(json!({ "latency_ms": STOP_LATENCY_MS }));
+    emulator
+}
+
+/// An Enforce policy that turns on deletion protection on the `STOP_FLEET` instances.
+fn stop_policy(ns: &str) -> String {
+    policy_yaml(
+        ns,
+        "big",
+        "  selector: {tags: {batch: stop}}\n  mode: Enforce\n  posture:\n    maintenance: {deletionProtection: true}\n",
+    )
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Interruption {
+    Delete,
+    SwitchToAudit,
+    NarrowSelector,
+}
+
+/// Interrupts a large remediation as `interruption` says and checks that no mutating call
+/// starts more than `STOP_WITHIN` later. The wait ends on an observable event: the interrupted
+/// reconcile counted (deletion), or the status of the new generation (a changed spec, which is
+/// reconciled only after the interrupted run ended).
+async fn remediation_stops_when(interruption: Interruption) {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("stop");
+    let emulator = stop_fleet().await;
+    let op = Operator::start(cp, &emulator, &["--namespace", &ns]);
+    let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
+    let watch = CallWatch::start(&emulator);
+    cp.kubectl_ok(&["apply", "-f", "-"], Some(&stop_policy(&ns)));
+    watch.wait_mutating(3, Duration::from_secs(90), &op).await;
+
+    let reconciles = op.metric("pgbaseline_reconciles_total");
+    let interrupted = Instant::now();
+    match interruption {
+        Interruption::Delete => {
+            api.delete("big", &DeleteParams::default())
+                .await
+                .expect("delete");
+        }
+        Interruption::SwitchToAudit => patch_spec(&api, "big", json!({"mode": "Audit"})).await,
+        Interruption::NarrowSelector => {
+            patch_spec(
+                &api,
+                "big",
+                json!({"selector": {"tags": {"batch": "stop", "team": "nobody"}}}),
+            )
+            .await
+        }
+    }
+    match interruption {
+        Interruption::Delete => {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while op.metric("pgbaseline_reconciles_total") <= reconciles {
+                assert!(
+                    Instant::now() < deadline,
+                    "the interrupted reconcile never ended:\n{}",
+                    op.log_tail()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Interruption::SwitchToAudit | Interruption::NarrowSelector => {
+            wait_policy(
+                &api,
+                "big",
+                Duration::from_secs(120),
+                "status of the changed spec",
+                &op,
+                |p| {
+                    p.status
+                        .as_ref()
+                        .is_some_and(|s| s.observed_generation == p.metadata.generation)
+                },
+            )
+            .await;
+        }
+    }
+    let late = watch.mutating_after(interrupted);
+    let total = watch.mutating().len();
+    eprintln!(
+        "{interruption:?}: {total} changes in all, {} seen after the interruption: {late:?}",
+        late.len()
+    );
+    // A call seen at `d` started at `d - latency` at the latest, give or take a poll.
+    let bound = STOP_WITHIN + Duration::from_millis(STOP_LATENCY_MS) + 2 * CALL_POLL;
+    let too_late: Vec<_> = late.iter().filter(|(_, d)| *d > bound).collect();
+    assert!(
+        too_late.is_empty(),
+        "{interruption:?}: {} mutating calls started more than {STOP_WITHIN:?} after the \
+         interruption (of {} after it): {too_late:?}\n{}",
+        too_late.len(),
+        late.len(),
+        op.log_tail()
+    );
+    assert!(
+        total < STOP_FLEET,
+        "{interruption:?}: all {total} changes were made: the test did not interrupt anything"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_enforce_policy_stops_its_remediation_between_two_calls() {
+    remediation_stops_when(Interruption::Delete).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_a_policy_to_audit_stops_its_remediation_between_two_calls() {
+    remediation_stops_when(Interruption::SwitchToAudit).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrowing_a_selector_stops_the_remediation_between_two_calls() {
+    remediation_stops_when(Interruption::NarrowSelector).await;
+}
+
+fn leader_args(ns: &str, identity: &str) -> Vec<String> {
+    [
+        "--namespace",
+        ns,
+        "--leader-election",
+        "--leader-election-namespace",
+        ns,
+        "--identity",
+        identity,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn start_leader_elected(cp: &ControlPlane, emulator: &Emulator, args: &[String]) -> Operator {
+    Operator::start(
+        cp,
+        emulator,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+}
+
+async fn wait_metric(op: &Operator, name: &str, value: f64, timeout: Duration, what: &str) {
+    let deadline = Instant::now() + timeout;
+    while op.metric(name) != value {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}\n{}",
+            op.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_makes_no_mutating_call_after_resuming() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use k8s_openapi::jiff::Timestamp;
+
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("paused");
+    let emulator = stop_fleet().await;
+    let op = start_leader_elected(cp, &emulator, &leader_args(&ns, "paused"));
+    wait_metric(
+        &op,
+        "pgbaseline_leader",
+        1.0,
+        Duration::from_secs(30),
+        "leader",
+    )
+    .await;
+    let watch = CallWatch::start(&emulator);
+    cp.kubectl_ok(&["apply", "-f", "-"], Some(&stop_policy(&ns)));
+    watch.wait_mutating(3, Duration::from_secs(90), &op).await;
+
+    // Paused in the middle of the remediation (a long GC pause, a frozen node, SIGSTOP) ...
+    op.signal("STOP");
+    let paused = Instant::now();
+    // ... past its lease: another replica may take it over, and does (the test plays it).
+    let leases: Api<Lease> = Api::namespaced(cp.client().await, &ns);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lease = loop {
+        let lease = leases.get("pgbaseline-leader").await.expect("lease");
+        let spec = lease.spec.clone().unwrap_or_default();
+        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
+            (Some(MicroTime(renewed)), Some(seconds)) => {
+                Timestamp::now().as_millisecond() - renewed.as_millisecond()
+                    > i64::from(seconds) * 1000 + 1000
+            }
+            _ => false,
+        };
+        if expired {
+            break lease;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lease never expired: {spec:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    spec.holder_identity = Some("another-replica".into());
+    spec.acquire_time = Some(MicroTime(Timestamp::now()));
+    spec.renew_time = Some(MicroTime(Timestamp::now()));
+    spec.lease_duration_seconds = Some(3600);
+    spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+    leases
+        .replace("pgbaseline-leader", &Default::default(), &lease)
+        .await
+        .expect("take the lease over");
+    // Everything sent before the pause has been answered long ago.
+    let before = watch.mutating();
+    eprintln!(
+        "paused {:.1}s after {} changes; lease taken over",
+        paused.elapsed().as_secs_f64(),
+        before.len()
+    );
+
+    op.signal("CONT");
+    let resumed = Instant::now();
+    // The replica's own word that it stood down ends the wait.
+    wait_metric(
+        &op,
+        "pgbaseline_leader",
+        0.0,
+        Duration::from_secs(30),
+        "the resumed replica stands down",
+    )
+    .await;
+    // A call it sent before standing down may still be on its way (its future was dropped, the
+    // request was not): let it land.
+    watch.settle(&emulator).await;
+    let after = watch.mutating_after(resumed);
+    assert!(
+        after.is_empty(),
+        "mutating calls after resuming without the lease: {after:?}\n{}",
+        op.log_tail()
+    );
+    assert!(
+        before.len() < STOP_FLEET,
+        "the remediation was over before the pause"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_started_with_the_same_identity_do_not_both_lead() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("twins");
+    let emulator = Emulator::start(Some("small"));
+    let args = leader_args(&ns, "twin");
+    let a = start_leader_elected(cp, &emulator, &args);
+    wait_metric(
+        &a,
+        "pgbaseline_leader",
+        1.0,
+        Duration::from_secs(30),
+        "first replica leads",
+    )
+    .await;
+    let b = start_leader_elected(cp, &emulator, &args);
+    // The second replica's first look at the lease is logged, whatever it concludes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = b.log_text();
+        if log.contains("became the leader") || log.contains("standing by") {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second replica never looked at the lease:\n{}",
+            b.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        !log.contains("became the leader"),
+        "both replicas lead:\n{}",
+        b.log_tail()
+    );
+    assert_eq!(b.metric("pgbaseline_leader"), 0.0);
+    assert_eq!(a.metric("pgbaseline_leader"), 1.0);
 }

@@ -1,6 +1,10 @@
 //! Executes a plan, action by action, idempotently: a managed copy that already exists (and is
 //! proved to be pgbaseline's and as intended), a rule already revoked or a setting already in
 //! place counts as done, so an interrupted run converges on the next one without a second copy.
+//!
+//! Right before every mutating call the executor asks its [`MayAct`] whether it may still act
+//! (the operator answers from the policy's watch and the leader lease); when the answer is no,
+//! the run stops there and what is left is reported as skipped, with the reason.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -22,26 +26,91 @@ use crate::posture::report::Outcome;
 use super::groups::{self, GroupQuotas};
 use super::{AwsError, AwsRegion, ErrorClass};
 
-/// Runs every action in order. After a failure, the later actions for the same databases are
-/// skipped (they depend on it); other databases go on.
+/// Asked right before every mutating AWS call: `Err(reason)` stops the run. Must be cheap (it
+/// is asked once per call) and must not block.
+pub trait MayAct: Sync {
+    /// `Ok(())` while the caller may still change AWS; else why not.
+    fn may_act(&self) -> Result<(), String>;
+}
+
+/// For `pgbaseline check --fix`: nothing revokes a one-off run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Always;
+
+impl MayAct for Always {
+    fn may_act(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<F: Fn() -> Result<(), String> + Sync> MayAct for F {
+    fn may_act(&self) -> Result<(), String> {
+        self()
+    }
+}
+
+/// What a run did: one outcome per plan action, in order, and why it stopped early, if it did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Executed {
+    pub outcomes: Vec<Outcome>,
+    /// Set when [`MayAct`] said no: the actions from then on were skipped (one of them may have
+    /// done part of its calls: AWS may differ from the plan's fleet).
+    pub stopped: Option<String>,
+}
+
+/// Runs every action in order, unconditionally (see [`execute_while`]).
 pub async fn execute(aws: &AwsRegion, fleet: &Fleet, plan: &Plan) -> Vec<Outcome> {
-    let mut run = Execution::new(aws, fleet);
+    execute_while(aws, fleet, plan, &Always).await.outcomes
+}
+
+/// Runs every action in order while `may_act` allows it, asking it before every mutating call.
+/// After a failure, the later actions for the same databases are skipped (they depend on it);
+/// other databases go on. Once `may_act` says no, nothing more is attempted.
+pub async fn execute_while(
+    aws: &AwsRegion,
+    fleet: &Fleet,
+    plan: &Plan,
+    may_act: &dyn MayAct,
+) -> Executed {
+    let mut run = Execution::new(aws, fleet, may_act);
     let mut failed_databases: BTreeSet<String> = BTreeSet::new();
     let mut outcomes = Vec::with_capacity(plan.actions.len());
+    let mut stopped: Option<String> = None;
     for action in &plan.actions {
+        if stopped.is_none()
+            && let Err(reason) = may_act.may_act()
+        {
+            stopped = Some(reason);
+        }
+        if let Some(reason) = &stopped {
+            outcomes.push(Outcome::Skipped {
+                reason: format!("not attempted: {reason}"),
+            });
+            continue;
+        }
         let touched: Vec<String> = action
             .causes
             .iter()
             .map(|c| c.database.id.clone())
             .collect();
         if !touched.is_empty() && touched.iter().all(|id| failed_databases.contains(id)) {
-            outcomes.push(Outcome::Skipped);
+            outcomes.push(Outcome::Skipped {
+                reason: "not attempted: an earlier change to the same database failed".into(),
+            });
             continue;
         }
         let outcome = match run.action(action).await {
             Ok(()) => {
                 tracing::info!(call = action.kind.aws_call(), action = %action.kind.describe(), "remediation applied");
                 Outcome::Succeeded
+            }
+            Err(Stop::Halted(reason)) => {
+                tracing::warn!(action = %action.kind.describe(), %reason, "remediation stopped before this action's next call");
+                let skipped = Outcome::Skipped {
+                    reason: format!("stopped: {reason}"),
+                };
+                stopped = Some(reason);
+                skipped
             }
             Err(Stop::Deferred(reason)) => {
                 tracing::warn!(action = %action.kind.describe(), %reason, "remediation deferred");
@@ -59,7 +128,7 @@ pub async fn execute(aws: &AwsRegion, fleet: &Fleet, plan: &Plan) -> Vec<Outcome
         };
         outcomes.push(outcome);
     }
-    outcomes
+    Executed { outcomes, stopped }
 }
 
 /// Why an action stopped.
@@ -67,6 +136,8 @@ enum Stop {
     Failed(AwsError),
     /// Not done because it does not fit the account's quotas; reported, not retried at once.
     Deferred(String),
+    /// [`MayAct`] said no before the next mutating call.
+    Halted(String),
 }
 
 impl From<AwsError> for Stop {
@@ -91,6 +162,7 @@ type CopyKey = (bool, String, String, Vec<(String, String)>);
 /// once however many databases move to them, and the account's group quotas.
 struct Execution<'a> {
     aws: &'a AwsRegion,
+    may_act: &'a dyn MayAct,
     contents: HashMap<(bool, String), Contents>,
     resolved: HashMap<CopyKey, Result<String, String>>,
     /// ARNs of groups that exist (the sweep's listing, plus the copies made here).
@@ -110,9 +182,10 @@ struct Execution<'a> {
 }
 
 impl<'a> Execution<'a> {
-    fn new(aws: &'a AwsRegion, fleet: &'a Fleet) -> Execution<'a> {
+    fn new(aws: &'a AwsRegion, fleet: &'a Fleet, may_act: &'a dyn MayAct) -> Execution<'a> {
         Execution {
             aws,
+            may_act,
             contents: HashMap::new(),
             resolved: HashMap::new(),
             arns: fleet
@@ -137,13 +210,19 @@ impl<'a> Execution<'a> {
         }
     }
 
+    /// Waits for the rate limit, then asks whether the next (mutating) call may still be made:
+    /// called right before each one, so a long wait counts.
+    async fn before_mutating(&self) -> Result<(), Stop> {
+        before_mutating(self.aws, self.may_act).await
+    }
+
     async fn action(&mut self, action: &Action) -> Result<(), Stop> {
         match &action.kind {
             ActionKind::SetParameters {
                 group,
                 cluster,
                 changes,
-            } => Ok(set_parameters(self.aws, group, *cluster, changes).await?),
+            } => set_parameters(self.aws, self.may_act, group, *cluster, changes).await,
             ActionKind::MoveToManagedGroup {
                 database,
                 current,
@@ -156,14 +235,14 @@ impl<'a> Execution<'a> {
                     .await
             }
             ActionKind::ModifyAttributes { target, changes } => {
-                self.aws.throttle().await;
+                self.before_mutating().await?;
                 Ok(modify(self.aws, target, changes).await?)
             }
             ActionKind::RevokeIngress {
                 security_group,
                 rule,
             } => {
-                self.aws.throttle().await;
+                self.before_mutating().await?;
                 let result = self
                     .aws
                     .ec2
@@ -180,7 +259,7 @@ impl<'a> Execution<'a> {
                 }
             }
             ActionKind::Reboot { instance } => {
-                self.aws.throttle().await;
+                self.before_mutating().await?;
                 Ok(self
                     .aws
                     .rds
@@ -267,7 +346,7 @@ impl<'a> Execution<'a> {
                 ),
             ));
         }
-        self.aws.throttle().await;
+        self.before_mutating().await?;
         match database.kind {
             DatabaseKind::Instance => self
                 .aws
@@ -348,7 +427,7 @@ impl<'a> Execution<'a> {
             match classify_existing(owner, &existing, source_contents, changes) {
                 Existing::Ready => {}
                 Existing::Unfinished(missing) => {
-                    set_parameters(self.aws, &name, cluster, &missing).await?;
+                    set_parameters(self.aws, self.may_act, &name, cluster, &missing).await?;
                     self.contents.insert(
                         (cluster, name.clone()),
                         intended_contents(source_contents, changes),
@@ -394,7 +473,7 @@ impl<'a> Execution<'a> {
             .value(MANAGED_TAG.1)
             .build();
         let description = format!("{DESCRIPTION_PREFIX}{source}");
-        self.aws.throttle().await;
+        self.before_mutating().await?;
         let arn = if cluster {
             self.aws
                 .rds
@@ -437,8 +516,7 @@ impl<'a> Execution<'a> {
                 if let Some(arn) = arn {
                     self.arns.insert((cluster, name.to_string()), arn);
                 }
-                set_parameters(self.aws, name, cluster, changes).await?;
-                Ok(())
+                set_parameters(self.aws, self.may_act, name, cluster, changes).await
             }
             Err(e) if e.code.contains("AlreadyExists") => {
                 // Made meanwhile (an interrupted run, another replica): look it up, then prove it.
@@ -521,25 +599,32 @@ fn quota_message(cluster: bool, quota: Option<groups::Quota>, region: &str) -> S
     )
 }
 
+/// Waits for the rate limit, then asks `may_act` (right before a mutating call).
+async fn before_mutating(aws: &AwsRegion, may_act: &dyn MayAct) -> Result<(), Stop> {
+    aws.throttle().await;
+    may_act.may_act().map_err(Stop::Halted)
+}
+
 /// Sets parameters of a group, at most 20 a call. Never on an AWS default group.
 async fn set_parameters(
     aws: &AwsRegion,
+    may_act: &dyn MayAct,
     group: &str,
     cluster: bool,
     changes: &[ParameterChange],
-) -> Result<(), AwsError> {
+) -> Result<(), Stop> {
     let call = if cluster {
         "ModifyDBClusterParameterGroup"
     } else {
         "ModifyDBParameterGroup"
     };
     if is_default_group_name(group) {
-        return Err(AwsError {
+        return Err(Stop::Failed(AwsError {
             action: call,
             class: ErrorClass::Other,
             code: "RefusedByPgbaseline".into(),
             message: format!("{group} is an AWS default group and is never modified"),
-        });
+        }));
     }
     for chunk in changes.chunks(MAX_PARAMETERS_PER_CALL) {
         let parameters: Vec<Parameter> = chunk
@@ -557,7 +642,7 @@ async fn set_parameters(
                     .build()
             })
             .collect();
-        aws.throttle().await;
+        before_mutating(aws, may_act).await?;
         if cluster {
             aws.rds
                 .modify_db_cluster_parameter_group()
@@ -583,10 +668,12 @@ async fn set_parameters(
 
 /// Deletes managed groups no database uses: each only after its tag proves it is pgbaseline's
 /// (a group merely named like ours is left alone). A group attached meanwhile is refused by AWS
-/// (`InvalidDBParameterGroupState`) and kept. Returns the names deleted.
+/// (`InvalidDBParameterGroupState`) and kept. Stops when `may_act` says no. Returns the names
+/// deleted.
 pub async fn collect_garbage(
     aws: &AwsRegion,
     candidates: &[crate::posture::managed::GroupListing],
+    may_act: &dyn MayAct,
 ) -> Vec<String> {
     let mut deleted = Vec::new();
     for g in candidates {
@@ -603,6 +690,10 @@ pub async fn collect_garbage(
         if owner != Ownership::Ours {
             tracing::info!(group = %g.name, "named like a managed group but not tagged as one; kept");
             continue;
+        }
+        if let Err(Stop::Halted(reason)) = before_mutating(aws, may_act).await {
+            tracing::info!(%reason, "garbage collection stopped");
+            break;
         }
         match groups::delete(aws, g.cluster, &g.name).await {
             Ok(()) => {
@@ -725,4 +816,104 @@ fn permission(rule: &IngressRule) -> aws_sdk_ec2::types::IpPermission {
         ),
     }
     .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_config::retry::RetryConfig;
+    use aws_sdk_rds::config::{Credentials, SharedCredentialsProvider};
+
+    use super::*;
+    use crate::api::ControlId;
+    use crate::posture::plan::Cause;
+
+    /// Clients aimed at a closed local port, without retries: every call fails at once.
+    fn unreachable_region() -> AwsRegion {
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "testing", "testing", None, None, "tests",
+            )))
+            .retry_config(RetryConfig::disabled())
+            .build();
+        AwsRegion::from_config(&config, 100).expect("clients")
+    }
+
+    fn protect(id: &str) -> Action {
+        Action {
+            kind: ActionKind::ModifyAttributes {
+                target: Target::Instance(id.into()),
+                changes: vec![AttributeChange::EnableDeletionProtection],
+            },
+            causes: vec![Cause {
+                database: DbKey {
+                    kind: DatabaseKind::Instance,
+                    id: id.into(),
+                },
+                control: ControlId::DeletionProtection,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revoked_run_stops_before_its_next_mutating_call() {
+        let aws = unreachable_region();
+        let plan = Plan {
+            actions: vec![protect("a"), protect("b"), protect("c")],
+            ..Plan::default()
+        };
+        // Yes for the first action (asked before it and before its call), then no.
+        let asked = AtomicUsize::new(0);
+        let may_act = || {
+            if asked.fetch_add(1, Ordering::SeqCst) < 2 {
+                Ok(())
+            } else {
+                Err("the policy was deleted".to_string())
+            }
+        };
+        let executed = execute_while(&aws, &Fleet::default(), &plan, &may_act).await;
+        assert!(matches!(executed.outcomes[0], Outcome::Failed { .. }));
+        for outcome in &executed.outcomes[1..] {
+            assert_eq!(
+                *outcome,
+                Outcome::Skipped {
+                    reason: "not attempted: the policy was deleted".into()
+                }
+            );
+        }
+        assert_eq!(executed.stopped.as_deref(), Some("the policy was deleted"));
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            3,
+            "asked once more, then stopped"
+        );
+        assert_eq!(
+            aws.stats.mutating_calls(),
+            1,
+            "only the first action called AWS"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_revoked_from_the_start_calls_nothing() {
+        let aws = unreachable_region();
+        let plan = Plan {
+            actions: vec![protect("a"), protect("b")],
+            ..Plan::default()
+        };
+        let no = || Err("this replica is not the leader".to_string());
+        let executed = execute_while(&aws, &Fleet::default(), &plan, &no).await;
+        assert_eq!(executed.outcomes.len(), 2);
+        assert!(
+            executed
+                .outcomes
+                .iter()
+                .all(|o| matches!(o, Outcome::Skipped { .. }))
+        );
+        assert_eq!(aws.stats.mutating_calls(), 0);
+    }
 }

@@ -260,9 +260,9 @@ pub async fn quotas(aws: &AwsRegion) -> Result<GroupQuotas, AwsError> {
     Ok(quotas)
 }
 
-/// Deletes a parameter group.
+/// Deletes a parameter group. The caller waits for the rate limit (and asks whether it may
+/// still act) right before.
 pub async fn delete(aws: &AwsRegion, cluster: bool, name: &str) -> Result<(), AwsError> {
-    aws.throttle().await;
     if cluster {
         aws.rds
             .delete_db_cluster_parameter_group()

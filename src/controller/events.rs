@@ -72,7 +72,7 @@ pub fn for_actions(plan: &Plan, outcomes: &[Outcome]) -> Vec<EventSpec> {
                     action: call.into(),
                     note: note(format!("{call} for {databases} deferred: {why}")),
                 }),
-                Outcome::Skipped => None,
+                Outcome::Skipped { .. } => None,
             }
         })
         .collect()
@@ -155,7 +155,9 @@ mod tests {
                 code: "InvalidDBInstanceState".into(),
                 message: "busy".into(),
             },
-            Outcome::Skipped,
+            Outcome::Skipped {
+                reason: "stopped: the policy was deleted".into(),
+            },
         ];
         let events = for_actions(&plan, &outcomes);
         assert_eq!(events.len(), 2);

@@ -10,7 +10,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 
-use crate::aws::executor::collect_garbage;
+use crate::aws::executor::{MayAct, collect_garbage};
 use crate::aws::inventory::{Inventory, Needs};
 use crate::aws::{AwsError, AwsRegion};
 use crate::posture::Fleet;
@@ -165,8 +165,13 @@ impl Region {
 
     /// Deletes the managed parameter groups no database has used for `grace` (tag-proved to be
     /// pgbaseline's), at most once per sweep. Call with the act lock held, from a policy that
-    /// enforces: Audit never deletes. Returns the groups deleted.
-    pub async fn collect_garbage(&self, view: &FleetView, grace: Duration) -> Vec<String> {
+    /// enforces: Audit never deletes. Stops when `may_act` says no. Returns the groups deleted.
+    pub async fn collect_garbage(
+        &self,
+        view: &FleetView,
+        grace: Duration,
+        may_act: &dyn MayAct,
+    ) -> Vec<String> {
         if view.fleet.parameter_groups.is_empty() {
             return Vec::new();
         }
@@ -187,7 +192,7 @@ impl Region {
         if candidates.is_empty() {
             return Vec::new();
         }
-        let deleted = collect_garbage(&self.aws, &candidates).await;
+        let deleted = collect_garbage(&self.aws, &candidates, may_act).await;
         if !deleted.is_empty() {
             self.invalidate().await;
         }

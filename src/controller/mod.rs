@@ -5,6 +5,7 @@
 pub mod events;
 pub mod fleet;
 pub mod http;
+pub mod lease;
 pub mod metrics;
 pub mod reconcile;
 pub mod status;
@@ -18,7 +19,6 @@ use kube::runtime::controller::{self, Config as ControllerConfig, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::watcher;
 use kube::{Api, Client};
-use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 
 use crate::api::DatabaseSecurityPolicy;
@@ -28,10 +28,6 @@ use self::reconcile::Context;
 
 /// Reconciles running at once.
 const CONCURRENCY: u16 = 4;
-/// Lease duration and renewal grace, in seconds: a dead leader is replaced within about
-/// `LEASE_SECONDS`.
-const LEASE_SECONDS: u64 = 15;
-const LEASE_GRACE_SECONDS: u64 = 5;
 
 /// How `pgbaseline run` was configured (from the command line).
 #[derive(Clone, Debug)]
@@ -41,6 +37,8 @@ pub struct Options {
     pub leader_election: bool,
     pub leader_election_namespace: String,
     pub lease_name: String,
+    /// Names this replica on Events (the pod name); the Lease holder is this plus a
+    /// per-process suffix, so two replicas given the same identity cannot both lead.
     pub identity: String,
     pub metrics_addr: std::net::SocketAddr,
     pub requests_per_second: u32,
@@ -97,6 +95,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         options.requests_per_second,
     );
     ctx.managed_group_grace = options.managed_group_grace;
+    let leadership = options
+        .leader_election
+        .then(|| Arc::new(lease::Leadership::default()));
+    ctx.leadership = leadership.clone();
     let ctx = Arc::new(ctx);
 
     let server = http::serve(
@@ -117,15 +119,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "pgbaseline operator starting"
     );
 
-    if options.leader_election {
-        let manager = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
-            .with_namespace(&options.leader_election_namespace)
-            .with_identity(&options.identity)
-            .with_duration(LEASE_SECONDS)
-            .with_grace(LEASE_GRACE_SECONDS)
-            .build()
-            .await?;
-        let (mut leading, lease_task) = manager.watch().await;
+    if let Some(leadership) = leadership {
+        let config = lease::LeaseConfig {
+            name: options.lease_name.clone(),
+            namespace: options.leader_election_namespace.clone(),
+            holder: lease::holder_identity(&options.identity),
+        };
+        tracing::info!(holder = %config.holder, lease = %config.name, "leader election");
+        let (elector, mut leading) = lease::Elector::new(client.clone(), config, leadership);
+        let (release_tx, release_rx) = watch::channel(false);
+        let election = tokio::spawn(elector.run(stopped(release_rx)));
         ready.store(true, Ordering::Relaxed);
         'outer: loop {
             // Standby: serve health and metrics, wait for the lease.
@@ -149,21 +152,21 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             tokio::select! {
                 _ = run_controllers(ctx.clone(), &options.namespaces, stop_rx.clone()) => break 'outer,
                 _ = lost => {
-                    // Dropping the controllers cancels reconciles in flight: a standby never
-                    // remediates.
+                    // Dropping the controllers cancels reconciles in flight; a run between two
+                    // calls has already been stopped by the term's end (`Leadership`).
                     tracing::warn!(identity = %options.identity, "lost the lease; standing by");
                     metrics.leader.set(0);
                 }
             }
         }
         metrics.leader.set(0);
-        // Closing the channel makes the lease task release the lease for a quick handover.
-        drop(leading);
-        match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
-            Ok(Ok(Ok(_))) => tracing::info!("released the lease"),
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "could not release the lease"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "leader election task failed"),
-            Err(_) => tracing::warn!("timed out releasing the lease"),
+        // Reconciles are done: give the lease up for a quick handover.
+        let _ = release_tx.send(true);
+        if tokio::time::timeout(Duration::from_secs(10), election)
+            .await
+            .is_err()
+        {
+            tracing::warn!("timed out releasing the lease");
         }
     } else {
         ready.store(true, Ordering::Relaxed);

@@ -18,12 +18,14 @@ use tracing::{Instrument, info_span};
 
 use crate::api::{DatabaseSecurityPolicy, Mode};
 use crate::aws::AwsError;
+use crate::aws::executor::MayAct;
 use crate::aws::inventory::Needs;
 use crate::engine;
 use crate::posture::report::Outcome;
 
 use super::events::{self, EventSpec};
 use super::fleet::{FleetView, Regions};
+use super::lease::Leadership;
 use super::metrics::Metrics;
 use super::status::{self, Failure, Observation};
 
@@ -86,8 +88,12 @@ pub struct Context {
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     pub regions: Regions,
-    /// The controllers' caches, to know which policies share a region.
+    /// The controllers' caches, to know which policies share a region and whether a policy
+    /// being remediated still exists unchanged.
     pub stores: RwLock<Vec<Store<DatabaseSecurityPolicy>>>,
+    /// With leader election: whether this replica's term runs (asked before every mutating
+    /// AWS call).
+    pub leadership: Option<Arc<Leadership>>,
     memory: Mutex<HashMap<ObjectRef<DatabaseSecurityPolicy>, Memory>>,
 }
 
@@ -105,8 +111,21 @@ impl Context {
             regions: Regions::new(requests_per_second),
             managed_group_grace: DEFAULT_MANAGED_GROUP_GRACE,
             stores: RwLock::new(Vec::new()),
+            leadership: None,
             memory: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The policy as the controllers' caches (kept current by the watch) hold it now.
+    fn cached(
+        &self,
+        key: &ObjectRef<DatabaseSecurityPolicy>,
+    ) -> Result<Option<Arc<DatabaseSecurityPolicy>>, String> {
+        let stores = self
+            .stores
+            .read()
+            .map_err(|_| "the policy cache is unavailable".to_string())?;
+        Ok(stores.iter().find_map(|s| s.get(key)))
     }
 
     /// What every known policy of `region` reads, so one sweep serves them all.
@@ -242,6 +261,44 @@ fn failure_of(e: &AwsError) -> Failure {
     }
 }
 
+/// May a run of this policy (as reconciled: this uid and generation) still change AWS? Asked by
+/// the executor before every mutating call: no once the policy is deleted, recreated or its spec
+/// changed (the next reconcile plans from the new spec), or once this replica's leader term is
+/// over. Reads only memory: the controllers' caches, which the watch keeps current, and the
+/// term on the local monotonic clock.
+struct StillWanted<'a> {
+    ctx: &'a Context,
+    key: &'a ObjectRef<DatabaseSecurityPolicy>,
+    uid: Option<&'a str>,
+    generation: Option<i64>,
+}
+
+impl MayAct for StillWanted<'_> {
+    fn may_act(&self) -> Result<(), String> {
+        if let Some(leadership) = &self.ctx.leadership {
+            leadership.may_act()?;
+        }
+        let Some(current) = self.ctx.cached(self.key)? else {
+            return Err("the policy was deleted".into());
+        };
+        let meta = current.meta();
+        if meta.uid.as_deref() != self.uid {
+            return Err("the policy was deleted (and created again)".into());
+        }
+        if meta.deletion_timestamp.is_some() {
+            return Err("the policy is being deleted".into());
+        }
+        if meta.generation != self.generation {
+            return Err(format!(
+                "the policy's spec changed (generation {} to {}); the next reconcile plans from the new spec",
+                self.generation.unwrap_or_default(),
+                meta.generation.unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Reconciles one policy.
 pub async fn reconcile(
     policy: Arc<DatabaseSecurityPolicy>,
@@ -307,9 +364,31 @@ async fn reconcile_stages(
                 }
                 Ok(FleetView { fleet, at, swept }) => {
                     fleet_age = at.elapsed();
-                    // Stage 2: select → evaluate → plan → execute (Enforce only).
-                    let run = engine::run_policy(spec, &fleet, &region.aws, Utc::now()).await;
+                    // Stage 2: select → evaluate → plan → execute (Enforce only), for as long
+                    // as the policy is still wanted as it is and this replica leads.
+                    let still_wanted = StillWanted {
+                        ctx,
+                        key,
+                        uid: policy.meta().uid.as_deref(),
+                        generation,
+                    };
+                    let run = engine::run_policy_while(
+                        spec,
+                        &fleet,
+                        &region.aws,
+                        Utc::now(),
+                        &still_wanted,
+                    )
+                    .await;
                     let attempted = run.outcomes.iter().any(Outcome::may_have_changed_aws);
+                    if let Some(reason) = &run.stopped {
+                        // Part of an action may have been done: nobody plans from this fleet.
+                        region.invalidate().await;
+                        drop(guard);
+                        ctx.metrics
+                            .sync_aws_calls(&region.aws.region, &region.aws.stats);
+                        return Ok(stopped(ctx, policy, key, &run, reason).await);
+                    }
                     if attempted {
                         // AWS changed: the next policy must not plan from this fleet.
                         region.invalidate().await;
@@ -321,7 +400,9 @@ async fn reconcile_stages(
                             at,
                             swept,
                         };
-                        let deleted = region.collect_garbage(&view, ctx.managed_group_grace).await;
+                        let deleted = region
+                            .collect_garbage(&view, ctx.managed_group_grace, &still_wanted)
+                            .await;
                         ctx.metrics
                             .managed_groups_deleted(&region.aws.region, deleted.len());
                     }
@@ -335,31 +416,7 @@ async fn reconcile_stages(
                         actions = run.plan.actions.len(),
                         "evaluated"
                     );
-                    let mut failures = Vec::new();
-                    let mut succeeded = 0;
-                    for (action, outcome) in run.plan.actions.iter().zip(&run.outcomes) {
-                        let result = match outcome {
-                            Outcome::Succeeded => {
-                                succeeded += 1;
-                                status::reason::REMEDIATED
-                            }
-                            Outcome::Failed { code, message } => {
-                                failures.push(Failure {
-                                    call: action.kind.aws_call().to_string(),
-                                    code: code.clone(),
-                                    message: message.clone(),
-                                });
-                                status::reason::REMEDIATION_FAILED
-                            }
-                            Outcome::Deferred { .. } => status::reason::QUOTA_EXCEEDED,
-                            Outcome::Skipped => continue,
-                        };
-                        let controls: BTreeSet<_> =
-                            action.causes.iter().map(|c| c.control).collect();
-                        for control in controls {
-                            ctx.metrics.remediation(control.as_str(), result);
-                        }
-                    }
+                    let (succeeded, failures) = count_remediations(ctx, &run);
                     event_specs = events::for_actions(&run.plan, &run.outcomes);
                     ctx.metrics.set_findings(&name, &run.results);
                     observation = Observation::Evaluated {
@@ -463,6 +520,66 @@ async fn reconcile_stages(
     });
     Ok((Action::requeue(delay), ready_reason))
 }
+
+/// The end of a run stopped between two calls: the changes made are counted and published (they
+/// happened), but no status is written from a spec that no longer holds (or by a replica that no
+/// longer leads). A changed policy is reconciled again at once, from its new spec.
+async fn stopped(
+    ctx: &Context,
+    policy: &DatabaseSecurityPolicy,
+    key: &ObjectRef<DatabaseSecurityPolicy>,
+    run: &engine::PolicyRun,
+    reason: &str,
+) -> (Action, String) {
+    let (done, _) = count_remediations(ctx, run);
+    tracing::warn!(
+        policy = %display_name(policy),
+        %reason,
+        done,
+        planned = run.plan.actions.len(),
+        "remediation stopped"
+    );
+    if ctx.leadership.as_ref().is_none_or(|l| l.is_leading()) {
+        for event in events::for_actions(&run.plan, &run.outcomes) {
+            ctx.publish(policy, &event).await;
+        }
+    }
+    ctx.with_memory(key, |m| m.due = None);
+    (Action::requeue(Duration::from_secs(1)), STOPPED.to_string())
+}
+
+/// Counts each executed action in the metrics, by control and result. Returns how many
+/// succeeded and what failed.
+fn count_remediations(ctx: &Context, run: &engine::PolicyRun) -> (usize, Vec<Failure>) {
+    let mut failures = Vec::new();
+    let mut succeeded = 0;
+    for (action, outcome) in run.plan.actions.iter().zip(&run.outcomes) {
+        let result = match outcome {
+            Outcome::Succeeded => {
+                succeeded += 1;
+                status::reason::REMEDIATED
+            }
+            Outcome::Failed { code, message } => {
+                failures.push(Failure {
+                    call: action.kind.aws_call().to_string(),
+                    code: code.clone(),
+                    message: message.clone(),
+                });
+                status::reason::REMEDIATION_FAILED
+            }
+            Outcome::Deferred { .. } => status::reason::QUOTA_EXCEEDED,
+            Outcome::Skipped { .. } => continue,
+        };
+        let controls: BTreeSet<_> = action.causes.iter().map(|c| c.control).collect();
+        for control in controls {
+            ctx.metrics.remediation(control.as_str(), result);
+        }
+    }
+    (succeeded, failures)
+}
+
+/// The result label of a reconcile whose run was stopped.
+const STOPPED: &str = "RemediationStopped";
 
 /// Per-object exponential backoff.
 pub fn error_policy(

@@ -16,8 +16,11 @@ pub const REFUSAL_PREFIX: &str = "Refused";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Succeeded,
-    /// Not attempted (Audit, or an earlier step of the same database failed).
-    Skipped,
+    /// Not attempted, and why: an earlier step of the same database failed, or the run was
+    /// stopped (the policy was deleted or changed, or this replica is not the leader any more).
+    Skipped {
+        reason: String,
+    },
     /// Failed with the AWS error code and message.
     Failed {
         code: String,
@@ -46,8 +49,11 @@ pub fn results(
 ) -> (Vec<DatabaseResult>, Summary) {
     // Every action's outcome per cause.
     let mut by_cause: BTreeMap<&Cause, Vec<(&ActionKind, &Outcome)>> = BTreeMap::new();
+    let not_executed = Outcome::Skipped {
+        reason: "not executed".into(),
+    };
     for (index, action) in plan.actions.iter().enumerate() {
-        let outcome = outcomes.get(index).unwrap_or(&Outcome::Skipped);
+        let outcome = outcomes.get(index).unwrap_or(&not_executed);
         for cause in &action.causes {
             by_cause
                 .entry(cause)

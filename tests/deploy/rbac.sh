@@ -333,7 +333,8 @@ else
 fi
 if kill -0 "$OP_PID" 2>/dev/null; then ok "operator still running"; else bad "operator exited" "$(tail -n 30 "$WORK/operator.log")"; fi
 holder=$(k get lease pgbaseline-leader -n "$NS" -o jsonpath='{.spec.holderIdentity}' 2>&1)
-[[ $holder == pgbaseline-rbac-test ]] && ok "leader Lease $NS/pgbaseline-leader held by pgbaseline-rbac-test" || bad "leader Lease" "$holder"
+# The holder is the pod name plus a per-process suffix (two replicas never share an identity).
+[[ $holder == pgbaseline-rbac-test-* ]] && ok "leader Lease $NS/pgbaseline-leader held by $holder" || bad "leader Lease" "$holder"
 ev=$(k get events.events.k8s.io -n "$POLICY_NS" -o jsonpath='{range .items[*]}{.reason}{" "}{end}' 2>&1)
 [[ -n ${ev// /} ]] && ok "Events written (events.k8s.io): $(tr ' ' '\n' <<<"$ev" | grep . | sort | uniq -c | awk '{printf "%s×%s ", $2, $1}')" || bad "Events written" "$ev"
 probe=""
