@@ -1227,6 +1227,12 @@ async fn unused_managed_groups_are_deleted_after_the_grace_period_only_when_tagg
     // Named like ours but not tagged: kept. In use: kept.
     assert!(group_exists(&emulator, "pgbaseline-postgres16-00000000000000bb").await);
     assert!(group_exists(&emulator, "pgbaseline-postgres16-00000000000000cc").await);
+    // The deletion is counted once the call returns: wait for the counter, not a fixed time.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while op.metric("pgbaseline_managed_parameter_groups_deleted_total") < 1.0 {
+        assert!(Instant::now() < deadline, "deletion not counted:\n{}", op.log_tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(
         op.metric("pgbaseline_managed_parameter_groups_deleted_total"),
         1.0
