@@ -837,6 +837,118 @@ fn aws_errors_exit_2_with_the_aws_error_code() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("DescribeDBInstances"));
 }
 
+/// `pgbaseline check` of the example policy with `env` (over a clean AWS environment: no
+/// profile, no instance metadata).
+fn check_with_env(env: &[(&str, String)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgbaseline"));
+    cmd.current_dir(common::repo_root())
+        .args(["check", "-f", "examples/audit-prod-baseline.yaml"])
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/pgbaseline-test/config")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/pgbaseline-test/credentials",
+        );
+    for var in [
+        "AWS_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run pgbaseline")
+}
+
+/// The `error:` line of a failed check: one line, naming the call, never SDK `Debug` output.
+fn aws_error_line(out: &std::process::Output) -> String {
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(out));
+    let text = stderr(out);
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    let line = errors[0].to_string();
+    assert!(
+        line.starts_with("error: AWS DescribeDBInstances: "),
+        "{line}"
+    );
+    for debug in ["DispatchFailure {", "ConnectorError", "Some(", "source:"] {
+        assert!(!line.contains(debug), "{debug}: {line}");
+    }
+    assert!(!line.trim_end().ends_with(':'), "{line}");
+    line
+}
+
+#[test]
+fn aws_errors_name_the_cause_the_region_and_the_endpoint() {
+    let emulator = Emulator::start(None);
+    let keys = || {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+        ]
+    };
+
+    // Nothing listens on the endpoint.
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let mut env = keys();
+    env.push(("AWS_ENDPOINT_URL", dead.clone()));
+    env.push(("AWS_REGION", "us-east-1".into()));
+    let line = aws_error_line(&check_with_env(&env));
+    assert!(line.contains("ConnectionFailed"), "{line}");
+    assert!(line.contains("Connection refused"), "{line}");
+    assert!(
+        line.contains(&format!("region us-east-1, endpoint {dead}")),
+        "{line}"
+    );
+
+    // A region the endpoint does not serve answers with no AWS error code (was `Unknown: `).
+    let mut env = keys();
+    env.push(("AWS_ENDPOINT_URL", emulator.url.clone()));
+    env.push(("AWS_REGION", "xx-nowhere-1".into()));
+    let line = aws_error_line(&check_with_env(&env));
+    assert!(!line.contains("Unknown"), "{line}");
+    assert!(line.contains("HTTP 500"), "{line}");
+    assert!(line.contains("region xx-nowhere-1"), "{line}");
+    assert!(line.contains(&emulator.url), "{line}");
+
+    // AWS's own endpoint of a region that does not exist.
+    let mut env = keys();
+    env.push(("AWS_REGION", "xx-nowhere-1".into()));
+    let line = aws_error_line(&check_with_env(&env));
+    assert!(
+        line.contains("https://rds.xx-nowhere-1.amazonaws.com"),
+        "{line}"
+    );
+    assert!(line.contains("xx-nowhere-1"), "{line}");
+
+    // No credentials anywhere in the chain.
+    emulator.reset_calls();
+    let env = vec![
+        ("AWS_ENDPOINT_URL", emulator.url.clone()),
+        ("AWS_REGION", "us-east-1".to_string()),
+    ];
+    let line = aws_error_line(&check_with_env(&env));
+    assert!(line.contains("NoCredentials: no AWS credentials"), "{line}");
+    assert!(
+        line.contains("Environment: environment variable not set"),
+        "{line}"
+    );
+    assert!(
+        emulator.calls().is_empty(),
+        "an unsigned request reached AWS"
+    );
+}
+
 #[test]
 fn an_endpoint_without_the_parameter_name_filter_gets_full_pages_and_the_same_report() {
     let emulator = Emulator::start(Some("small"));

@@ -109,8 +109,14 @@ impl Inventory {
         &self.aws
     }
 
-    /// One sweep of the region.
+    /// One sweep of the region; a failure says where (region and endpoint).
     pub async fn sweep(&self, needs: Needs) -> Result<Fleet, AwsError> {
+        self.sweep_inner(needs)
+            .await
+            .map_err(|e| self.aws.locate(e))
+    }
+
+    async fn sweep_inner(&self, needs: Needs) -> Result<Fleet, AwsError> {
         let instances = self.describe_instances().await?;
         let clusters = self.describe_clusters().await?;
         let instances: Vec<DbInstance> = instances
