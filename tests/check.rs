@@ -950,6 +950,96 @@ fn aws_errors_name_the_cause_the_region_and_the_endpoint() {
 }
 
 #[test]
+fn a_failed_read_is_an_error_finding_for_its_database_and_the_rest_is_reported() {
+    let emulator = Emulator::start(Some("small"));
+    let example = [
+        "check",
+        "-f",
+        "examples/audit-prod-baseline.yaml",
+        "-o",
+        "json",
+    ];
+    let before = json(&pgbaseline(&emulator, &example));
+    // A database on a group of a family whose engine defaults cannot be read
+    // (DescribeEngineDefaultParameters answers InvalidParameterValue).
+    runtime().block_on(async {
+        let rds = aws_sdk_rds::Client::new(&emulator.sdk_config().await);
+        rds.create_db_parameter_group()
+            .db_parameter_group_name("pg13-custom")
+            .db_parameter_group_family("postgres13")
+            .description("a family without engine defaults here")
+            .send()
+            .await
+            .expect("create group");
+        rds.create_db_instance()
+            .db_instance_identifier("old-13")
+            .engine("postgres")
+            .engine_version("13.15")
+            .db_instance_class("db.t4g.micro")
+            .db_parameter_group_name("pg13-custom")
+            .master_username("pgadmin")
+            .master_user_password("not-a-real-password-1")
+            .allocated_storage(20)
+            .tags(
+                aws_sdk_rds::types::Tag::builder()
+                    .key("env")
+                    .value("prod")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("create instance");
+    });
+    let out = pgbaseline(&emulator, &example);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let report = json(&out);
+    let databases = report["databases"].as_array().expect("databases");
+    assert_eq!(
+        report["summary"]["databases"].as_u64(),
+        before["summary"]["databases"].as_u64().map(|n| n + 1),
+        "every database is reported: {report:#}"
+    );
+    // Every other database is reported exactly as before.
+    for db in before["databases"].as_array().expect("databases") {
+        let now = databases
+            .iter()
+            .find(|d| d["id"] == db["id"])
+            .unwrap_or_else(|| panic!("{} missing", db["id"]));
+        assert_eq!(now, db);
+    }
+    let old = databases
+        .iter()
+        .find(|d| d["id"] == "old-13")
+        .expect("old-13 reported");
+    let findings = old["findings"].as_array().expect("findings");
+    let parameter_controls = [
+        "transport.forceSsl",
+        "transport.minTlsVersion",
+        "logging.retention",
+        "logging.connections",
+        "logging.noStatementSecrets",
+        "audit.pgaudit",
+        "auth.passwordEncryption",
+    ];
+    for f in findings {
+        let control = f["control"].as_str().unwrap_or_default();
+        if parameter_controls.contains(&control) {
+            assert_eq!(f["status"], "Error", "{f}");
+            let message = f["message"].as_str().unwrap_or_default();
+            assert!(
+                message.starts_with("not evaluated: could not read DB parameter group pg13-custom: DescribeEngineDefaultParameters: InvalidParameterValue: "),
+                "{message}"
+            );
+            assert!(message.contains("postgres13"), "{message}");
+            assert!(message.contains("region us-east-1"), "{message}");
+        } else {
+            assert_ne!(f["status"], "Error", "{f}");
+        }
+    }
+    assert_eq!(statuses(&report, "old-13")["auth.iam"], "NonCompliant");
+}
+
+#[test]
 fn an_endpoint_without_the_parameter_name_filter_gets_full_pages_and_the_same_report() {
     let emulator = Emulator::start(Some("small"));
     let filtered = pgbaseline(

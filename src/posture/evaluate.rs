@@ -173,12 +173,16 @@ fn report_only(
 }
 
 fn error(control: ControlId, message: impl Into<String>) -> Evaluation {
+    let mut message: String = message.into();
+    if message.trim().is_empty() {
+        message = "could not be evaluated".into();
+    }
     Evaluation::new(
         control,
         FindingStatus::Error,
+        "unknown".into(),
         String::new(),
-        String::new(),
-        message.into(),
+        message,
     )
 }
 
@@ -450,7 +454,42 @@ pub fn evaluate(
         });
     }
     out.sort_by_key(|e| e.finding.control);
+    // A read the sweep could not make costs the controls that need it, nothing else.
+    for e in &mut out {
+        if let Some(why) = unread(spec, database, e.finding.control) {
+            *e = error(e.finding.control, format!("not evaluated: {why}"));
+        }
+    }
     out
+}
+
+/// What the sweep failed to read that `control` needs on `database`, if anything.
+fn unread<'a>(
+    spec: &DatabaseSecurityPolicySpec,
+    database: &'a Database,
+    control: ControlId,
+) -> Option<&'a str> {
+    let errors = &database.read_errors;
+    let failed = match control {
+        ControlId::Ingress => &errors.security_groups,
+        ControlId::NetworkAcl => &errors.network_acls,
+        ControlId::CaCertificate => &errors.certificates,
+        ControlId::EngineVersionCurrent => &errors.engine_versions,
+        // Aliases are needed only to compare a key not given by its ARN.
+        ControlId::StorageEncryption => match spec
+            .posture
+            .encryption
+            .as_ref()
+            .and_then(|e| e.storage.as_ref())
+            .and_then(|s| s.kms_key_id.as_deref())
+        {
+            Some(key) if !(key.starts_with("arn:") && key.contains(":key/")) => &errors.kms_aliases,
+            _ => return None,
+        },
+        c if !super::catalogue::info(c).parameters.is_empty() => &errors.parameters,
+        _ => return None,
+    };
+    failed.as_deref()
 }
 
 fn join_or_none<'a>(items: impl Iterator<Item = impl AsRef<str> + 'a>) -> String {

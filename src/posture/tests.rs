@@ -1076,3 +1076,83 @@ fn action_descriptions_are_sentences_not_debug_output() {
         ]
     );
 }
+
+#[test]
+fn a_failed_read_makes_error_findings_of_the_controls_that_need_it_only() {
+    let s = enforce(
+        "  transport: {forceSsl: true, caCertificate: {allowed: [rds-ca-rsa2048-g1]}}\n  encryption: {storage: {kmsKeyId: alias/rds}}\n  logging: {connections: true}\n  auth: {iam: true}\n  network: {publicAccess: Forbidden, ingress: {allowedCidrs: [10.0.0.0/8]}, acl: true}\n  maintenance: {deletionProtection: true, engineVersionCurrent: true}",
+    );
+    let why = "could not read DB parameter group pg13: DescribeEngineDefaultParameters: InvalidParameterValue: Invalid DB parameter group family: postgres13 (region us-east-1, endpoint https://rds.us-east-1.amazonaws.com)";
+    let mut unread = instance("unread");
+    unread.parameter_group = None;
+    unread.read_errors.parameters = Some(why.into());
+    unread.read_errors.security_groups = Some("could not read sg".into());
+    unread.read_errors.network_acls = Some("could not read nacl".into());
+    unread.read_errors.kms_aliases = Some("could not read aliases".into());
+    unread.read_errors.certificates = Some("could not read certificates".into());
+    unread.read_errors.engine_versions = Some("could not read versions".into());
+    let dbs = [unread, instance("fine")];
+    let evaluated = eval_all(&s, &dbs);
+    let (_, unread) = &evaluated[0];
+    for e in unread {
+        let f = &e.finding;
+        match f.control {
+            ControlId::IamAuth | ControlId::DeletionProtection => {
+                assert_eq!(f.status, FindingStatus::NonCompliant, "{f:?}")
+            }
+            ControlId::PublicAccess => assert_eq!(f.status, FindingStatus::Compliant, "{f:?}"),
+            _ => {
+                assert_eq!(f.status, FindingStatus::Error, "{f:?}");
+                assert!(
+                    f.message.starts_with("not evaluated: could not read"),
+                    "{f:?}"
+                );
+                assert!(e.fixes.is_empty());
+            }
+        }
+    }
+    let ssl = unread
+        .iter()
+        .find(|e| e.finding.control == ControlId::ForceSsl)
+        .expect("forceSsl");
+    assert_eq!(ssl.finding.message, format!("not evaluated: {why}"));
+    // The other database is evaluated as usual.
+    assert_eq!(
+        status_of(&evaluated[1].1, ControlId::ForceSsl),
+        FindingStatus::Compliant
+    );
+    assert_eq!(
+        status_of(&evaluated[1].1, ControlId::Ingress),
+        FindingStatus::Compliant
+    );
+    // Only the parameter controls' plan is lost: the attribute fixes still go ahead.
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    let for_unread: Vec<&ActionKind> = p
+        .actions
+        .iter()
+        .filter(|a| a.causes.iter().any(|c| c.database.id == "unread"))
+        .map(|a| &a.kind)
+        .collect();
+    assert!(
+        !for_unread.is_empty()
+            && for_unread
+                .iter()
+                .all(|k| matches!(k, ActionKind::ModifyAttributes { .. })),
+        "{for_unread:?}"
+    );
+    // A key given by its ARN needs no aliases.
+    let by_arn =
+        enforce("  encryption: {storage: {kmsKeyId: 'arn:aws:kms:us-east-1:123456789012:key/k'}}");
+    let evaluated = eval_all(&by_arn, &dbs[..1]);
+    assert_ne!(
+        status_of(&evaluated[0].1, ControlId::StorageEncryption),
+        FindingStatus::Error
+    );
+}
