@@ -65,6 +65,8 @@ pub struct ReportFinding {
 pub struct Options {
     pub fix: bool,
     pub requests_per_second: u32,
+    /// Limit on each AWS call, retries included.
+    pub call_timeout: std::time::Duration,
 }
 
 /// How the run ended.
@@ -92,7 +94,12 @@ pub async fn run(
     let mut unmatched = Vec::new();
     let mut stats = Vec::new();
     for (region, policies) in by_region {
-        let aws = AwsRegion::from_env(region.as_deref(), options.requests_per_second).await?;
+        let aws = AwsRegion::from_env(
+            region.as_deref(),
+            options.requests_per_second,
+            options.call_timeout,
+        )
+        .await?;
         stats.push(aws.stats.clone());
         let inventory = Inventory::new(aws.clone());
         let specs: Vec<_> = policies

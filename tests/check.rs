@@ -950,6 +950,51 @@ fn aws_errors_name_the_cause_the_region_and_the_endpoint() {
 }
 
 #[test]
+fn a_hung_aws_costs_one_call_timeout_not_forever() {
+    let emulator = Emulator::start(None);
+    // Every AWS call waits ten minutes.
+    emulator.set_faults(serde_json::json!({"latency_ms": 600_000}));
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgbaseline"));
+    cmd.current_dir(common::repo_root())
+        .args([
+            "check",
+            "-f",
+            "examples/audit-prod-baseline.yaml",
+            "--aws-timeout",
+            "3s",
+        ])
+        .env_remove("AWS_PROFILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in emulator.env() {
+        cmd.env(k, v);
+    }
+    let started = std::time::Instant::now();
+    let mut child = cmd.spawn().expect("run pgbaseline");
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("check still running 60s into a hung AWS");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("output");
+    eprintln!(
+        "check gave up on a hung AWS after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let line = aws_error_line(&out);
+    assert!(
+        line.contains("DescribeDBInstances: Timeout: no answer in time"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("(region us-east-1, endpoint {})", emulator.url)),
+        "{line}"
+    );
+}
+
+#[test]
 fn a_failed_read_is_an_error_finding_for_its_database_and_the_rest_is_reported() {
     let emulator = Emulator::start(Some("small"));
     let example = [

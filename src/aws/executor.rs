@@ -28,13 +28,17 @@ pub async fn execute(aws: &AwsRegion, fleet: &Fleet, plan: &Plan) -> Vec<Outcome
     let mut run = Execution::new(aws, fleet);
     let mut failed_databases: BTreeSet<String> = BTreeSet::new();
     let mut outcomes = Vec::with_capacity(plan.actions.len());
+    // Once AWS itself fails (unreachable, no credentials…), every later call would too.
+    let mut region_failed = false;
     for action in &plan.actions {
         let touched: Vec<String> = action
             .causes
             .iter()
             .map(|c| c.database.id.clone())
             .collect();
-        if !touched.is_empty() && touched.iter().all(|id| failed_databases.contains(id)) {
+        if region_failed
+            || (!touched.is_empty() && touched.iter().all(|id| failed_databases.contains(id)))
+        {
             outcomes.push(Outcome::Skipped);
             continue;
         }
@@ -50,6 +54,7 @@ pub async fn execute(aws: &AwsRegion, fleet: &Fleet, plan: &Plan) -> Vec<Outcome
             }
             Err(Stop::Failed(e)) => {
                 tracing::warn!(call = e.action, code = %e.code, action = %action.kind.describe(), "remediation failed");
+                region_failed |= e.class.is_regional();
                 failed_databases.extend(touched);
                 Outcome::Failed {
                     code: e.code,

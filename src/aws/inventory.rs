@@ -20,7 +20,7 @@ use crate::posture::model::{
 };
 use crate::posture::values::version_cmp;
 
-use super::{AwsError, AwsRegion, ErrorClass, groups};
+use super::{AwsError, AwsRegion, groups};
 
 /// Page size of the listing calls (the AWS maximum).
 const PAGE: i32 = 100;
@@ -112,7 +112,7 @@ impl Inventory {
     /// A failed read of `what`: the region's failure (`Err`, fails the sweep) or a sentence
     /// for the databases it concerns.
     fn unread(&self, e: AwsError, what: &str) -> Result<String, AwsError> {
-        if regional(&e) {
+        if e.class.is_regional() {
             return Err(e);
         }
         let e = self.aws.locate(e);
@@ -999,17 +999,6 @@ fn lacks_expiry(i: &DbInstance) -> bool {
     i.certificate_details()
         .and_then(|d| d.valid_till())
         .is_none()
-}
-
-/// Failures that concern the whole region rather than the resource read: they fail the sweep.
-fn regional(e: &AwsError) -> bool {
-    matches!(
-        e.class,
-        ErrorClass::Throttled
-            | ErrorClass::Unreachable
-            | ErrorClass::NoCredentials
-            | ErrorClass::InvalidConfiguration
-    )
 }
 
 /// Values of one parameter group read.

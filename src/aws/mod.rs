@@ -6,6 +6,12 @@ pub mod executor;
 pub mod groups;
 pub mod inventory;
 
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 use aws_sdk_rds::error::ProvideErrorMetadata;
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -15,12 +21,26 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use std::collections::BTreeMap;
-use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
 
 /// Default client-side limit, well under RDS's ~12 requests/s shared budget.
 pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 8;
+
+/// Default limit on one AWS call, retries included.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The SDK's time limits for calls that may take `call`, retries included: an attempt gets a
+/// third of it (so throttled calls still get their retries), connecting at most 5 s, and a
+/// response must start within the attempt's limit. A hung endpoint costs at most `call`.
+pub fn timeout_config(call: Duration) -> TimeoutConfig {
+    let call = call.max(Duration::from_secs(1));
+    let attempt = (call / 3).max(Duration::from_millis(500));
+    TimeoutConfig::builder()
+        .connect_timeout(attempt.min(Duration::from_secs(5)))
+        .read_timeout(attempt)
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(call)
+        .build()
+}
 
 /// Kinds of AWS failure; the same strings name condition reasons and metric labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -59,6 +79,19 @@ impl ErrorClass {
         matches!(
             self,
             ErrorClass::AccessDenied | ErrorClass::NoCredentials | ErrorClass::InvalidConfiguration
+        )
+    }
+
+    /// Whether the failure is the region's rather than one resource's: throttled past the
+    /// retries, unreachable, no credentials, an unknown region. Other calls to the region would
+    /// fail the same way.
+    pub fn is_regional(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Throttled
+                | ErrorClass::Unreachable
+                | ErrorClass::NoCredentials
+                | ErrorClass::InvalidConfiguration
         )
     }
 
@@ -503,18 +536,21 @@ impl std::fmt::Debug for AwsRegion {
 
 impl AwsRegion {
     /// Clients from the standard environment (`AWS_ENDPOINT_URL`, credential chain), for
-    /// `region` or the environment's region.
+    /// `region` or the environment's region; every call ends within `call_timeout`.
     pub async fn from_env(
         region: Option<&str>,
         requests_per_second: u32,
+        call_timeout: Duration,
     ) -> Result<AwsRegion, AwsError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             // Throttling is expected under a shared budget: retry patiently.
             .retry_config(
                 RetryConfig::standard()
                     .with_max_attempts(6)
-                    .with_max_backoff(std::time::Duration::from_secs(5)),
-            );
+                    .with_max_backoff(Duration::from_secs(5)),
+            )
+            // A hung endpoint must not hold a sweep (and every policy waiting on it) forever.
+            .timeout_config(timeout_config(call_timeout));
         if let Some(region) = region {
             loader = loader.region(Region::new(region.to_string()));
         }
@@ -813,6 +849,19 @@ mod tests {
         ] {
             assert!(!ErrorClass::of_code(code).needs_human(), "{code}");
         }
+    }
+
+    #[test]
+    fn every_call_and_attempt_has_a_time_limit() {
+        let c = timeout_config(Duration::from_secs(60));
+        assert_eq!(c.operation_timeout(), Some(Duration::from_secs(60)));
+        assert_eq!(c.operation_attempt_timeout(), Some(Duration::from_secs(20)));
+        assert_eq!(c.read_timeout(), Some(Duration::from_secs(20)));
+        assert_eq!(c.connect_timeout(), Some(Duration::from_secs(5)));
+        let c = timeout_config(Duration::from_secs(3));
+        assert_eq!(c.operation_timeout(), Some(Duration::from_secs(3)));
+        assert_eq!(c.operation_attempt_timeout(), Some(Duration::from_secs(1)));
+        assert_eq!(c.connect_timeout(), Some(Duration::from_secs(1)));
     }
 
     #[test]
