@@ -229,8 +229,12 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{} {} ({:?}, {}, {})",
-                verdict, db.id, db.kind, db.engine, db.region
+                "{} {} ({}, {}, {})",
+                verdict,
+                db.id,
+                db.kind.as_str(),
+                db.engine,
+                db.region
             );
             for f in &db.findings {
                 let _ = writeln!(
@@ -241,7 +245,9 @@ impl Report {
                     f.observed
                 );
                 if !f.status.is_compliant() {
-                    let _ = writeln!(out, "  {:<38} {:<13} expected: {}", "", "", f.expected);
+                    if !f.expected.is_empty() {
+                        let _ = writeln!(out, "  {:<38} {:<13} expected: {}", "", "", f.expected);
+                    }
                     if !f.message.is_empty() {
                         let _ = writeln!(out, "  {:<38} {:<13} {}", "", "", f.message);
                     }

@@ -108,8 +108,22 @@ pub fn conditions(
     reboot: RebootPolicy,
     previous_ready: Option<&Condition>,
 ) -> [ConditionState; 3] {
-    let idle = || cond(RECONCILING, false, reason::IDLE, String::new());
-    let healthy = || cond(STALLED, false, reason::HEALTHY, String::new());
+    let idle = || {
+        cond(
+            RECONCILING,
+            false,
+            reason::IDLE,
+            "nothing in progress; the databases are checked again at the next resync".into(),
+        )
+    };
+    let healthy = || {
+        cond(
+            STALLED,
+            false,
+            reason::HEALTHY,
+            "nothing needs a person to act".into(),
+        )
+    };
     match observation {
         Observation::InventoryFailed(failure) => {
             let message = failure.describe();
@@ -171,8 +185,9 @@ pub fn conditions(
                     true,
                     reason::AWAITING_REBOOT,
                     format!(
-                        "{} database(s) wait for a reboot the policy allows ({reboot:?})",
-                        summary.pending_reboot
+                        "{} database(s) wait for a reboot the policy allows (remediation.reboot: {})",
+                        summary.pending_reboot,
+                        reboot.as_str()
                     ),
                 )
             } else {
@@ -758,6 +773,43 @@ mod tests {
         assert_eq!(s.databases.len(), crate::api::MAX_DATABASES_IN_STATUS);
         assert_eq!(s.databases_omitted, 10);
         assert_eq!(s.summary.selected, 60);
+    }
+
+    #[test]
+    fn every_condition_says_something_for_people() {
+        let observations = [
+            evaluated(vec![db("a", &[(SSL, FindingStatus::Compliant)])]),
+            evaluated(vec![db("a", &[(SSL, FindingStatus::PendingReboot)])]),
+            evaluated(vec![]),
+            Observation::InventoryFailed(Failure {
+                call: "DescribeDBInstances".into(),
+                code: "Timeout".into(),
+                message: "no answer in time".into(),
+            }),
+        ];
+        for obs in &observations {
+            for reboot in [RebootPolicy::Never, RebootPolicy::MaintenanceWindow] {
+                let s = next_status(None, Some(1), obs, reboot, t(1));
+                for c in &s.conditions {
+                    assert!(!c.message.trim().is_empty(), "{c:?}");
+                    assert!(!c.message.contains("Some("), "{c:?}");
+                }
+            }
+        }
+        let s = next_status(
+            None,
+            Some(1),
+            &observations[1],
+            RebootPolicy::MaintenanceWindow,
+            t(1),
+        );
+        assert!(
+            get(&s, RECONCILING)
+                .message
+                .ends_with("(remediation.reboot: MaintenanceWindow)"),
+            "{:?}",
+            get(&s, RECONCILING)
+        );
     }
 
     #[test]

@@ -1156,3 +1156,88 @@ fn a_failed_read_makes_error_findings_of_the_controls_that_need_it_only() {
         FindingStatus::Error
     );
 }
+
+#[test]
+fn findings_name_the_aurora_member_they_are_about_and_are_never_empty_or_debug() {
+    let s = enforce(
+        "  transport: {forceSsl: true, caCertificate: {allowed: [rds-ca-rsa4096-g1]}}\n  encryption: {storage: {}}\n  logging: {retention: {minimumMinutes: 10080}, cloudwatchExports: [postgresql], connections: true, noStatementSecrets: true}\n  audit: {pgaudit: {classes: [ddl]}}\n  auth: {iam: true, managedMasterPassword: true, passwordEncryption: true}\n  network: {publicAccess: Forbidden, ingress: {allowedCidrs: [10.0.0.0/8]}, acl: true}\n  maintenance: {autoMinorVersionUpgrade: true, deletionProtection: true, backupRetention: {minimumDays: 7}, engineVersionCurrent: true}",
+    );
+    let mut c = cluster("ledger", &["ledger-1", "ledger-2", "ledger-3"]);
+    c.members[1].publicly_accessible = true;
+    c.members[2].auto_minor_version_upgrade = false;
+    c.members[2].apply_status = ApplyStatus::PendingReboot;
+    let mut unread = instance("unread");
+    unread.parameter_group = None;
+    unread.read_errors.parameters = Some("could not read it".into());
+    let dbs = [c, instance("plain"), unread];
+    let evaluated = eval_all(&s, &dbs);
+    let finding = |control: ControlId| {
+        evaluated[0]
+            .1
+            .iter()
+            .find(|e| e.finding.control == control)
+            .map(|e| e.finding.clone())
+            .expect("evaluated")
+    };
+    let public = finding(ControlId::PublicAccess);
+    assert!(public.message.contains("member(s) ledger-2 "), "{public:?}");
+    assert!(!public.message.contains("ledger-1"), "{public:?}");
+    let minor = finding(ControlId::AutoMinorVersionUpgrade);
+    assert_eq!(minor.observed, "off on ledger-3");
+    assert!(minor.message.contains("member(s) ledger-3"), "{minor:?}");
+    let retention = finding(ControlId::LogRetention);
+    assert_eq!(retention.status, FindingStatus::NonCompliant);
+    let ssl = finding(ControlId::ForceSsl);
+    assert_eq!(ssl.status, FindingStatus::NonCompliant, "{ssl:?}");
+    // Aurora defaults to rds.force_ssl 0; once the value is right it waits for ledger-3.
+    let mut set = dbs[0].clone();
+    if let Some(g) = set.parameter_group.as_mut()
+        && let Some(p) = g.parameters.get_mut("rds.force_ssl")
+    {
+        p.value = Some("1".into());
+    }
+    let set = [set];
+    let pending = eval_all(&s, &set);
+    let ssl = &pending[0]
+        .1
+        .iter()
+        .find(|e| e.finding.control == ControlId::ForceSsl)
+        .expect("ssl")
+        .finding;
+    assert_eq!(ssl.status, FindingStatus::PendingReboot);
+    assert!(
+        ssl.message
+            .ends_with("takes effect after member ledger-3 reboots"),
+        "{ssl:?}"
+    );
+    // Every finding says something, for people.
+    for (db, evaluations) in evaluated.iter().chain(pending.iter()) {
+        for e in evaluations {
+            let f = &e.finding;
+            assert!(!f.message.trim().is_empty(), "{}: {f:?}", db.id);
+            assert!(!f.observed.trim().is_empty(), "{}: {f:?}", db.id);
+            for debug in ["Some(", "([", "\"]", "{ ", "::"] {
+                assert!(
+                    !f.message.contains(debug) && !f.observed.contains(debug),
+                    "{}: {debug} in {f:?}",
+                    db.id
+                );
+            }
+        }
+    }
+    // A restart the reboot policy does not allow is explained with the policy's own words.
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    let ca_note = p
+        .notes
+        .values()
+        .find(|n| n.contains("restart"))
+        .expect("a CA note");
+    assert!(ca_note.contains("remediation.reboot is Never"), "{ca_note}");
+}
