@@ -73,6 +73,8 @@ pub struct ReportFinding {
 pub struct Options {
     pub fix: bool,
     pub requests_per_second: u32,
+    /// Limit on each AWS call, retries included.
+    pub call_timeout: std::time::Duration,
 }
 
 /// How the run ended.
@@ -101,7 +103,12 @@ pub async fn run(
     let mut unchecked = Vec::new();
     let mut stats = Vec::new();
     for (region, policies) in by_region {
-        let aws = AwsRegion::from_env(region.as_deref(), options.requests_per_second).await?;
+        let aws = AwsRegion::from_env(
+            region.as_deref(),
+            options.requests_per_second,
+            options.call_timeout,
+        )
+        .await?;
         stats.push(aws.stats.clone());
         let inventory = Inventory::new(aws.clone());
         let specs: Vec<_> = policies
@@ -242,8 +249,12 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{} {} ({:?}, {}, {})",
-                verdict, db.id, db.kind, db.engine, db.region
+                "{} {} ({}, {}, {})",
+                verdict,
+                db.id,
+                db.kind.as_str(),
+                db.engine,
+                db.region
             );
             for f in &db.findings {
                 let _ = writeln!(
@@ -254,7 +265,9 @@ impl Report {
                     f.observed
                 );
                 if !f.status.is_compliant() {
-                    let _ = writeln!(out, "  {:<38} {:<13} expected: {}", "", "", f.expected);
+                    if !f.expected.is_empty() {
+                        let _ = writeln!(out, "  {:<38} {:<13} expected: {}", "", "", f.expected);
+                    }
                     if !f.message.is_empty() {
                         let _ = writeln!(out, "  {:<38} {:<13} {}", "", "", f.message);
                     }

@@ -91,6 +91,10 @@ pub struct RunArgs {
     /// Client-side limit on AWS requests per second (per region).
     #[arg(long, default_value_t = crate::aws::DEFAULT_REQUESTS_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub requests_per_second: u32,
+    /// Longest one AWS call may take, retries included (`30s`, `2m`, or seconds); an attempt
+    /// gets a third of it. A hung AWS endpoint costs at most this much.
+    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    pub aws_timeout: std::time::Duration,
     /// How long a managed parameter group must stay unused before it is deleted (`90s`, `30m`,
     /// `1h`, or seconds).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
@@ -118,6 +122,15 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         .ok_or_else(|| format!("{text:?} is too long"))
 }
 
+/// A duration of at least one second and at most an hour.
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(text)?;
+    if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(3600) {
+        return Err(format!("{text}: must be between 1s and 1h"));
+    }
+    Ok(d)
+}
+
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
     /// A DatabaseSecurityPolicy manifest (multi-document YAML allowed; `-` reads stdin).
@@ -135,6 +148,10 @@ pub struct CheckArgs {
     /// Client-side limit on AWS requests per second (per region).
     #[arg(long, default_value_t = crate::aws::DEFAULT_REQUESTS_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub requests_per_second: u32,
+    /// Longest one AWS call may take, retries included (`30s`, `2m`, or seconds); an attempt
+    /// gets a third of it. A hung AWS endpoint costs at most this much.
+    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    pub aws_timeout: std::time::Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -182,13 +199,17 @@ fn run_operator(args: RunArgs) -> ExitCode {
         identity,
         metrics_addr: args.metrics_addr,
         requests_per_second: args.requests_per_second,
+        aws_timeout: args.aws_timeout,
         managed_group_grace: args.managed_group_grace,
     };
     let runtime = match runtime() {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string()),
     };
-    match runtime.block_on(crate::controller::run(options)) {
+    let result = runtime.block_on(crate::controller::run(options));
+    // A task that is still running (a DNS lookup on a blocking thread…) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "operator failed");
@@ -319,6 +340,7 @@ fn run_check(args: CheckArgs) -> ExitCode {
     let options = check::Options {
         fix: args.fix,
         requests_per_second: args.requests_per_second,
+        call_timeout: args.aws_timeout,
     };
     let (mut report, stats) = match runtime.block_on(check::run(&policies, options)) {
         Ok(r) => r,

@@ -817,6 +817,253 @@ fn aws_errors_exit_2_with_the_aws_error_code() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("DescribeDBInstances"));
 }
 
+/// `pgbaseline check` of the example policy with `env` (over a clean AWS environment: no
+/// profile, no instance metadata).
+fn check_with_env(env: &[(&str, String)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgbaseline"));
+    cmd.current_dir(common::repo_root())
+        .args(["check", "-f", "examples/audit-prod-baseline.yaml"])
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/pgbaseline-test/config")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/pgbaseline-test/credentials",
+        );
+    for var in [
+        "AWS_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run pgbaseline")
+}
+
+/// The `error:` line of a failed check: one line, naming the call, never SDK `Debug` output.
+fn aws_error_line(out: &std::process::Output) -> String {
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(out));
+    let text = stderr(out);
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    let line = errors[0].to_string();
+    assert!(
+        line.starts_with("error: AWS DescribeDBInstances: "),
+        "{line}"
+    );
+    for debug in ["DispatchFailure {", "ConnectorError", "Some(", "source:"] {
+        assert!(!line.contains(debug), "{debug}: {line}");
+    }
+    assert!(!line.trim_end().ends_with(':'), "{line}");
+    line
+}
+
+#[test]
+fn aws_errors_name_the_cause_the_region_and_the_endpoint() {
+    let emulator = Emulator::start(None);
+    let keys = || {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+        ]
+    };
+
+    // Nothing listens on the endpoint.
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let mut env = keys();
+    env.push(("AWS_ENDPOINT_URL", dead.clone()));
+    env.push(("AWS_REGION", "us-east-1".into()));
+    let line = aws_error_line(&check_with_env(&env));
+    assert!(line.contains("ConnectionFailed"), "{line}");
+    assert!(line.contains("Connection refused"), "{line}");
+    assert!(
+        line.contains(&format!("region us-east-1, endpoint {dead}")),
+        "{line}"
+    );
+
+    // A region the endpoint does not serve answers with no AWS error code (was `Unknown: `).
+    let mut env = keys();
+    env.push(("AWS_ENDPOINT_URL", emulator.url.clone()));
+    env.push(("AWS_REGION", "xx-nowhere-1".into()));
+    let line = aws_error_line(&check_with_env(&env));
+    assert!(!line.contains("Unknown"), "{line}");
+    assert!(line.contains("HTTP 500"), "{line}");
+    assert!(line.contains("region xx-nowhere-1"), "{line}");
+    assert!(line.contains(&emulator.url), "{line}");
+
+    // AWS's own endpoint of a region that does not exist.
+    let mut env = keys();
+    env.push(("AWS_REGION", "xx-nowhere-1".into()));
+    let line = aws_error_line(&check_with_env(&env));
+    assert!(
+        line.contains("https://rds.xx-nowhere-1.amazonaws.com"),
+        "{line}"
+    );
+    assert!(line.contains("xx-nowhere-1"), "{line}");
+
+    // No credentials anywhere in the chain.
+    emulator.reset_calls();
+    let env = vec![
+        ("AWS_ENDPOINT_URL", emulator.url.clone()),
+        ("AWS_REGION", "us-east-1".to_string()),
+    ];
+    let line = aws_error_line(&check_with_env(&env));
+    assert!(line.contains("NoCredentials: no AWS credentials"), "{line}");
+    assert!(
+        line.contains("Environment: environment variable not set"),
+        "{line}"
+    );
+    assert!(
+        emulator.calls().is_empty(),
+        "an unsigned request reached AWS"
+    );
+}
+
+#[test]
+fn a_hung_aws_costs_one_call_timeout_not_forever() {
+    let emulator = Emulator::start(None);
+    // Every AWS call waits ten minutes.
+    emulator.set_faults(serde_json::json!({"latency_ms": 600_000}));
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgbaseline"));
+    cmd.current_dir(common::repo_root())
+        .args([
+            "check",
+            "-f",
+            "examples/audit-prod-baseline.yaml",
+            "--aws-timeout",
+            "3s",
+        ])
+        .env_remove("AWS_PROFILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in emulator.env() {
+        cmd.env(k, v);
+    }
+    let started = std::time::Instant::now();
+    let mut child = cmd.spawn().expect("run pgbaseline");
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("check still running 60s into a hung AWS");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("output");
+    eprintln!(
+        "check gave up on a hung AWS after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let line = aws_error_line(&out);
+    assert!(
+        line.contains("DescribeDBInstances: Timeout: no answer in time"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("(region us-east-1, endpoint {})", emulator.url)),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_failed_read_is_an_error_finding_for_its_database_and_the_rest_is_reported() {
+    let emulator = Emulator::start(Some("small"));
+    let example = [
+        "check",
+        "-f",
+        "examples/audit-prod-baseline.yaml",
+        "-o",
+        "json",
+    ];
+    let before = json(&pgbaseline(&emulator, &example));
+    // A database on a group of a family whose engine defaults cannot be read
+    // (DescribeEngineDefaultParameters answers InvalidParameterValue).
+    runtime().block_on(async {
+        let rds = aws_sdk_rds::Client::new(&emulator.sdk_config().await);
+        rds.create_db_parameter_group()
+            .db_parameter_group_name("pg13-custom")
+            .db_parameter_group_family("postgres13")
+            .description("a family without engine defaults here")
+            .send()
+            .await
+            .expect("create group");
+        rds.create_db_instance()
+            .db_instance_identifier("old-13")
+            .engine("postgres")
+            .engine_version("13.15")
+            .db_instance_class("db.t4g.micro")
+            .db_parameter_group_name("pg13-custom")
+            .master_username("pgadmin")
+            .master_user_password("not-a-real-password-1")
+            .allocated_storage(20)
+            .tags(
+                aws_sdk_rds::types::Tag::builder()
+                    .key("env")
+                    .value("prod")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("create instance");
+    });
+    let out = pgbaseline(&emulator, &example);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let report = json(&out);
+    let databases = report["databases"].as_array().expect("databases");
+    assert_eq!(
+        report["summary"]["databases"].as_u64(),
+        before["summary"]["databases"].as_u64().map(|n| n + 1),
+        "every database is reported: {report:#}"
+    );
+    // Every other database is reported exactly as before.
+    for db in before["databases"].as_array().expect("databases") {
+        let now = databases
+            .iter()
+            .find(|d| d["id"] == db["id"])
+            .unwrap_or_else(|| panic!("{} missing", db["id"]));
+        assert_eq!(now, db);
+    }
+    let old = databases
+        .iter()
+        .find(|d| d["id"] == "old-13")
+        .expect("old-13 reported");
+    let findings = old["findings"].as_array().expect("findings");
+    let parameter_controls = [
+        "transport.forceSsl",
+        "transport.minTlsVersion",
+        "logging.retention",
+        "logging.connections",
+        "logging.noStatementSecrets",
+        "audit.pgaudit",
+        "auth.passwordEncryption",
+    ];
+    for f in findings {
+        let control = f["control"].as_str().unwrap_or_default();
+        if parameter_controls.contains(&control) {
+            assert_eq!(f["status"], "Error", "{f}");
+            let message = f["message"].as_str().unwrap_or_default();
+            assert!(
+                message.starts_with("not evaluated: could not read DB parameter group pg13-custom: DescribeEngineDefaultParameters: InvalidParameterValue: "),
+                "{message}"
+            );
+            assert!(message.contains("postgres13"), "{message}");
+            assert!(message.contains("region us-east-1"), "{message}");
+        } else {
+            assert_ne!(f["status"], "Error", "{f}");
+        }
+    }
+    assert_eq!(statuses(&report, "old-13")["auth.iam"], "NonCompliant");
+}
+
 #[test]
 fn an_endpoint_without_the_parameter_name_filter_gets_full_pages_and_the_same_report() {
     let emulator = Emulator::start(Some("small"));

@@ -33,6 +33,17 @@ struct Operator {
 
 impl Operator {
     fn start(cp: &ControlPlane, emulator: &Emulator, args: &[&str]) -> Operator {
+        Operator::start_with_env(cp, emulator, args, &[])
+    }
+
+    /// Like [`Operator::start`], with environment variables set (`Some`) or removed (`None`)
+    /// over the emulator's.
+    fn start_with_env(
+        cp: &ControlPlane,
+        emulator: &Emulator,
+        args: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Operator {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("pgbaseline-operator-{port}.log"));
         let out = std::fs::File::create(&log).expect("operator log");
@@ -52,6 +63,12 @@ impl Operator {
             .stderr(out);
         for (k, v) in emulator.env() {
             cmd.env(k, v);
+        }
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
         }
         let child = cmd.spawn().expect("start pgbaseline run");
         let mut op = Operator {
@@ -1230,7 +1247,11 @@ async fn unused_managed_groups_are_deleted_after_the_grace_period_only_when_tagg
     // The deletion is counted once the call returns: wait for the counter, not a fixed time.
     let deadline = Instant::now() + Duration::from_secs(10);
     while op.metric("pgbaseline_managed_parameter_groups_deleted_total") < 1.0 {
-        assert!(Instant::now() < deadline, "deletion not counted:\n{}", op.log_tail());
+        assert!(
+            Instant::now() < deadline,
+            "deletion not counted:\n{}",
+            op.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
@@ -1692,4 +1713,183 @@ async fn two_replicas_started_with_the_same_identity_do_not_both_lead() {
     );
     assert_eq!(b.metric("pgbaseline_leader"), 0.0);
     assert_eq!(a.metric("pgbaseline_leader"), 1.0);
+}
+
+// ------------------------------------------------------------------------------------------
+// 10. // No hang, no SDK dump.
+
+/// Waits up to `timeout` for the process to exit; how long it took.
+async fn exits_within(op: &mut Operator, timeout: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    while op.is_running() {
+        if t.elapsed() > timeout {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Some(t.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_aws_hanging_spec_changes_are_observed_readyz_fails_and_sigterm_exits_in_time() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("hung");
+    let emulator = Emulator::start(Some("small"));
+    let op = Operator::start(cp, &emulator, &["--namespace", &ns, "--aws-timeout", "6s"]);
+    let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
+    let spec = format!(
+        "  selector: {{instanceIdentifiers: [payments-prod]}}\n  resyncSeconds: {RESYNC}\n  posture:\n    maintenance: {{deletionProtection: true}}\n"
+    );
+    cp.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&policy_yaml(&ns, "hung", &spec)),
+    );
+    wait_policy(&api, "hung", Duration::from_secs(60), "Ready", &op, |p| {
+        is(p, "Ready", "True", "Compliant")
+    })
+    .await;
+    assert_eq!(op.get("/readyz").map(|(code, _)| code), Some(200));
+
+    // AWS stops answering (every call waits 10 minutes).
+    emulator.set_faults(json!({"latency_ms": 600_000}));
+    patch_spec(&api, "hung", json!({"resyncSeconds": RESYNC + 1})).await;
+    let t = Instant::now();
+    let p = wait_policy(
+        &api,
+        "hung",
+        Duration::from_secs(45),
+        "the spec change observed and the timeout reported",
+        &op,
+        |p| {
+            is(p, "Reconciling", "True", "Retrying")
+                && condition(p, "Reconciling").is_some_and(|c| c.message.contains("Timeout"))
+        },
+    )
+    .await;
+    eprintln!(
+        "spec change observed with AWS hanging after {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    // A transient failure keeps Ready; the message says what failed, where, on one line.
+    assert!(is(&p, "Ready", "True", "Compliant"));
+    assert!(is(&p, "Stalled", "False", "Healthy"));
+    let message = &condition(&p, "Reconciling").expect("Reconciling").message;
+    assert!(
+        message.starts_with("DescribeDBInstances: Timeout: no answer in time"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("(region us-east-1, endpoint {})", emulator.url)),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "{message}");
+    let (code, body) = op.get("/readyz").expect("readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("AWS unreachable"), "{body}");
+    assert!(body.contains("us-east-1"), "{body}");
+    // Every later change is observed too, within a call's timeout.
+    patch_spec(&api, "hung", json!({"resyncSeconds": RESYNC + 2})).await;
+    let generation = api.get("hung").await.expect("policy").metadata.generation;
+    wait_policy(
+        &api,
+        "hung",
+        Duration::from_secs(20),
+        "the second spec change observed",
+        &op,
+        |p| p.status.as_ref().and_then(|s| s.observed_generation) == generation,
+    )
+    .await;
+    drop(op);
+
+    // SIGTERM with a call hanging (the default 60 s call timeout): out within the 30 s grace.
+    let ns2 = cp.namespace("hung-term");
+    let mut op = Operator::start(cp, &emulator, &["--namespace", &ns2]);
+    cp.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&policy_yaml(&ns2, "hung", &spec)),
+    );
+    // The reconcile starts its sweep within a second of the apply and hangs in it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(op.is_running());
+    op.signal("TERM");
+    let took = exits_within(&mut op, Duration::from_secs(25)).await;
+    let log = op.log_text();
+    let took =
+        took.unwrap_or_else(|| panic!("still running 25s after SIGTERM:\n{}", op.log_tail()));
+    eprintln!(
+        "exited {:.1}s after SIGTERM with AWS hanging",
+        took.as_secs_f64()
+    );
+    assert!(
+        log.contains("stopping them"),
+        "no reconcile was in flight:\n{}",
+        op.log_tail()
+    );
+    assert!(
+        log.contains("pgbaseline operator stopped"),
+        "{}",
+        op.log_tail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_credentials_stall_the_policy_with_a_one_line_reason() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("nocreds");
+    let emulator = Emulator::start(None);
+    let op = Operator::start_with_env(
+        cp,
+        &emulator,
+        &["--namespace", &ns],
+        &[
+            ("AWS_ACCESS_KEY_ID", None),
+            ("AWS_SECRET_ACCESS_KEY", None),
+            ("AWS_SESSION_TOKEN", None),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", None),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", None),
+            ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", None),
+            (
+                "AWS_CONFIG_FILE",
+                Some("/nonexistent/pgbaseline-test/config"),
+            ),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                Some("/nonexistent/pgbaseline-test/credentials"),
+            ),
+        ],
+    );
+    let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
+    let spec = format!(
+        "  selector: {{instanceIdentifiers: [payments-prod]}}\n  resyncSeconds: {RESYNC}\n  posture:\n    maintenance: {{deletionProtection: true}}\n"
+    );
+    cp.kubectl_ok(&["apply", "-f", "-"], Some(&policy_yaml(&ns, "p", &spec)));
+    let p = wait_policy(&api, "p", Duration::from_secs(60), "Stalled", &op, |p| {
+        is(p, "Stalled", "True", "NoCredentials")
+    })
+    .await;
+    assert!(is(&p, "Ready", "False", "NoCredentials"));
+    assert!(is(&p, "Reconciling", "False", "Idle"));
+    for type_ in ["Ready", "Stalled"] {
+        let message = &condition(&p, type_).expect("condition").message;
+        assert!(
+            message.starts_with("DescribeDBInstances: NoCredentials: no AWS credentials"),
+            "{message}"
+        );
+        assert!(!message.contains('\n'), "{message}");
+        for debug in ["DispatchFailure", "ConnectorError", "Some(", "{"] {
+            assert!(!message.contains(debug), "{debug} in {message}");
+        }
+    }
+    let evs = events(cp, &ns);
+    let warning = evs
+        .iter()
+        .find(|(t, r, _, _)| t == "Warning" && r == "NoCredentials")
+        .unwrap_or_else(|| panic!("no NoCredentials warning: {evs:#?}"));
+    assert!(!warning.3.contains('\n') && !warning.3.contains("DispatchFailure"));
+    assert!(
+        emulator.calls().is_empty(),
+        "an unsigned request reached AWS"
+    );
+    // Credentials are not a reason to be unready (AWS is reachable).
+    assert_eq!(op.get("/readyz").map(|(code, _)| code), Some(200));
 }

@@ -603,6 +603,17 @@ pub enum RebootPolicy {
     Immediately,
 }
 
+impl RebootPolicy {
+    /// The value as written in a policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RebootPolicy::Never => "Never",
+            RebootPolicy::MaintenanceWindow => "MaintenanceWindow",
+            RebootPolicy::Immediately => "Immediately",
+        }
+    }
+}
+
 /// How parameter groups are changed.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum ParameterGroupStrategy {

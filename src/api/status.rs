@@ -79,6 +79,16 @@ pub enum DatabaseKind {
     Cluster,
 }
 
+impl DatabaseKind {
+    /// The value as status and reports write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatabaseKind::Instance => "Instance",
+            DatabaseKind::Cluster => "Cluster",
+        }
+    }
+}
+
 /// The result for one database.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

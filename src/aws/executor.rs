@@ -76,6 +76,8 @@ pub async fn execute_while(
     let mut failed_databases: BTreeSet<String> = BTreeSet::new();
     let mut outcomes = Vec::with_capacity(plan.actions.len());
     let mut stopped: Option<String> = None;
+    // Once AWS itself fails (unreachable, no credentials…), every later call would too.
+    let mut region_failed = false;
     for action in &plan.actions {
         if stopped.is_none()
             && let Err(reason) = may_act.may_act()
@@ -93,6 +95,12 @@ pub async fn execute_while(
             .iter()
             .map(|c| c.database.id.clone())
             .collect();
+        if region_failed {
+            outcomes.push(Outcome::Skipped {
+                reason: "not attempted: AWS failed for the whole region".into(),
+            });
+            continue;
+        }
         if !touched.is_empty() && touched.iter().all(|id| failed_databases.contains(id)) {
             outcomes.push(Outcome::Skipped {
                 reason: "not attempted: an earlier change to the same database failed".into(),
@@ -119,6 +127,7 @@ pub async fn execute_while(
             }
             Err(Stop::Failed(e)) => {
                 tracing::warn!(call = e.action, code = %e.code, action = %action.kind.describe(), "remediation failed");
+                region_failed |= e.class.is_regional();
                 failed_databases.extend(touched);
                 Outcome::Failed {
                     code: e.code,

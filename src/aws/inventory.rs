@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 
 use aws_sdk_rds::types::{DbCluster, DbInstance, Filter, Parameter};
 use chrono::{DateTime, Utc};
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, StreamExt};
 use tokio::sync::OnceCell;
 
 use crate::api::{DatabaseKind, DatabaseSecurityPolicySpec, Engine};
 use crate::posture::catalogue::controlled_parameters;
 use crate::posture::model::{
     ApplyStatus, ApplyType, Attached, Attributes, CaCertificate, Database, Fleet, IngressRule,
-    IngressSource, Member, NaclEntry, ParameterGroup, ParameterValue, SecurityGroup,
+    IngressSource, Member, NaclEntry, ParameterGroup, ParameterValue, ReadErrors, SecurityGroup,
 };
 use crate::posture::values::version_cmp;
 
@@ -109,8 +109,29 @@ impl Inventory {
         &self.aws
     }
 
-    /// One sweep of the region.
+    /// A failed read of `what`: the region's failure (`Err`, fails the sweep) or a sentence
+    /// for the databases it concerns.
+    fn unread(&self, e: AwsError, what: &str) -> Result<String, AwsError> {
+        if e.class.is_regional() {
+            return Err(e);
+        }
+        let e = self.aws.locate(e);
+        tracing::warn!(region = %self.aws.region, error = %e, "could not read {what}");
+        Ok(format!("could not read {what}: {e}"))
+    }
+
+    /// One sweep of the region. The listings (instances, clusters, and the region's parameter
+    /// groups when Enforce needs them) must succeed; a read about some resources only (one
+    /// parameter group, a batch of security groups, the KMS aliases…) that fails is carried on
+    /// the databases it concerns ([`ReadErrors`]), unless the failure is the region's (throttled
+    /// past the retries, unreachable, no credentials), which fails the sweep.
     pub async fn sweep(&self, needs: Needs) -> Result<Fleet, AwsError> {
+        self.sweep_inner(needs)
+            .await
+            .map_err(|e| self.aws.locate(e))
+    }
+
+    async fn sweep_inner(&self, needs: Needs) -> Result<Fleet, AwsError> {
         let instances = self.describe_instances().await?;
         let clusters = self.describe_clusters().await?;
         let instances: Vec<DbInstance> = instances
@@ -146,25 +167,39 @@ impl Inventory {
             }
         }
         let mut groups = groups.into_iter();
-        let mut group_values: HashMap<(bool, String), GroupRead> = HashMap::new();
+        let mut group_values: HashMap<(bool, String), Result<GroupRead, AwsError>> = HashMap::new();
         // Until an endpoint has answered one filtered read, read one group alone: if it rejects
         // the filter, one call is wasted rather than one per concurrent read.
         if !self.filter_probed.load(Ordering::Relaxed)
             && let Some((key, family)) = groups.next()
         {
-            let read = self.read_group(key.0, &key.1, family).await?;
+            let read = self.read_group(key.0, &key.1, family).await;
             group_values.insert(key, read);
         }
-        let rest: Vec<((bool, String), GroupRead)> =
+        let rest: Vec<((bool, String), Result<GroupRead, AwsError>)> =
             stream::iter(groups.map(|(key, family)| async move {
-                let read = self.read_group(key.0, &key.1, family).await?;
-                Ok::<_, AwsError>((key, read))
+                let read = self.read_group(key.0, &key.1, family).await;
+                (key, read)
             }))
             .buffer_unordered(GROUP_READ_CONCURRENCY)
-            .try_collect()
-            .await?;
+            .collect()
+            .await;
         group_values.extend(rest);
+        let mut group_reads: HashMap<(bool, String), Result<GroupRead, String>> =
+            HashMap::with_capacity(group_values.len());
+        for ((cluster, name), read) in group_values {
+            let read = match read {
+                Ok(read) => Ok(read),
+                Err(e) => {
+                    let kind = if cluster { "DB cluster" } else { "DB" };
+                    Err(self.unread(e, &format!("{kind} parameter group {name}"))?)
+                }
+            };
+            group_reads.insert((cluster, name), read);
+        }
 
+        let mut unread_sgs: BTreeMap<String, String> = BTreeMap::new();
+        let mut unread_subnets: BTreeMap<String, String> = BTreeMap::new();
         let (security_groups, nacls) = if needs.network {
             let sg_ids: BTreeSet<String> = instances
                 .iter()
@@ -189,16 +224,23 @@ impl Inventory {
                 })
                 .collect();
             (
-                self.describe_security_groups(&sg_ids).await?,
-                self.describe_nacls(&subnets).await?,
+                self.describe_security_groups(&sg_ids, &mut unread_sgs)
+                    .await?,
+                self.describe_nacls(&subnets, &mut unread_subnets).await?,
             )
         } else {
             (BTreeMap::new(), BTreeMap::new())
         };
-        let kms_keys = if needs.kms_aliases {
-            self.kms_aliases().await?
+        let (kms_keys, unread_kms) = if needs.kms_aliases {
+            match self.kms_aliases().await {
+                Ok(keys) => (keys, None),
+                Err(e) => (
+                    BTreeMap::new(),
+                    Some(self.unread(e, "the region's KMS aliases")?),
+                ),
+            }
         } else {
-            BTreeMap::new()
+            (BTreeMap::new(), None)
         };
         // AWS describes each instance's CA with its expiry; the certificate list is read only
         // when some instance lacks that detail.
@@ -207,12 +249,27 @@ impl Inventory {
                 .and_then(|d| d.valid_till())
                 .is_none()
         });
-        let certificates = if needs.certificates && missing_expiry {
-            self.certificates().await?
+        let (certificates, unread_certificates) = if needs.certificates && missing_expiry {
+            match self.certificates().await {
+                Ok(c) => (c, None),
+                Err(e) => (
+                    BTreeMap::new(),
+                    Some(self.unread(e, "the certificate authorities' expiry dates")?),
+                ),
+            }
         } else {
-            BTreeMap::new()
+            (BTreeMap::new(), None)
         };
 
+        let reads = Reads {
+            groups: &group_reads,
+            security_groups: &security_groups,
+            nacls: &nacls,
+            certificates: &certificates,
+            unread_security_groups: &unread_sgs,
+            unread_subnets: &unread_subnets,
+            unread_certificates: unread_certificates.as_deref(),
+        };
         let mut databases = Vec::with_capacity(instances.len() + clusters.len());
         let by_id: HashMap<&str, &DbInstance> = instances
             .iter()
@@ -222,27 +279,29 @@ impl Inventory {
             .iter()
             .filter(|i| i.db_cluster_identifier().is_none())
         {
-            databases.push(self.instance_model(
-                i,
-                &group_values,
-                &security_groups,
-                &nacls,
-                &certificates,
-            ));
+            databases.push(self.instance_model(i, &reads));
         }
         for c in &clusters {
-            databases.push(self.cluster_model(
-                c,
-                &by_id,
-                &group_values,
-                &security_groups,
-                &nacls,
-                &certificates,
-            ));
+            databases.push(self.cluster_model(c, &by_id, &reads));
+        }
+        if let Some(why) = &unread_kms {
+            for db in &mut databases {
+                db.read_errors.kms_aliases = Some(why.clone());
+            }
         }
         if needs.engine_versions {
             for db in &mut databases {
-                db.newest_minor_version = self.newest_minor(db.engine, &db.engine_version).await?;
+                match self.newest_minor(db.engine, &db.engine_version).await {
+                    Ok(newest) => db.newest_minor_version = newest,
+                    Err(e) => {
+                        let what = format!(
+                            "the upgrade targets of {} {}",
+                            db.engine.as_str(),
+                            db.engine_version
+                        );
+                        db.read_errors.engine_versions = Some(self.unread(e, &what)?);
+                    }
+                }
             }
         }
         fill_sharers(&mut databases);
@@ -447,22 +506,33 @@ impl Inventory {
         Ok(map)
     }
 
+    /// Ingress rules per security group; the ids of a batch that could not be read go to
+    /// `unread` with the reason.
     async fn describe_security_groups(
         &self,
         ids: &BTreeSet<String>,
+        unread: &mut BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, Vec<IngressRule>>, AwsError> {
         let mut out = BTreeMap::new();
         let ids: Vec<String> = ids.iter().cloned().collect();
         for batch in ids.chunks(EC2_BATCH) {
             self.aws.throttle().await;
-            let resp = self
+            let resp = match self
                 .aws
                 .ec2
                 .describe_security_groups()
                 .set_group_ids(Some(batch.to_vec()))
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("DescribeSecurityGroups", e))?;
+            {
+                Ok(resp) => resp,
+                Err(e) => {
+                    let e = AwsError::from_sdk("DescribeSecurityGroups", e);
+                    let why = self.unread(e, "the database's security groups")?;
+                    unread.extend(batch.iter().map(|id| (id.clone(), why.clone())));
+                    continue;
+                }
+            };
             for group in resp.security_groups() {
                 let Some(id) = group.group_id() else { continue };
                 let mut rules = Vec::new();
@@ -502,10 +572,12 @@ impl Inventory {
         Ok(out)
     }
 
-    /// Inbound NACL entries per subnet.
+    /// Inbound NACL entries per subnet; the subnets of a batch that could not be read go to
+    /// `unread` with the reason.
     async fn describe_nacls(
         &self,
         subnets: &BTreeSet<String>,
+        unread: &mut BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, Vec<NaclEntry>>, AwsError> {
         let mut out: BTreeMap<String, Vec<NaclEntry>> = BTreeMap::new();
         let subnets: Vec<String> = subnets.iter().cloned().collect();
@@ -515,14 +587,22 @@ impl Inventory {
                 .name("association.subnet-id")
                 .set_values(Some(batch.to_vec()))
                 .build();
-            let resp = self
+            let resp = match self
                 .aws
                 .ec2
                 .describe_network_acls()
                 .filters(filter)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("DescribeNetworkAcls", e))?;
+            {
+                Ok(resp) => resp,
+                Err(e) => {
+                    let e = AwsError::from_sdk("DescribeNetworkAcls", e);
+                    let why = self.unread(e, "the network ACLs of the database's subnets")?;
+                    unread.extend(batch.iter().map(|id| (id.clone(), why.clone())));
+                    continue;
+                }
+            };
             for acl in resp.network_acls() {
                 let acl_id = acl.network_acl_id().unwrap_or_default().to_string();
                 let entries: Vec<NaclEntry> = acl
@@ -664,18 +744,25 @@ impl Inventory {
         Ok(newest)
     }
 
-    fn instance_model(
-        &self,
-        i: &DbInstance,
-        groups: &HashMap<(bool, String), GroupRead>,
-        security_groups: &BTreeMap<String, Vec<IngressRule>>,
-        nacls: &BTreeMap<String, Vec<NaclEntry>>,
-        certificates: &BTreeMap<String, DateTime<Utc>>,
-    ) -> Database {
+    fn instance_model(&self, i: &DbInstance, reads: &Reads<'_>) -> Database {
+        let Reads {
+            security_groups,
+            nacls,
+            certificates,
+            ..
+        } = *reads;
+        let mut read_errors = ReadErrors::default();
         let group_status = i.db_parameter_groups().first();
         let parameter_group = group_status.and_then(|g| {
             let name = g.db_parameter_group_name()?;
-            let read = groups.get(&(false, name.to_string()))?;
+            let read = match reads.groups.get(&(false, name.to_string()))? {
+                Ok(read) => read,
+                Err(why) => {
+                    read_errors.parameters = Some(why.clone());
+                    read_errors.parameter_group = Some(name.to_string());
+                    return None;
+                }
+            };
             Some(ParameterGroup {
                 name: name.to_string(),
                 family: read.family.clone(),
@@ -699,6 +786,10 @@ impl Inventory {
                     .collect()
             })
             .unwrap_or_default();
+        reads.network_errors(&sg_ids, &subnets, &mut read_errors);
+        if lacks_expiry(i) {
+            read_errors.certificates = reads.unread_certificates.map(str::to_string);
+        }
         Database {
             id: i.db_instance_identifier().unwrap_or_default().to_string(),
             kind: DatabaseKind::Instance,
@@ -745,6 +836,7 @@ impl Inventory {
                 .collect(),
             newest_minor_version: None,
             maintenance_window: i.preferred_maintenance_window().map(str::to_string),
+            read_errors,
         }
     }
 
@@ -752,11 +844,15 @@ impl Inventory {
         &self,
         c: &DbCluster,
         instances: &HashMap<&str, &DbInstance>,
-        groups: &HashMap<(bool, String), GroupRead>,
-        security_groups: &BTreeMap<String, Vec<IngressRule>>,
-        nacls: &BTreeMap<String, Vec<NaclEntry>>,
-        certificates: &BTreeMap<String, DateTime<Utc>>,
+        reads: &Reads<'_>,
     ) -> Database {
+        let Reads {
+            security_groups,
+            nacls,
+            certificates,
+            ..
+        } = *reads;
+        let mut read_errors = ReadErrors::default();
         let members: Vec<Member> = c
             .db_cluster_members()
             .iter()
@@ -785,7 +881,14 @@ impl Inventory {
             .find(|s| *s == ApplyStatus::PendingReboot)
             .unwrap_or(ApplyStatus::InSync);
         let parameter_group = c.db_cluster_parameter_group().and_then(|name| {
-            let read = groups.get(&(true, name.to_string()))?;
+            let read = match reads.groups.get(&(true, name.to_string()))? {
+                Ok(read) => read,
+                Err(why) => {
+                    read_errors.parameters = Some(why.clone());
+                    read_errors.parameter_group = Some(name.to_string());
+                    return None;
+                }
+            };
             Some(ParameterGroup {
                 name: name.to_string(),
                 family: read.family.clone(),
@@ -806,6 +909,15 @@ impl Inventory {
             .filter_map(|i| i.db_subnet_group())
             .flat_map(|g| g.subnets().iter().filter_map(|s| s.subnet_identifier()))
             .collect();
+        let subnet_list: Vec<&str> = subnets.iter().copied().collect();
+        reads.network_errors(&sg_ids, &subnet_list, &mut read_errors);
+        if members
+            .iter()
+            .filter_map(|m| instances.get(m.id.as_str()))
+            .any(|i| lacks_expiry(i))
+        {
+            read_errors.certificates = reads.unread_certificates.map(str::to_string);
+        }
         Database {
             id: c.db_cluster_identifier().unwrap_or_default().to_string(),
             kind: DatabaseKind::Cluster,
@@ -849,8 +961,44 @@ impl Inventory {
                 .collect(),
             newest_minor_version: None,
             maintenance_window: c.preferred_maintenance_window().map(str::to_string),
+            read_errors,
         }
     }
+}
+
+/// What a sweep read, and which reads failed, for turning SDK shapes into databases.
+#[derive(Clone, Copy)]
+struct Reads<'a> {
+    groups: &'a HashMap<(bool, String), Result<GroupRead, String>>,
+    security_groups: &'a BTreeMap<String, Vec<IngressRule>>,
+    nacls: &'a BTreeMap<String, Vec<NaclEntry>>,
+    certificates: &'a BTreeMap<String, DateTime<Utc>>,
+    /// Security group id → why it could not be read.
+    unread_security_groups: &'a BTreeMap<String, String>,
+    /// Subnet id → why its network ACL could not be read.
+    unread_subnets: &'a BTreeMap<String, String>,
+    unread_certificates: Option<&'a str>,
+}
+
+impl Reads<'_> {
+    /// Records the failed reads of these security groups and subnets.
+    fn network_errors(&self, sg_ids: &[&str], subnets: &[&str], errors: &mut ReadErrors) {
+        errors.security_groups = sg_ids
+            .iter()
+            .find_map(|id| self.unread_security_groups.get(*id))
+            .cloned();
+        errors.network_acls = subnets
+            .iter()
+            .find_map(|id| self.unread_subnets.get(*id))
+            .cloned();
+    }
+}
+
+/// Whether AWS gave the instance's CA without its expiry.
+fn lacks_expiry(i: &DbInstance) -> bool {
+    i.certificate_details()
+        .and_then(|d| d.valid_till())
+        .is_none()
 }
 
 /// Values of one parameter group read.

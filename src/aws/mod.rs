@@ -9,7 +9,9 @@ pub mod inventory;
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 use aws_sdk_rds::error::ProvideErrorMetadata;
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -23,11 +25,35 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 /// Default client-side limit, well under RDS's ~12 requests/s shared budget.
 pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 8;
 
+/// Default limit on one AWS call, retries included.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The SDK's time limits for calls that may take `call`, retries included: an attempt gets a
+/// third of it (so throttled calls still get their retries), connecting at most 5 s, and a
+/// response must start within the attempt's limit. A hung endpoint costs at most `call`.
+pub fn timeout_config(call: Duration) -> TimeoutConfig {
+    let call = call.max(Duration::from_secs(1));
+    let attempt = (call / 3).max(Duration::from_millis(500));
+    TimeoutConfig::builder()
+        .connect_timeout(attempt.min(Duration::from_secs(5)))
+        .read_timeout(attempt)
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(call)
+        .build()
+}
+
 /// Kinds of AWS failure; the same strings name condition reasons and metric labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ErrorClass {
     Throttled,
+    /// AWS refused the caller (denied by IAM, unknown or invalid key, bad signature).
     AccessDenied,
+    /// No credentials at all (or an unusable credential configuration).
+    NoCredentials,
+    /// No region, a region that does not exist, or an endpoint that does not resolve.
+    InvalidConfiguration,
+    /// AWS could not be reached or did not answer in time (connection, DNS, timeout).
+    Unreachable,
     NotFound,
     InvalidState,
     Other,
@@ -38,13 +64,39 @@ impl ErrorClass {
         match self {
             ErrorClass::Throttled => "Throttled",
             ErrorClass::AccessDenied => "AccessDenied",
+            ErrorClass::NoCredentials => "NoCredentials",
+            ErrorClass::InvalidConfiguration => "InvalidConfiguration",
+            ErrorClass::Unreachable => "AwsUnreachable",
             ErrorClass::NotFound => "NotFound",
             ErrorClass::InvalidState => "InvalidState",
             ErrorClass::Other => "AwsError",
         }
     }
 
-    /// Classifies an AWS error code.
+    /// Whether retrying cannot help until a person changes something (credentials, IAM, the
+    /// region or the endpoint).
+    pub fn needs_human(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::AccessDenied | ErrorClass::NoCredentials | ErrorClass::InvalidConfiguration
+        )
+    }
+
+    /// Whether the failure is the region's rather than one resource's: throttled past the
+    /// retries, unreachable, no credentials, an unknown region. Other calls to the region would
+    /// fail the same way.
+    pub fn is_regional(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Throttled
+                | ErrorClass::Unreachable
+                | ErrorClass::NoCredentials
+                | ErrorClass::InvalidConfiguration
+        )
+    }
+
+    /// Classifies an AWS error code (or one of the codes pgbaseline gives failures that have
+    /// none: [`code`]).
     pub fn of_code(code: &str) -> ErrorClass {
         match code {
             "Throttling"
@@ -60,7 +112,20 @@ impl ErrorClass {
             | "InvalidClientTokenId"
             | "UnrecognizedClientException"
             | "ExpiredToken"
+            | "ExpiredTokenException"
+            | "SignatureDoesNotMatch"
+            | "InvalidSignatureException"
+            | "IncompleteSignature"
+            | "MissingAuthenticationToken"
+            | "InvalidAccessKeyId"
             | "NotAuthorized" => ErrorClass::AccessDenied,
+            code::NO_CREDENTIALS | code::CREDENTIALS_MISCONFIGURED => ErrorClass::NoCredentials,
+            code::NO_REGION
+            | code::UNKNOWN_REGION
+            | code::UNKNOWN_ENDPOINT
+            | code::INVALID_REQUEST
+            | "OptInRequired" => ErrorClass::InvalidConfiguration,
+            code::TIMEOUT | code::CONNECTION_FAILED => ErrorClass::Unreachable,
             c if c.ends_with("NotFound")
                 || c.ends_with("NotFoundFault")
                 || c.ends_with(".NotFound")
@@ -76,6 +141,34 @@ impl ErrorClass {
     }
 }
 
+/// The codes pgbaseline gives failures that AWS gave no code for (the call never got an AWS
+/// answer, or the answer was not an AWS error).
+pub mod code {
+    /// No credential provider of the chain gave credentials.
+    pub const NO_CREDENTIALS: &str = "NoCredentials";
+    /// A credential provider is configured but unusable (a broken profile, a role loop).
+    pub const CREDENTIALS_MISCONFIGURED: &str = "InvalidCredentialsConfiguration";
+    /// No region configured.
+    pub const NO_REGION: &str = "NoRegion";
+    /// AWS's endpoint for the region does not exist (its name does not resolve).
+    pub const UNKNOWN_REGION: &str = "UnknownRegion";
+    /// A configured endpoint (`AWS_ENDPOINT_URL`) does not resolve.
+    pub const UNKNOWN_ENDPOINT: &str = "UnknownEndpoint";
+    /// The SDK could not build the request (e.g. a region it cannot make an endpoint of).
+    pub const INVALID_REQUEST: &str = "InvalidRequest";
+    /// No answer in time (connect, read, attempt or operation timeout).
+    pub const TIMEOUT: &str = "Timeout";
+    /// The connection failed (refused, reset, TLS, a DNS server that does not answer).
+    pub const CONNECTION_FAILED: &str = "ConnectionFailed";
+    /// An answer that is not an AWS response or error.
+    pub const INVALID_RESPONSE: &str = "InvalidResponse";
+    /// The SDK failed for another reason.
+    pub const SDK_FAILURE: &str = "SdkFailure";
+}
+
+/// Longest message kept from an error (status and events stay small).
+const MAX_ERROR_MESSAGE: usize = 600;
+
 /// An AWS call that failed, with the AWS error code and message (never request data).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{action}: {code}: {message}")]
@@ -83,11 +176,14 @@ pub struct AwsError {
     pub action: &'static str,
     pub class: ErrorClass,
     pub code: String,
+    /// One line, for people: AWS's message, or what failed and why.
     pub message: String,
 }
 
 impl AwsError {
-    /// Builds an `AwsError` from any SDK error.
+    /// Builds an `AwsError` from any SDK error: AWS's code and message when AWS answered with
+    /// an error, else a code of [`code`] and the cause from the error's source chain, on one
+    /// line (never the SDK's `Debug` output).
     pub fn from_sdk<E>(
         action: &'static str,
         err: aws_sdk_rds::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
@@ -95,31 +191,255 @@ impl AwsError {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
+        use aws_sdk_rds::error::SdkError;
         let (code, message) = match &err {
-            aws_sdk_rds::error::SdkError::ServiceError(service) => (
-                service.err().code().unwrap_or("Unknown").to_string(),
-                service.err().message().unwrap_or_default().to_string(),
-            ),
-            aws_sdk_rds::error::SdkError::TimeoutError(_) => {
-                ("Timeout".to_string(), "request timed out".to_string())
+            SdkError::ServiceError(service) => {
+                let status = service.raw().status();
+                let reason = http_reason(status.as_u16());
+                let aws_message = service.err().message().map(str::trim).unwrap_or_default();
+                match service.err().code() {
+                    Some(code) if !aws_message.is_empty() => {
+                        (code.to_string(), aws_message.to_string())
+                    }
+                    Some(code) => (
+                        code.to_string(),
+                        format!(
+                            "AWS answered HTTP {} {reason} without a message",
+                            status.as_u16()
+                        ),
+                    ),
+                    None => (
+                        code::INVALID_RESPONSE.to_string(),
+                        format!(
+                            "the endpoint answered HTTP {} {reason} without an AWS error code (is it an AWS endpoint for this region?){}",
+                            status.as_u16(),
+                            if aws_message.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {aws_message}")
+                            }
+                        ),
+                    ),
+                }
             }
-            aws_sdk_rds::error::SdkError::DispatchFailure(d) => {
-                ("DispatchFailure".to_string(), format!("{d:?}"))
-            }
-            other => (
-                other.code().unwrap_or("Unknown").to_string(),
-                other
-                    .message()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| other.to_string()),
+            SdkError::TimeoutError(_) => (
+                code::TIMEOUT.to_string(),
+                format!("no answer in time: {}", cause(&err)),
             ),
+            SdkError::DispatchFailure(dispatch) => dispatch_failure(dispatch, &err),
+            SdkError::ResponseError(_) => (
+                code::INVALID_RESPONSE.to_string(),
+                format!("the answer could not be read: {}", cause(&err)),
+            ),
+            SdkError::ConstructionFailure(_) => (
+                code::INVALID_REQUEST.to_string(),
+                format!("the request could not be built: {}", cause(&err)),
+            ),
+            _ => (code::SDK_FAILURE.to_string(), cause(&err)),
         };
         AwsError {
             action,
             class: ErrorClass::of_code(&code),
             code,
-            message,
+            message: one_line(&message),
         }
+    }
+
+    /// The same error with where it happened (region and endpoint) appended, and an endpoint
+    /// that does not resolve recognised as an unknown region when it is AWS's own.
+    pub fn located(mut self, region: &str, endpoint: Option<&str>) -> AwsError {
+        let service = service_of(self.action);
+        let host = match endpoint {
+            Some(url) => url.to_string(),
+            None => format!("https://{service}.{region}.amazonaws.com"),
+        };
+        if self.code == code::UNKNOWN_ENDPOINT && endpoint.is_none() {
+            self.code = code::UNKNOWN_REGION.to_string();
+            self.class = ErrorClass::InvalidConfiguration;
+            self.message = format!(
+                "{host} does not exist: is {region} an AWS region where {} is available? Check selector.region or AWS_REGION ({})",
+                service.to_ascii_uppercase(),
+                self.message
+            );
+        } else {
+            self.message = format!("{} (region {region}, endpoint {host})", self.message);
+        }
+        self
+    }
+}
+
+/// The cause of a dispatch failure: missing credentials, a name that does not resolve, a
+/// refused connection, a timeout.
+fn dispatch_failure(
+    dispatch: &aws_smithy_runtime_api::client::result::DispatchFailure,
+    err: &(dyn std::error::Error + 'static),
+) -> (String, String) {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(credentials) = e.downcast_ref::<CredentialsError>() {
+            let detail = credential_attempts(credentials).unwrap_or_else(|| cause_of(credentials));
+            return match credentials {
+                CredentialsError::CredentialsNotLoaded(_) => (
+                    code::NO_CREDENTIALS.to_string(),
+                    format!(
+                        "no AWS credentials: no provider gave any ({detail}); give pgbaseline an IAM role (IRSA or EKS Pod Identity) or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                    ),
+                ),
+                CredentialsError::InvalidConfiguration(_) => (
+                    code::CREDENTIALS_MISCONFIGURED.to_string(),
+                    format!("the AWS credential configuration is invalid: {detail}"),
+                ),
+                _ => (
+                    code::CONNECTION_FAILED.to_string(),
+                    format!("AWS credentials could not be loaded: {detail}"),
+                ),
+            };
+        }
+        source = e.source();
+    }
+    let detail = cause(err);
+    if dispatch.is_timeout() {
+        (
+            code::TIMEOUT.to_string(),
+            format!("no answer in time: {detail}"),
+        )
+    } else if dispatch.is_io() && name_does_not_resolve(&detail) {
+        (
+            code::UNKNOWN_ENDPOINT.to_string(),
+            format!("the endpoint's host name does not resolve: {detail}"),
+        )
+    } else if dispatch.is_io() {
+        (
+            code::CONNECTION_FAILED.to_string(),
+            format!("could not reach AWS: {detail}"),
+        )
+    } else {
+        (code::SDK_FAILURE.to_string(), detail)
+    }
+}
+
+/// What each provider of the default credential chain said, as `Name: reason; …`.
+fn credential_attempts(
+    err: &aws_credential_types::provider::error::CredentialsError,
+) -> Option<String> {
+    use aws_config::meta::ProviderChainError;
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(chain) = e.downcast_ref::<ProviderChainError<CredentialsError>>() {
+            let attempts: Vec<String> = chain
+                .attempts()
+                .iter()
+                .map(|a| format!("{}: {}", a.name(), innermost(a.error())))
+                .collect();
+            return Some(attempts.join("; "));
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// The text of the deepest source of an error (the most specific reason).
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut deepest = err;
+    while let Some(next) = deepest.source() {
+        deepest = next;
+    }
+    one_line(&deepest.to_string())
+}
+
+/// A DNS answer that the name does not exist (not a DNS server that failed to answer).
+fn name_does_not_resolve(detail: &str) -> bool {
+    [
+        "Name or service not known",
+        "No address associated with hostname",
+        "nodename nor servname provided",
+        "No such host is known",
+    ]
+    .iter()
+    .any(|m| detail.contains(m))
+}
+
+/// The source chain below an SDK error's own generic text, joined with `: `.
+fn cause(err: &(dyn std::error::Error + 'static)) -> String {
+    match err.source() {
+        Some(source) => cause_of(source),
+        None => err.to_string(),
+    }
+}
+
+/// An error and its sources, joined with `: `; the SDK's generic wrapper texts (`io error`,
+/// `other`, `timeout`) are left out where a source says more.
+fn cause_of(err: &(dyn std::error::Error + 'static)) -> String {
+    const GENERIC: [&str; 7] = [
+        "io error",
+        "other",
+        "timeout",
+        "user error",
+        "dispatch failure",
+        "response error",
+        "failed to construct request",
+    ];
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(err);
+    while let Some(e) = current {
+        let text = one_line(&e.to_string());
+        let next = e.source();
+        let generic = GENERIC.contains(&text.as_str()) && next.is_some();
+        // Some errors repeat their source's text in their own; keep the longer one only.
+        if !generic && !text.is_empty() && !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = next;
+    }
+    if parts.is_empty() {
+        err.to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+/// Whitespace (newlines included) collapsed to single spaces, cut at a char boundary.
+pub fn one_line(text: &str) -> String {
+    let mut out = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.len() > MAX_ERROR_MESSAGE {
+        let mut cut = MAX_ERROR_MESSAGE - 3;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str("...");
+    }
+    out
+}
+
+fn http_reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    }
+}
+
+/// The AWS service an action of ours belongs to (for naming its endpoint).
+fn service_of(action: &str) -> &'static str {
+    if action.contains("SecurityGroup")
+        || action.contains("NetworkAcl")
+        || action.contains("Subnet")
+    {
+        "ec2"
+    } else if action.contains("Alias") || action.ends_with("Key") {
+        "kms"
+    } else {
+        "rds"
     }
 }
 
@@ -201,6 +521,9 @@ pub struct AwsRegion {
     pub(crate) kms: aws_sdk_kms::Client,
     limiter: Arc<DefaultDirectRateLimiter>,
     pub stats: Arc<CallStats>,
+    /// The endpoint every client uses when one is configured (`AWS_ENDPOINT_URL`); else AWS's
+    /// own endpoints of the region.
+    pub endpoint: Option<String>,
 }
 
 impl std::fmt::Debug for AwsRegion {
@@ -213,18 +536,21 @@ impl std::fmt::Debug for AwsRegion {
 
 impl AwsRegion {
     /// Clients from the standard environment (`AWS_ENDPOINT_URL`, credential chain), for
-    /// `region` or the environment's region.
+    /// `region` or the environment's region; every call ends within `call_timeout`.
     pub async fn from_env(
         region: Option<&str>,
         requests_per_second: u32,
+        call_timeout: Duration,
     ) -> Result<AwsRegion, AwsError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             // Throttling is expected under a shared budget: retry patiently.
             .retry_config(
                 RetryConfig::standard()
                     .with_max_attempts(6)
-                    .with_max_backoff(std::time::Duration::from_secs(5)),
-            );
+                    .with_max_backoff(Duration::from_secs(5)),
+            )
+            // A hung endpoint must not hold a sweep (and every policy waiting on it) forever.
+            .timeout_config(timeout_config(call_timeout));
         if let Some(region) = region {
             loader = loader.region(Region::new(region.to_string()));
         }
@@ -242,8 +568,8 @@ impl AwsRegion {
             .map(|r| r.to_string())
             .ok_or_else(|| AwsError {
                 action: "configure",
-                class: ErrorClass::Other,
-                code: "NoRegion".into(),
+                class: ErrorClass::InvalidConfiguration,
+                code: code::NO_REGION.into(),
                 message: "no AWS region: set AWS_REGION or the policy's selector.region".into(),
             })?;
         let stats = Arc::new(CallStats::default());
@@ -274,7 +600,13 @@ impl AwsRegion {
             kms,
             limiter,
             stats,
+            endpoint: config.endpoint_url().map(str::to_string),
         })
+    }
+
+    /// `e` with this region and the endpoint it was sent to (see [`AwsError::located`]).
+    pub fn locate(&self, e: AwsError) -> AwsError {
+        e.located(&self.region, self.endpoint.as_deref())
     }
 
     /// Waits for a token of the client-side rate limit.
@@ -328,6 +660,208 @@ mod tests {
         for (code, class) in cases {
             assert_eq!(ErrorClass::of_code(code), class, "{code}");
         }
+    }
+
+    mod sdk {
+        pub use aws_sdk_rds::error::SdkError;
+        pub use aws_sdk_rds::operation::describe_db_instances::DescribeDBInstancesError;
+        pub use aws_smithy_runtime_api::client::result::ConnectorError;
+        pub use aws_smithy_runtime_api::http::{Response, StatusCode};
+        pub use aws_smithy_types::body::SdkBody;
+        pub use aws_smithy_types::error::ErrorMetadata;
+    }
+
+    type Sdk = sdk::SdkError<sdk::DescribeDBInstancesError, sdk::Response>;
+
+    fn io(text: &str) -> Sdk {
+        Sdk::dispatch_failure(sdk::ConnectorError::io(Box::new(std::io::Error::other(
+            text.to_string(),
+        ))))
+    }
+
+    fn service(status: u16, code: Option<&str>, message: Option<&str>) -> Sdk {
+        let mut meta = sdk::ErrorMetadata::builder();
+        if let Some(code) = code {
+            meta = meta.code(code);
+        }
+        if let Some(message) = message {
+            meta = meta.message(message);
+        }
+        Sdk::service_error(
+            sdk::DescribeDBInstancesError::generic(meta.build()),
+            sdk::Response::new(
+                sdk::StatusCode::try_from(status).expect("status"),
+                sdk::SdkBody::empty(),
+            ),
+        )
+    }
+
+    /// One line, says something, and is not Rust `Debug` output.
+    fn assert_for_people(e: &AwsError) {
+        let text = e.to_string();
+        assert!(!e.message.trim().is_empty(), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+        for debug in [
+            "ConnectorError",
+            "DispatchFailure {",
+            "Some(",
+            "kind:",
+            "source:",
+        ] {
+            assert!(!text.contains(debug), "{debug} in {text}");
+        }
+    }
+
+    #[test]
+    fn failures_without_an_aws_code_say_what_failed_on_one_line() {
+        // The endpoint answered, but not with an AWS error (before: `Unknown: `).
+        let e = AwsError::from_sdk("DescribeDBInstances", service(500, None, None));
+        assert_eq!(e.code, "InvalidResponse");
+        assert!(e.message.contains("HTTP 500"), "{e}");
+        assert_for_people(&e);
+        let e = e.located("xx-nowhere-1", Some("http://127.0.0.1:4566"));
+        assert!(
+            e.message
+                .ends_with("(region xx-nowhere-1, endpoint http://127.0.0.1:4566)"),
+            "{e}"
+        );
+
+        // Refused connection (before: the DispatchFailure's Debug dump).
+        let e = AwsError::from_sdk(
+            "DescribeDBInstances",
+            io("tcp connect error: Connection refused (os error 111)"),
+        );
+        assert_eq!(
+            (e.code.as_str(), e.class),
+            ("ConnectionFailed", ErrorClass::Unreachable)
+        );
+        assert!(
+            e.message.contains("Connection refused (os error 111)"),
+            "{e}"
+        );
+        assert_for_people(&e);
+
+        // An AWS error with a code but no message still says something.
+        let e = AwsError::from_sdk(
+            "DescribeDBInstances",
+            service(403, Some("AccessDenied"), None),
+        );
+        assert_eq!(e.class, ErrorClass::AccessDenied);
+        assert!(e.message.contains("HTTP 403"), "{e}");
+
+        // AWS's own messages are kept, on one line.
+        let e = AwsError::from_sdk(
+            "DescribeDBInstances",
+            service(400, Some("InvalidParameterValue"), Some("bad\n  value")),
+        );
+        assert_eq!(e.message, "bad value");
+
+        let e = AwsError::from_sdk(
+            "DescribeDBInstances",
+            Sdk::timeout_error(Box::new(std::io::Error::other(
+                "operation timeout (all attempts including retries) occurred after 6s",
+            ))),
+        );
+        assert_eq!(
+            (e.code.as_str(), e.class),
+            ("Timeout", ErrorClass::Unreachable)
+        );
+        assert!(e.message.contains("after 6s"), "{e}");
+        assert_for_people(&e);
+    }
+
+    #[test]
+    fn an_unknown_region_needs_a_human_and_names_the_region_and_the_endpoint() {
+        let dns = "dns error: failed to lookup address information: Name or service not known";
+        let e = AwsError::from_sdk("DescribeDBInstances", io(dns)).located("xx-nowhere-1", None);
+        assert_eq!(e.code, "UnknownRegion");
+        assert_eq!(e.class, ErrorClass::InvalidConfiguration);
+        assert!(e.class.needs_human());
+        assert!(
+            e.message.contains("https://rds.xx-nowhere-1.amazonaws.com"),
+            "{e}"
+        );
+        assert!(e.message.contains("xx-nowhere-1 an AWS region"), "{e}");
+        assert!(e.message.contains("Name or service not known"), "{e}");
+        assert_for_people(&e);
+        // A configured endpoint that does not resolve is a configuration error too.
+        let e = AwsError::from_sdk("DescribeSecurityGroups", io(dns))
+            .located("us-east-1", Some("http://aws.invalid"));
+        assert_eq!(e.code, "UnknownEndpoint");
+        assert!(e.class.needs_human());
+        assert!(e.message.contains("endpoint http://aws.invalid"), "{e}");
+        // A DNS server that does not answer is transient, not a missing region.
+        let e = AwsError::from_sdk(
+            "DescribeDBInstances",
+            io("dns error: Temporary failure in name resolution"),
+        )
+        .located("us-east-1", None);
+        assert_eq!(e.class, ErrorClass::Unreachable);
+        assert!(
+            e.message.contains("https://rds.us-east-1.amazonaws.com"),
+            "{e}"
+        );
+        let e = AwsError::from_sdk("ListAliases", io(dns)).located("eu-west-1", None);
+        assert!(
+            e.message.contains("https://kms.eu-west-1.amazonaws.com"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_credentials_need_a_human_and_say_so_on_one_line() {
+        use aws_credential_types::provider::error::CredentialsError;
+        let err = Sdk::dispatch_failure(sdk::ConnectorError::other(
+            Box::new(CredentialsError::not_loaded(
+                "no providers in chain provided credentials",
+            )),
+            None,
+        ));
+        let e = AwsError::from_sdk("DescribeDBInstances", err);
+        assert_eq!(e.code, "NoCredentials");
+        assert_eq!(e.class, ErrorClass::NoCredentials);
+        assert!(e.class.needs_human());
+        assert!(e.message.starts_with("no AWS credentials"), "{e}");
+        assert!(e.message.contains("IRSA"), "{e}");
+        assert_for_people(&e);
+        let err = Sdk::dispatch_failure(sdk::ConnectorError::other(
+            Box::new(CredentialsError::invalid_configuration(
+                "role loop in profile",
+            )),
+            None,
+        ));
+        let e = AwsError::from_sdk("DescribeDBInstances", err);
+        assert_eq!(e.class, ErrorClass::NoCredentials);
+        assert!(e.message.contains("role loop in profile"), "{e}");
+        // Invalid keys are AWS's answer: access denied, which needs a human too.
+        for code in [
+            "InvalidClientTokenId",
+            "SignatureDoesNotMatch",
+            "AuthFailure",
+        ] {
+            assert!(ErrorClass::of_code(code).needs_human(), "{code}");
+        }
+        for code in [
+            "Throttling",
+            "Timeout",
+            "ConnectionFailed",
+            "InvalidResponse",
+        ] {
+            assert!(!ErrorClass::of_code(code).needs_human(), "{code}");
+        }
+    }
+
+    #[test]
+    fn every_call_and_attempt_has_a_time_limit() {
+        let c = timeout_config(Duration::from_secs(60));
+        assert_eq!(c.operation_timeout(), Some(Duration::from_secs(60)));
+        assert_eq!(c.operation_attempt_timeout(), Some(Duration::from_secs(20)));
+        assert_eq!(c.read_timeout(), Some(Duration::from_secs(20)));
+        assert_eq!(c.connect_timeout(), Some(Duration::from_secs(5)));
+        let c = timeout_config(Duration::from_secs(3));
+        assert_eq!(c.operation_timeout(), Some(Duration::from_secs(3)));
+        assert_eq!(c.operation_attempt_timeout(), Some(Duration::from_secs(1)));
+        assert_eq!(c.connect_timeout(), Some(Duration::from_secs(1)));
     }
 
     #[test]

@@ -12,11 +12,15 @@ use chrono::{DateTime, Utc};
 
 use crate::aws::executor::{MayAct, collect_garbage};
 use crate::aws::inventory::{Inventory, Needs};
-use crate::aws::{AwsError, AwsRegion};
+use crate::aws::{AwsError, AwsRegion, ErrorClass};
 use crate::posture::Fleet;
 use crate::posture::managed::garbage;
 
 use super::metrics::Metrics;
+
+/// Longest a sweep may take: each AWS call has its own limit (`--aws-timeout`); this bounds a
+/// sweep of many slow calls, so a region's policies are never held longer.
+pub const SWEEP_DEADLINE: Duration = Duration::from_secs(300);
 
 /// One sweep's result.
 struct Sweep {
@@ -54,6 +58,9 @@ pub struct Region {
     /// Garbage collection of managed parameter groups: since when each has been seen unused,
     /// and the sweep last collected from (once per sweep however many policies enforce).
     garbage: Mutex<Garbage>,
+    /// The last sweep's failure, and when, when AWS could not be reached (what `/readyz`
+    /// reports).
+    unreachable: std::sync::Mutex<Option<(Instant, AwsError)>>,
 }
 
 /// Since when each managed group has been seen unused, and the sweep last collected from.
@@ -86,6 +93,7 @@ impl Region {
             cache: Mutex::new(Cache::default()),
             act: Mutex::new(()),
             garbage: Mutex::new((BTreeMap::new(), None)),
+            unreachable: std::sync::Mutex::new(None),
         }
     }
 
@@ -122,7 +130,25 @@ impl Region {
         }
         let needs = union(needs, sweep_needs);
         let started = Instant::now();
-        let result = self.inventory.sweep(needs).await;
+        let result = match tokio::time::timeout(SWEEP_DEADLINE, self.inventory.sweep(needs)).await {
+            Ok(result) => result,
+            Err(_) => Err(AwsError {
+                action: "sweep",
+                class: ErrorClass::Unreachable,
+                code: crate::aws::code::TIMEOUT.into(),
+                message: format!(
+                    "the sweep of region {} did not finish within {}s",
+                    self.aws.region,
+                    SWEEP_DEADLINE.as_secs()
+                ),
+            }),
+        };
+        if let Ok(mut unreachable) = self.unreachable.lock() {
+            *unreachable = match &result {
+                Err(e) if e.class == ErrorClass::Unreachable => Some((Instant::now(), e.clone())),
+                _ => None,
+            };
+        }
         let seconds = started.elapsed().as_secs_f64();
         metrics.sweep(&self.aws.region, seconds, result.is_ok());
         metrics.sync_aws_calls(&self.aws.region, &self.aws.stats);
@@ -199,6 +225,15 @@ impl Region {
         deleted
     }
 
+    /// Why this region makes the operator not ready: its last sweep could not reach AWS. A
+    /// failure older than two sweep deadlines is forgotten (a region whose policies are gone
+    /// sweeps no more; one with policies sweeps at least every five minutes).
+    pub fn unreachable(&self) -> Option<AwsError> {
+        let unreachable = self.unreachable.lock().ok()?;
+        let (at, e) = unreachable.as_ref()?;
+        (at.elapsed() < 2 * SWEEP_DEADLINE).then(|| e.clone())
+    }
+
     /// Marks the cached sweep stale (a plan changed AWS).
     pub async fn invalidate(&self) {
         if let Some(sweep) = self.cache.lock().await.sweep.as_mut() {
@@ -211,6 +246,8 @@ impl Region {
 /// shares its inventory with policies that name that region.
 pub struct Regions {
     requests_per_second: u32,
+    /// Limit on each AWS call, retries included.
+    call_timeout: Duration,
     regions: Mutex<HashMap<String, Arc<Region>>>,
     /// The environment's region, once known.
     default_region: std::sync::RwLock<Option<String>>,
@@ -220,9 +257,15 @@ impl Regions {
     pub fn new(requests_per_second: u32) -> Regions {
         Regions {
             requests_per_second,
+            call_timeout: crate::aws::DEFAULT_CALL_TIMEOUT,
             regions: Mutex::new(HashMap::new()),
             default_region: std::sync::RwLock::new(None),
         }
+    }
+
+    /// Limits each AWS call (retries included) of the regions created from now on.
+    pub fn set_call_timeout(&mut self, timeout: Duration) {
+        self.call_timeout = timeout;
     }
 
     /// The environment's region, when already resolved.
@@ -237,7 +280,7 @@ impl Regions {
         if let Some(r) = name.as_ref().and_then(|n| regions.get(n)) {
             return Ok(r.clone());
         }
-        let aws = AwsRegion::from_env(region, self.requests_per_second).await?;
+        let aws = AwsRegion::from_env(region, self.requests_per_second, self.call_timeout).await?;
         if region.is_none()
             && let Ok(mut default) = self.default_region.write()
         {

@@ -41,11 +41,29 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(Extract(state): Extract<State>) -> (StatusCode, &'static str) {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
+/// Ready once started, unless the last sweep of a region could not reach AWS (the operator
+/// then cannot do its work; the message says which region and why) or it is shutting down.
+async fn readyz(Extract(state): Extract<State>) -> (StatusCode, String) {
+    if !state.ready.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: starting or stopping\n".into(),
+        );
+    }
+    let mut regions = state.ctx.regions.all().await;
+    regions.sort_by(|a, b| a.aws.region.cmp(&b.aws.region));
+    let unreachable: Vec<String> = regions
+        .iter()
+        .filter_map(|r| r.unreachable())
+        .map(|e| format!("AWS unreachable: {e}"))
+        .collect();
+    if unreachable.is_empty() {
+        (StatusCode::OK, "ok".into())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", unreachable.join("; ")),
+        )
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Options {
     pub identity: String,
     pub metrics_addr: std::net::SocketAddr,
     pub requests_per_second: u32,
+    /// Limit on each AWS call, retries included.
+    pub aws_timeout: Duration,
     /// How long a managed parameter group stays unused before it is deleted.
     pub managed_group_grace: Duration,
 }
@@ -55,6 +57,21 @@ pub fn install_crypto_provider() {
 /// Resolves when `stop` turns true (or its sender is gone).
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// After SIGTERM, how long reconciles in flight get to finish before they are dropped. With the
+/// lease release and the HTTP server's end, shutdown takes at most about 20 s, inside the pod's
+/// 30 s grace period whatever AWS does.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+/// Resolves [`SHUTDOWN_DRAIN`] after `stop` turns true.
+async fn drained(stop: watch::Receiver<bool>) {
+    stopped(stop).await;
+    tokio::time::sleep(SHUTDOWN_DRAIN).await;
+    tracing::warn!(
+        seconds = SHUTDOWN_DRAIN.as_secs(),
+        "reconciles still running after the shutdown drain; stopping them"
+    );
 }
 
 /// Turns `stop` true on SIGTERM or SIGINT.
@@ -99,6 +116,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .leader_election
         .then(|| Arc::new(lease::Leadership::default()));
     ctx.leadership = leadership.clone();
+    ctx.regions.set_call_timeout(options.aws_timeout);
     let ctx = Arc::new(ctx);
 
     let server = http::serve(
@@ -151,6 +169,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             };
             tokio::select! {
                 _ = run_controllers(ctx.clone(), &options.namespaces, stop_rx.clone()) => break 'outer,
+                _ = drained(stop_rx.clone()) => break 'outer,
                 _ = lost => {
                     // Dropping the controllers cancels reconciles in flight; a run between two
                     // calls has already been stopped by the term's end (`Leadership`).
@@ -171,10 +190,14 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     } else {
         ready.store(true, Ordering::Relaxed);
         metrics.leader.set(1);
-        run_controllers(ctx.clone(), &options.namespaces, stop_rx.clone()).await;
+        tokio::select! {
+            _ = run_controllers(ctx.clone(), &options.namespaces, stop_rx.clone()) => {}
+            _ = drained(stop_rx.clone()) => {}
+        }
     }
+    ready.store(false, Ordering::Relaxed);
     // Give the HTTP server its graceful end too.
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     tracing::info!("pgbaseline operator stopped");
     Ok(())
 }

@@ -62,18 +62,15 @@ impl Failure {
         ErrorClass::of_code(&self.code)
     }
 
-    /// Whether a human must act before a retry can succeed.
+    /// Whether a human must act before a retry can succeed (access denied, no credentials, an
+    /// unknown region or endpoint).
     pub fn needs_human(&self) -> bool {
-        self.class() == ErrorClass::AccessDenied || self.code == "NoRegion"
+        self.class().needs_human()
     }
 
     /// The CamelCase reason for this failure.
     pub fn reason(&self) -> &'static str {
-        if self.code == "NoRegion" {
-            reason::INVALID_CONFIGURATION
-        } else {
-            self.class().as_str()
-        }
+        self.class().as_str()
     }
 
     fn describe(&self) -> String {
@@ -114,8 +111,22 @@ pub fn conditions(
     reboot: RebootPolicy,
     previous_ready: Option<&Condition>,
 ) -> [ConditionState; 3] {
-    let idle = || cond(RECONCILING, false, reason::IDLE, String::new());
-    let healthy = || cond(STALLED, false, reason::HEALTHY, String::new());
+    let idle = || {
+        cond(
+            RECONCILING,
+            false,
+            reason::IDLE,
+            "nothing in progress; the databases are checked again at the next resync".into(),
+        )
+    };
+    let healthy = || {
+        cond(
+            STALLED,
+            false,
+            reason::HEALTHY,
+            "nothing needs a person to act".into(),
+        )
+    };
     match observation {
         Observation::InventoryFailed(failure) => {
             let message = failure.describe();
@@ -127,17 +138,12 @@ pub fn conditions(
                 ]
             } else {
                 let ready = match previous_ready {
-                    Some(c)
-                        if c.reason != reason::INVALID_CONFIGURATION
-                            && c.reason != reason::ACCESS_DENIED =>
-                    {
-                        ConditionState {
-                            type_: READY,
-                            status: c.status == "True",
-                            reason: known_reason(&c.reason).unwrap_or(failure.reason()),
-                            message: c.message.clone(),
-                        }
-                    }
+                    Some(c) if !needs_human_reason(&c.reason) => ConditionState {
+                        type_: READY,
+                        status: c.status == "True",
+                        reason: known_reason(&c.reason).unwrap_or(failure.reason()),
+                        message: c.message.clone(),
+                    },
                     _ => cond(READY, false, failure.reason(), message.clone()),
                 };
                 [
@@ -189,8 +195,9 @@ pub fn conditions(
                     true,
                     reason::AWAITING_REBOOT,
                     format!(
-                        "{} database(s) wait for a reboot the policy allows ({reboot:?})",
-                        summary.pending_reboot
+                        "{} database(s) wait for a reboot the policy allows (remediation.reboot: {})",
+                        summary.pending_reboot,
+                        reboot.as_str()
                     ),
                 )
             } else {
@@ -199,6 +206,18 @@ pub fn conditions(
             [ready, reconciling, stalled]
         }
     }
+}
+
+/// Whether a reason read back from the object is that of a failure a human must fix (it is not
+/// kept once that failure is replaced by another).
+fn needs_human_reason(reason: &str) -> bool {
+    [
+        ErrorClass::AccessDenied,
+        ErrorClass::NoCredentials,
+        ErrorClass::InvalidConfiguration,
+    ]
+    .iter()
+    .any(|c| c.as_str() == reason)
 }
 
 /// Maps a reason read back from the object to our static string.
@@ -667,6 +686,43 @@ mod tests {
     }
 
     #[test]
+    fn missing_credentials_and_unknown_regions_stall_with_one_line() {
+        let good = evaluated(vec![db("a", &[(SSL, FindingStatus::Compliant)])]);
+        let s1 = next_status(None, Some(1), &good, RebootPolicy::Never, t(1));
+        for (code, reason) in [
+            ("NoCredentials", "NoCredentials"),
+            ("InvalidCredentialsConfiguration", "NoCredentials"),
+            ("UnknownRegion", "InvalidConfiguration"),
+            ("NoRegion", "InvalidConfiguration"),
+            ("InvalidClientTokenId", "AccessDenied"),
+        ] {
+            let failed = Observation::InventoryFailed(Failure {
+                call: "DescribeDBInstances".into(),
+                code: code.into(),
+                message: "no AWS credentials: no provider gave any".into(),
+            });
+            let s2 = next_status(Some(&s1), Some(1), &failed, RebootPolicy::Never, t(2));
+            assert_eq!(get(&s2, STALLED).status, "True", "{code}");
+            assert_eq!(get(&s2, STALLED).reason, reason, "{code}");
+            assert_eq!(get(&s2, READY).reason, reason, "{code}");
+            assert_eq!(get(&s2, RECONCILING).status, "False", "{code}");
+            let message = &get(&s2, STALLED).message;
+            assert!(!message.contains('\n'), "{message}");
+            assert!(message.starts_with(&format!("DescribeDBInstances: {code}: ")));
+            // A transient error next does not keep the Ready of the failure a human fixed.
+            let throttled = Observation::InventoryFailed(Failure {
+                call: "DescribeDBInstances".into(),
+                code: "Timeout".into(),
+                message: "no answer in time".into(),
+            });
+            let s3 = next_status(Some(&s2), Some(1), &throttled, RebootPolicy::Never, t(3));
+            assert_eq!(get(&s3, READY).reason, "AwsUnreachable", "{code}");
+            assert_eq!(get(&s3, STALLED).status, "False", "{code}");
+            assert_eq!(get(&s3, RECONCILING).reason, "Retrying", "{code}");
+        }
+    }
+
+    #[test]
     fn transient_errors_keep_ready_and_mark_reconciling() {
         let good = evaluated(vec![db("a", &[(SSL, FindingStatus::Compliant)])]);
         let s1 = next_status(None, Some(1), &good, RebootPolicy::Never, t(1));
@@ -779,6 +835,43 @@ mod tests {
         assert_eq!(s.databases.len(), crate::api::MAX_DATABASES_IN_STATUS);
         assert_eq!(s.databases_omitted, 10);
         assert_eq!(s.summary.selected, 60);
+    }
+
+    #[test]
+    fn every_condition_says_something_for_people() {
+        let observations = [
+            evaluated(vec![db("a", &[(SSL, FindingStatus::Compliant)])]),
+            evaluated(vec![db("a", &[(SSL, FindingStatus::PendingReboot)])]),
+            evaluated(vec![]),
+            Observation::InventoryFailed(Failure {
+                call: "DescribeDBInstances".into(),
+                code: "Timeout".into(),
+                message: "no answer in time".into(),
+            }),
+        ];
+        for obs in &observations {
+            for reboot in [RebootPolicy::Never, RebootPolicy::MaintenanceWindow] {
+                let s = next_status(None, Some(1), obs, reboot, t(1));
+                for c in &s.conditions {
+                    assert!(!c.message.trim().is_empty(), "{c:?}");
+                    assert!(!c.message.contains("Some("), "{c:?}");
+                }
+            }
+        }
+        let s = next_status(
+            None,
+            Some(1),
+            &observations[1],
+            RebootPolicy::MaintenanceWindow,
+            t(1),
+        );
+        assert!(
+            get(&s, RECONCILING)
+                .message
+                .ends_with("(remediation.reboot: MaintenanceWindow)"),
+            "{:?}",
+            get(&s, RECONCILING)
+        );
     }
 
     #[test]

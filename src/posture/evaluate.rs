@@ -137,7 +137,7 @@ fn compliant(
         FindingStatus::Compliant,
         observed.into(),
         expected.into(),
-        String::new(),
+        "meets the policy".into(),
     )
 }
 
@@ -174,12 +174,16 @@ fn report_only(
 }
 
 fn error(control: ControlId, message: impl Into<String>) -> Evaluation {
+    let mut message: String = message.into();
+    if message.trim().is_empty() {
+        message = "could not be evaluated".into();
+    }
     Evaluation::new(
         control,
         FindingStatus::Error,
+        "unknown".into(),
         String::new(),
-        String::new(),
-        message.into(),
+        message,
     )
 }
 
@@ -451,7 +455,44 @@ pub fn evaluate(
         });
     }
     out.sort_by_key(|e| e.finding.control);
+    // A read the sweep could not make costs the controls that need it, nothing else.
+    for e in &mut out {
+        if let Some(why) = unread(spec, database, e.finding.control) {
+            let expected = std::mem::take(&mut e.finding.expected);
+            *e = error(e.finding.control, format!("not evaluated: {why}"));
+            e.finding.expected = expected;
+        }
+    }
     out
+}
+
+/// What the sweep failed to read that `control` needs on `database`, if anything.
+fn unread<'a>(
+    spec: &DatabaseSecurityPolicySpec,
+    database: &'a Database,
+    control: ControlId,
+) -> Option<&'a str> {
+    let errors = &database.read_errors;
+    let failed = match control {
+        ControlId::Ingress => &errors.security_groups,
+        ControlId::NetworkAcl => &errors.network_acls,
+        ControlId::CaCertificate => &errors.certificates,
+        ControlId::EngineVersionCurrent => &errors.engine_versions,
+        // Aliases are needed only to compare a key not given by its ARN.
+        ControlId::StorageEncryption => match spec
+            .posture
+            .encryption
+            .as_ref()
+            .and_then(|e| e.storage.as_ref())
+            .and_then(|s| s.kms_key_id.as_deref())
+        {
+            Some(key) if !(key.starts_with("arn:") && key.contains(":key/")) => &errors.kms_aliases,
+            _ => return None,
+        },
+        c if !super::catalogue::info(c).parameters.is_empty() => &errors.parameters,
+        _ => return None,
+    };
+    failed.as_deref()
 }
 
 fn join_or_none<'a>(items: impl Iterator<Item = impl AsRef<str> + 'a>) -> String {
@@ -503,9 +544,14 @@ where
             observed,
             expected.to_string(),
             format!(
-                "{} is set in {} but takes effect after a reboot",
+                "{} is set in {} but takes effect after {}",
                 params.join(", "),
-                group.name
+                group.name,
+                match waiting_members(database).as_slice() {
+                    [] => "a reboot".to_string(),
+                    [one] => format!("member {one} reboots"),
+                    many => format!("members {} reboot", many.join(", ")),
+                }
             ),
         )
         .with_fixes(vec![Fix::Reboot]),
@@ -534,6 +580,16 @@ where
             )
         }
     }
+}
+
+/// The Aurora members whose cluster parameter group waits for their reboot.
+fn waiting_members(database: &Database) -> Vec<&str> {
+    database
+        .members
+        .iter()
+        .filter(|m| m.apply_status == ApplyStatus::PendingReboot)
+        .map(|m| m.id.as_str())
+        .collect()
 }
 
 /// Whether the attached group's values are waiting for a reboot (any member, for a cluster).
@@ -719,11 +775,20 @@ fn public_access_control(database: &Database) -> Evaluation {
             Target::Instance(i) | Target::Cluster(i) => i.clone(),
         })
         .collect();
+    let message = match database.kind {
+        DatabaseKind::Instance => {
+            "the database has a public DNS address; turn PubliclyAccessible off".to_string()
+        }
+        DatabaseKind::Cluster => format!(
+            "Aurora member(s) {} have a public DNS address; turn PubliclyAccessible off on them",
+            names.join(", ")
+        ),
+    };
     violation(
         control,
         format!("publicly accessible: {}", names.join(",")),
         "not publicly accessible",
-        "the database has a public DNS address; turn PubliclyAccessible off",
+        message,
         public
             .into_iter()
             .map(|target| Fix::Attribute {
@@ -751,11 +816,32 @@ fn auto_minor_control(database: &Database) -> Evaluation {
     if off.is_empty() {
         compliant(control, "on", "on")
     } else {
+        let (observed, message) = match database.kind {
+            DatabaseKind::Instance => (
+                "off".to_string(),
+                "automatic minor version upgrades are off".to_string(),
+            ),
+            DatabaseKind::Cluster => {
+                let names: Vec<&str> = off
+                    .iter()
+                    .map(|t| match t {
+                        Target::Instance(i) | Target::Cluster(i) => i.as_str(),
+                    })
+                    .collect();
+                (
+                    format!("off on {}", names.join(",")),
+                    format!(
+                        "automatic minor version upgrades are off on Aurora member(s) {}",
+                        names.join(", ")
+                    ),
+                )
+            }
+        };
         violation(
             control,
-            "off",
+            observed,
             "on",
-            "automatic minor version upgrades are off",
+            message,
             off.into_iter()
                 .map(|target| Fix::Attribute {
                     target,

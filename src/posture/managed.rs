@@ -20,6 +20,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::api::DatabaseKind;
+
 use super::model::{ApplyType, Fleet};
 use super::plan::{ApplyMethod, ParameterChange};
 use super::values::is_tightening;
@@ -427,11 +429,17 @@ pub fn garbage(
     now: DateTime<Utc>,
     grace: chrono::Duration,
 ) -> Vec<GroupListing> {
+    // A group whose values could not be read is still in use by its databases.
     let in_use: BTreeSet<(bool, &str)> = fleet
         .databases
         .iter()
-        .filter_map(|d| d.parameter_group.as_ref())
-        .map(|g| (g.cluster, g.name.as_str()))
+        .filter_map(
+            |d| match (&d.parameter_group, &d.read_errors.parameter_group) {
+                (Some(g), _) => Some((g.cluster, g.name.as_str())),
+                (None, Some(name)) => Some((d.kind == DatabaseKind::Cluster, name.as_str())),
+                (None, None) => None,
+            },
+        )
         .collect();
     let candidates: Vec<&GroupListing> = listing
         .iter()
@@ -703,6 +711,17 @@ mod tests {
             ..Fleet::default()
         };
         assert!(garbage(&groups, &fleet_used, &mut memory, later, grace).is_empty());
+        assert!(memory.is_empty());
+        // A group whose values could not be read is still in use.
+        let mut unread = crate::posture::testing::instance("a");
+        unread.parameter_group = None;
+        unread.read_errors.parameters = Some("could not read it".into());
+        unread.read_errors.parameter_group = Some("pgbaseline-postgres16-aaaa".into());
+        let fleet_unread = Fleet {
+            databases: vec![unread],
+            ..Fleet::default()
+        };
+        assert!(garbage(&groups, &fleet_unread, &mut memory, later, grace).is_empty());
         assert!(memory.is_empty());
         assert!(
             garbage(

@@ -34,6 +34,37 @@ pub struct Database {
     pub newest_minor_version: Option<String>,
     /// `ddd:hh24:mi-ddd:hh24:mi` in UTC.
     pub maintenance_window: Option<String>,
+    /// Reads of the sweep that failed for this database: the controls that need that data are
+    /// `Error` findings; everything else is still evaluated.
+    #[serde(default, skip_serializing_if = "ReadErrors::is_empty")]
+    pub read_errors: ReadErrors,
+}
+
+/// What a sweep could not read about one database, each with what failed and why (one line,
+/// for people). A read that fails costs the controls that need it, not the sweep.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadErrors {
+    /// The parameter group's values (or the engine defaults of its family).
+    pub parameters: Option<String>,
+    /// The name of the attached parameter group those values belong to: the database still
+    /// uses it, which the managed-group collection must know.
+    pub parameter_group: Option<String>,
+    /// The rules of the database's security groups.
+    pub security_groups: Option<String>,
+    /// The network ACLs of the database's subnets.
+    pub network_acls: Option<String>,
+    /// The region's KMS aliases (needed to compare a key given by alias).
+    pub kms_aliases: Option<String>,
+    /// The expiry of the database's certificate authority.
+    pub certificates: Option<String>,
+    /// The engine versions the database could upgrade to.
+    pub engine_versions: Option<String>,
+}
+
+impl ReadErrors {
+    pub fn is_empty(&self) -> bool {
+        *self == ReadErrors::default()
+    }
 }
 
 /// Instance or cluster attributes the controls read.

@@ -266,8 +266,8 @@ pub fn plan(
                             builder.notes.insert(
                                 cause.clone(),
                                 format!(
-                                    "changing the CA restarts the database; the reboot policy ({:?}) does not allow a restart now",
-                                    spec.remediation.reboot
+                                    "changing the CA restarts the database; remediation.reboot is {}, which does not allow a restart now",
+                                    spec.remediation.reboot.as_str()
                                 ),
                             );
                             continue;

@@ -79,6 +79,7 @@ pub fn instance(id: &str) -> Database {
         nacl_entries: Vec::new(),
         newest_minor_version: Some("16.4".into()),
         maintenance_window: Some("sun:05:00-sun:05:30".into()),
+        read_errors: Default::default(),
     }
 }
 

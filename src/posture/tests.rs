@@ -1440,3 +1440,168 @@ fn action_descriptions_are_sentences_not_debug_output() {
         ]
     );
 }
+
+#[test]
+fn a_failed_read_makes_error_findings_of_the_controls_that_need_it_only() {
+    let s = enforce(
+        "  transport: {forceSsl: true, caCertificate: {allowed: [rds-ca-rsa2048-g1]}}\n  encryption: {storage: {kmsKeyId: alias/rds}}\n  logging: {connections: true}\n  auth: {iam: true}\n  network: {publicAccess: Forbidden, ingress: {allowedCidrs: [10.0.0.0/8]}, acl: true}\n  maintenance: {deletionProtection: true, engineVersionCurrent: true}",
+    );
+    let why = "could not read DB parameter group pg13: DescribeEngineDefaultParameters: InvalidParameterValue: Invalid DB parameter group family: postgres13 (region us-east-1, endpoint https://rds.us-east-1.amazonaws.com)";
+    let mut unread = instance("unread");
+    unread.parameter_group = None;
+    unread.read_errors.parameters = Some(why.into());
+    unread.read_errors.security_groups = Some("could not read sg".into());
+    unread.read_errors.network_acls = Some("could not read nacl".into());
+    unread.read_errors.kms_aliases = Some("could not read aliases".into());
+    unread.read_errors.certificates = Some("could not read certificates".into());
+    unread.read_errors.engine_versions = Some("could not read versions".into());
+    let dbs = [unread, instance("fine")];
+    let evaluated = eval_all(&s, &dbs);
+    let (_, unread) = &evaluated[0];
+    for e in unread {
+        let f = &e.finding;
+        match f.control {
+            ControlId::IamAuth | ControlId::DeletionProtection => {
+                assert_eq!(f.status, FindingStatus::NonCompliant, "{f:?}")
+            }
+            ControlId::PublicAccess => assert_eq!(f.status, FindingStatus::Compliant, "{f:?}"),
+            _ => {
+                assert_eq!(f.status, FindingStatus::Error, "{f:?}");
+                assert!(
+                    f.message.starts_with("not evaluated: could not read"),
+                    "{f:?}"
+                );
+                assert!(e.fixes.is_empty());
+            }
+        }
+    }
+    let ssl = unread
+        .iter()
+        .find(|e| e.finding.control == ControlId::ForceSsl)
+        .expect("forceSsl");
+    assert_eq!(ssl.finding.message, format!("not evaluated: {why}"));
+    // The other database is evaluated as usual.
+    assert_eq!(
+        status_of(&evaluated[1].1, ControlId::ForceSsl),
+        FindingStatus::Compliant
+    );
+    assert_eq!(
+        status_of(&evaluated[1].1, ControlId::Ingress),
+        FindingStatus::Compliant
+    );
+    // Only the parameter controls' plan is lost: the attribute fixes still go ahead.
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    let for_unread: Vec<&ActionKind> = p
+        .actions
+        .iter()
+        .filter(|a| a.causes.iter().any(|c| c.database.id == "unread"))
+        .map(|a| &a.kind)
+        .collect();
+    assert!(
+        !for_unread.is_empty()
+            && for_unread
+                .iter()
+                .all(|k| matches!(k, ActionKind::ModifyAttributes { .. })),
+        "{for_unread:?}"
+    );
+    // A key given by its ARN needs no aliases.
+    let by_arn =
+        enforce("  encryption: {storage: {kmsKeyId: 'arn:aws:kms:us-east-1:123456789012:key/k'}}");
+    let evaluated = eval_all(&by_arn, &dbs[..1]);
+    assert_ne!(
+        status_of(&evaluated[0].1, ControlId::StorageEncryption),
+        FindingStatus::Error
+    );
+}
+
+#[test]
+fn findings_name_the_aurora_member_they_are_about_and_are_never_empty_or_debug() {
+    let s = enforce(
+        "  transport: {forceSsl: true, caCertificate: {allowed: [rds-ca-rsa4096-g1]}}\n  encryption: {storage: {}}\n  logging: {retention: {minimumMinutes: 10080}, cloudwatchExports: [postgresql], connections: true, noStatementSecrets: true}\n  audit: {pgaudit: {classes: [ddl]}}\n  auth: {iam: true, managedMasterPassword: true, passwordEncryption: true}\n  network: {publicAccess: Forbidden, ingress: {allowedCidrs: [10.0.0.0/8]}, acl: true}\n  maintenance: {autoMinorVersionUpgrade: true, deletionProtection: true, backupRetention: {minimumDays: 7}, engineVersionCurrent: true}",
+    );
+    let mut c = cluster("ledger", &["ledger-1", "ledger-2", "ledger-3"]);
+    c.members[1].publicly_accessible = true;
+    c.members[2].auto_minor_version_upgrade = false;
+    c.members[2].apply_status = ApplyStatus::PendingReboot;
+    let mut unread = instance("unread");
+    unread.parameter_group = None;
+    unread.read_errors.parameters = Some("could not read it".into());
+    let dbs = [c, instance("plain"), unread];
+    let evaluated = eval_all(&s, &dbs);
+    let finding = |control: ControlId| {
+        evaluated[0]
+            .1
+            .iter()
+            .find(|e| e.finding.control == control)
+            .map(|e| e.finding.clone())
+            .expect("evaluated")
+    };
+    let public = finding(ControlId::PublicAccess);
+    assert!(public.message.contains("member(s) ledger-2 "), "{public:?}");
+    assert!(!public.message.contains("ledger-1"), "{public:?}");
+    let minor = finding(ControlId::AutoMinorVersionUpgrade);
+    assert_eq!(minor.observed, "off on ledger-3");
+    assert!(minor.message.contains("member(s) ledger-3"), "{minor:?}");
+    let retention = finding(ControlId::LogRetention);
+    assert_eq!(retention.status, FindingStatus::NonCompliant);
+    let ssl = finding(ControlId::ForceSsl);
+    assert_eq!(ssl.status, FindingStatus::NonCompliant, "{ssl:?}");
+    // Aurora defaults to rds.force_ssl 0; once the value is right it waits for ledger-3.
+    let mut set = dbs[0].clone();
+    if let Some(g) = set.parameter_group.as_mut()
+        && let Some(p) = g.parameters.get_mut("rds.force_ssl")
+    {
+        p.value = Some("1".into());
+    }
+    let set = [set];
+    let pending = eval_all(&s, &set);
+    let ssl = &pending[0]
+        .1
+        .iter()
+        .find(|e| e.finding.control == ControlId::ForceSsl)
+        .expect("ssl")
+        .finding;
+    assert_eq!(ssl.status, FindingStatus::PendingReboot);
+    assert!(
+        ssl.message
+            .ends_with("takes effect after member ledger-3 reboots"),
+        "{ssl:?}"
+    );
+    // Every finding says something, for people.
+    for (db, evaluations) in evaluated.iter().chain(pending.iter()) {
+        for e in evaluations {
+            let f = &e.finding;
+            assert!(!f.message.trim().is_empty(), "{}: {f:?}", db.id);
+            assert!(!f.observed.trim().is_empty(), "{}: {f:?}", db.id);
+            for debug in ["Some(", "([", "\"]", "{ ", "::"] {
+                assert!(
+                    !f.message.contains(debug) && !f.observed.contains(debug),
+                    "{}: {debug} in {f:?}",
+                    db.id
+                );
+            }
+        }
+    }
+    // A restart the reboot policy does not allow is explained with the policy's own words.
+    let p = plan(
+        &s,
+        &evaluated,
+        PlanContext {
+            now: now(),
+            fleet: &EMPTY,
+        },
+    );
+    let ca_note = p
+        .notes
+        .values()
+        .find(|n| n.contains("restart"))
+        .expect("a CA note");
+    assert!(ca_note.contains("remediation.reboot is Never"), "{ca_note}");
+}
