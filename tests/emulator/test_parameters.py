@@ -291,3 +291,22 @@ def test_delete_parameter_group_in_use_is_refused(rds: Any) -> None:
     rds.create_db_parameter_group(DBParameterGroupName="unused", DBParameterGroupFamily="postgres16",
                                   Description="x")
     rds.delete_db_parameter_group(DBParameterGroupName="unused")
+
+
+def test_describe_unknown_parameter_group_is_not_found(rds: Any) -> None:
+    """AWS answers DescribeDB(Cluster)ParameterGroups for a name that does not exist with
+    DBParameterGroupNotFound (plain moto: an empty list for DB groups)."""
+    for call, arg in [
+        (rds.describe_db_parameter_groups, "DBParameterGroupName"),
+        (rds.describe_db_cluster_parameter_groups, "DBClusterParameterGroupName"),
+    ]:
+        with pytest.raises(ClientError) as err:
+            call(**{arg: "no-such-group"})
+        assert err.value.response["Error"]["Code"] == "DBParameterGroupNotFound"
+    found = rds.describe_db_parameter_groups(DBParameterGroupName="default.postgres16")
+    assert [g["DBParameterGroupName"] for g in found["DBParameterGroups"]] == ["default.postgres16"]
+    names = [g["DBParameterGroupName"]
+             for p in rds.get_paginator("describe_db_parameter_groups").paginate(
+                 PaginationConfig={"PageSize": 20})
+             for g in p["DBParameterGroups"]]
+    assert names == sorted(names) and "default.postgres14" in names

@@ -914,6 +914,17 @@ def _describe_db_instances(self: Any) -> ActionResult:
     return ActionResult({"DBInstances": page, "Marker": marker})
 
 
+def _describe_db_parameter_groups(self: Any) -> ActionResult:
+    """AWS: a name that does not exist is `DBParameterGroupNotFound` (moto: an empty list)."""
+    name = self.params.get("DBParameterGroupName")
+    groups = self.backend.db_parameter_groups
+    if name and name not in groups:
+        raise DBParameterGroupNotFoundError(name)
+    selected = [groups[name]] if name else [groups[k] for k in sorted(groups)]
+    page, marker = _paginate(selected, self.params)
+    return ActionResult({"DBParameterGroups": page, "Marker": marker})
+
+
 def _describe_db_cluster_parameter_groups(self: Any) -> ActionResult:
     groups = self.backend.describe_db_cluster_parameter_groups(
         group_name=self.params.get("DBClusterParameterGroupName")
@@ -965,6 +976,7 @@ RESPONSE_PATCHES = {
     "describe_db_clusters": _describe_db_clusters,
     "describe_db_instances": _describe_db_instances,
     "describe_db_cluster_parameter_groups": _describe_db_cluster_parameter_groups,
+    "describe_db_parameter_groups": _describe_db_parameter_groups,
 }
 
 
