@@ -402,16 +402,10 @@ fn cause_of(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// Whitespace (newlines included) collapsed to single spaces, cut at a char boundary.
 pub fn one_line(text: &str) -> String {
-    let mut out = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if out.len() > MAX_ERROR_MESSAGE {
-        let mut cut = MAX_ERROR_MESSAGE - 3;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-        out.push_str("...");
-    }
-    out
+    crate::posture::report::ellipsize(
+        text.split_whitespace().collect::<Vec<_>>().join(" "),
+        MAX_ERROR_MESSAGE,
+    )
 }
 
 fn http_reason(status: u16) -> &'static str {

@@ -24,16 +24,8 @@ pub struct EventSpec {
 /// Longest note Kubernetes accepts is 1 kB.
 const MAX_NOTE: usize = 1000;
 
-fn note(mut text: String) -> String {
-    if text.len() > MAX_NOTE {
-        let mut cut = MAX_NOTE - 3;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    text
+fn note(text: String) -> String {
+    crate::posture::report::ellipsize(text, MAX_NOTE)
 }
 
 /// One event per executed plan action: Normal `Remediated` naming the AWS call and the

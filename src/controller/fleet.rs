@@ -208,7 +208,6 @@ impl Region {
             }
             state.1 = Some(view.at);
             garbage(
-                &view.fleet.parameter_groups,
                 &view.fleet,
                 &mut state.0,
                 Utc::now(),

@@ -249,16 +249,8 @@ fn cond(
     }
 }
 
-fn truncate(mut message: String) -> String {
-    if message.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE - 3;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
-        message.push_str("...");
-    }
-    message
+fn truncate(message: String) -> String {
+    crate::posture::report::ellipsize(message, MAX_MESSAGE)
 }
 
 /// `id (control, control)` for the first few databases with findings in `wanted`.

@@ -423,7 +423,6 @@ pub fn is_legacy_name(name: &str, database_id: &str, family: &str) -> bool {
 /// newly unused enter it at `now`. Returns the groups unused for at least `grace`. Whether a
 /// returned group really is pgbaseline's is proved by its tag just before it is deleted.
 pub fn garbage(
-    listing: &[GroupListing],
     fleet: &Fleet,
     unused_since: &mut BTreeMap<(bool, String), DateTime<Utc>>,
     now: DateTime<Utc>,
@@ -441,7 +440,8 @@ pub fn garbage(
             },
         )
         .collect();
-    let candidates: Vec<&GroupListing> = listing
+    let candidates: Vec<&GroupListing> = fleet
+        .parameter_groups
         .iter()
         .filter(|g| g.looks_managed() && !in_use.contains(&(g.cluster, g.name.as_str())))
         .collect();
@@ -685,13 +685,16 @@ mod tests {
             listing("team-pg"),
             listing("default.postgres16"),
         ];
-        let fleet = Fleet::default();
+        let fleet = Fleet {
+            parameter_groups: groups.clone(),
+            ..Fleet::default()
+        };
         let mut memory = BTreeMap::new();
         let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
         let grace = chrono::Duration::minutes(10);
-        assert!(garbage(&groups, &fleet, &mut memory, t0, grace).is_empty());
+        assert!(garbage(&fleet, &mut memory, t0, grace).is_empty());
         let later = t0 + chrono::Duration::minutes(11);
-        let collected = garbage(&groups, &fleet, &mut memory, later, grace);
+        let collected = garbage(&fleet, &mut memory, later, grace);
         assert_eq!(
             collected
                 .iter()
@@ -708,9 +711,9 @@ mod tests {
         ));
         let fleet_used = Fleet {
             databases: vec![used],
-            ..Fleet::default()
+            ..fleet.clone()
         };
-        assert!(garbage(&groups, &fleet_used, &mut memory, later, grace).is_empty());
+        assert!(garbage(&fleet_used, &mut memory, later, grace).is_empty());
         assert!(memory.is_empty());
         // A group whose values could not be read is still in use.
         let mut unread = crate::posture::testing::instance("a");
@@ -719,13 +722,12 @@ mod tests {
         unread.read_errors.parameter_group = Some("pgbaseline-postgres16-aaaa".into());
         let fleet_unread = Fleet {
             databases: vec![unread],
-            ..Fleet::default()
+            ..fleet.clone()
         };
-        assert!(garbage(&groups, &fleet_unread, &mut memory, later, grace).is_empty());
+        assert!(garbage(&fleet_unread, &mut memory, later, grace).is_empty());
         assert!(memory.is_empty());
         assert!(
             garbage(
-                &groups,
                 &fleet,
                 &mut memory,
                 later + chrono::Duration::minutes(1),

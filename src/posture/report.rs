@@ -9,6 +9,20 @@ use super::evaluate::Evaluation;
 use super::model::Database;
 use super::plan::{ActionKind, Cause, DbKey, Plan};
 
+/// `text` cut to at most `max` bytes at a character boundary, ending in `...` when cut: condition
+/// messages, Event notes and error messages all have a size limit.
+pub fn ellipsize(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max.saturating_sub(3);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
+
 /// Codes of the failures pgbaseline decides itself (a refusal, not an AWS error).
 pub const REFUSAL_PREFIX: &str = "Refused";
 

@@ -238,6 +238,18 @@ class EmulatorMiddleware:
         self.quotas.reset()
 
     # -- control endpoints ---------------------------------------------------------------
+    @staticmethod
+    def _configure(environ: dict[str, Any], start_response: StartResponse, settings: Any) -> list[bytes]:
+        """POST of a JSON object to a settings endpoint (faults, quotas): applied whole or not at all."""
+        try:
+            cfg = json.loads(_read_body(environ) or b"{}")
+            if not isinstance(cfg, dict):
+                raise ValueError("body must be a JSON object")
+            settings.configure(cfg)
+        except (ValueError, TypeError) as e:
+            return _json(start_response, "400 Bad Request", {"error": str(e)})
+        return _json(start_response, "200 OK", settings.as_dict())
+
     def _control(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
@@ -246,38 +258,15 @@ class EmulatorMiddleware:
         if path == "/_emulator/calls/reset" and method == "POST":
             self.calls.clear()
             return _json(start_response, "200 OK", {"ok": True})
-        if path == "/_emulator/faults":
-            if method == "GET":
-                return _json(start_response, "200 OK", self.faults.as_dict())
-            if method == "POST":
-                raw = _read_body(environ)
-                try:
-                    cfg = json.loads(raw or b"{}")
-                    if not isinstance(cfg, dict):
-                        raise ValueError("body must be a JSON object")
-                    self.faults.configure(cfg)
-                except (ValueError, TypeError) as e:
-                    return _json(start_response, "400 Bad Request", {"error": str(e)})
-                return _json(start_response, "200 OK", self.faults.as_dict())
-        if path == "/_emulator/faults/reset" and method == "POST":
-            self.faults.reset()
-            return _json(start_response, "200 OK", self.faults.as_dict())
-        if path == "/_emulator/quotas":
-            if method == "GET":
-                return _json(start_response, "200 OK", self.quotas.as_dict())
-            if method == "POST":
-                raw = _read_body(environ)
-                try:
-                    cfg = json.loads(raw or b"{}")
-                    if not isinstance(cfg, dict):
-                        raise ValueError("body must be a JSON object")
-                    self.quotas.configure(cfg)
-                except (ValueError, TypeError) as e:
-                    return _json(start_response, "400 Bad Request", {"error": str(e)})
-                return _json(start_response, "200 OK", self.quotas.as_dict())
-        if path == "/_emulator/quotas/reset" and method == "POST":
-            self.quotas.reset()
-            return _json(start_response, "200 OK", self.quotas.as_dict())
+        for name, settings in (("faults", self.faults), ("quotas", self.quotas)):
+            if path == f"/_emulator/{name}":
+                if method == "GET":
+                    return _json(start_response, "200 OK", settings.as_dict())
+                if method == "POST":
+                    return self._configure(environ, start_response, settings)
+            if path == f"/_emulator/{name}/reset" and method == "POST":
+                settings.reset()
+                return _json(start_response, "200 OK", settings.as_dict())
         if path == "/_emulator/health":
             return _json(start_response, "200 OK", {"ok": True})
         if path == "/_emulator/reset" and method == "POST":
