@@ -34,6 +34,37 @@ fn statuses(report: &Value, id: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Where an ingress rule a test adds lets traffic come from.
+enum Source<'a> {
+    Cidr(&'a str),
+    Cidr6(&'a str),
+    Group(&'a str),
+}
+
+/// One TCP ingress permission on ports `from..=to`.
+fn tcp(from: i32, to: i32, source: Source) -> aws_sdk_ec2::types::IpPermission {
+    let p = aws_sdk_ec2::types::IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(from)
+        .to_port(to);
+    match source {
+        Source::Cidr(cidr) => {
+            p.ip_ranges(aws_sdk_ec2::types::IpRange::builder().cidr_ip(cidr).build())
+        }
+        Source::Cidr6(cidr) => p.ipv6_ranges(
+            aws_sdk_ec2::types::Ipv6Range::builder()
+                .cidr_ipv6(cidr)
+                .build(),
+        ),
+        Source::Group(id) => p.user_id_group_pairs(
+            aws_sdk_ec2::types::UserIdGroupPair::builder()
+                .group_id(id)
+                .build(),
+        ),
+    }
+    .build()
+}
+
 /// The security group the seeded `pgb-db-restricted` group admits on 5432 (the app tier).
 fn app_security_group(emulator: &Emulator) -> String {
     runtime().block_on(async {
@@ -487,30 +518,8 @@ fn ingress_revokes_only_the_offending_rule() {
         // A second, allowed rule and an IPv6 everywhere rule on a port range covering 5432.
         ec2.authorize_security_group_ingress()
             .group_id(&id)
-            .ip_permissions(
-                aws_sdk_ec2::types::IpPermission::builder()
-                    .ip_protocol("tcp")
-                    .from_port(5432)
-                    .to_port(5432)
-                    .ip_ranges(
-                        aws_sdk_ec2::types::IpRange::builder()
-                            .cidr_ip("10.20.0.0/16")
-                            .build(),
-                    )
-                    .build(),
-            )
-            .ip_permissions(
-                aws_sdk_ec2::types::IpPermission::builder()
-                    .ip_protocol("tcp")
-                    .from_port(5000)
-                    .to_port(6000)
-                    .ipv6_ranges(
-                        aws_sdk_ec2::types::Ipv6Range::builder()
-                            .cidr_ipv6("::/0")
-                            .build(),
-                    )
-                    .build(),
-            )
+            .ip_permissions(tcp(5432, 5432, Source::Cidr("10.20.0.0/16")))
+            .ip_permissions(tcp(5000, 6000, Source::Cidr6("::/0")))
             .send()
             .await
             .expect("authorize");
@@ -1645,30 +1654,8 @@ fn deny_all_revokes_every_rule_reaching_the_port_the_applications_included() {
         let ec2 = aws_sdk_ec2::Client::new(&emulator.sdk_config().await);
         ec2.authorize_security_group_ingress()
             .group_id(&open_sg)
-            .ip_permissions(
-                aws_sdk_ec2::types::IpPermission::builder()
-                    .ip_protocol("tcp")
-                    .from_port(5432)
-                    .to_port(5432)
-                    .user_id_group_pairs(
-                        aws_sdk_ec2::types::UserIdGroupPair::builder()
-                            .group_id(&app_sg)
-                            .build(),
-                    )
-                    .build(),
-            )
-            .ip_permissions(
-                aws_sdk_ec2::types::IpPermission::builder()
-                    .ip_protocol("tcp")
-                    .from_port(22)
-                    .to_port(22)
-                    .ip_ranges(
-                        aws_sdk_ec2::types::IpRange::builder()
-                            .cidr_ip("10.20.0.0/16")
-                            .build(),
-                    )
-                    .build(),
-            )
+            .ip_permissions(tcp(5432, 5432, Source::Group(&app_sg)))
+            .ip_permissions(tcp(22, 22, Source::Cidr("10.20.0.0/16")))
             .send()
             .await
             .expect("authorize");
