@@ -17,6 +17,8 @@ use crate::aws::{
     inventory::{Inventory, Needs},
 };
 use crate::engine;
+use crate::postgres::{Layer, Login, Password};
+use crate::posture::indb::{self, Reason};
 use crate::posture::report::Outcome;
 
 /// The report `--output json` prints. Field names are stable and documented in the README.
@@ -69,12 +71,65 @@ pub struct ReportFinding {
 }
 
 /// Options of one run.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Options {
     pub fix: bool,
     pub requests_per_second: u32,
     /// Limit on each AWS call, retries included.
     pub call_timeout: std::time::Duration,
+    /// The in-database layer.
+    pub db: crate::postgres::Settings,
+    /// Where `secretRef`s are read: DIR/<name>/<key>.
+    pub secrets_dir: Option<std::path::PathBuf>,
+}
+
+/// How a policy logs in to its databases, as `check` resolves it: an IAM user as is, a
+/// `secretRef` from the secrets directory (never from the cluster).
+pub fn login_of(spec: &DatabaseSecurityPolicySpec, secrets_dir: Option<&std::path::Path>) -> Login {
+    let Some(connection) = spec
+        .posture
+        .database
+        .as_ref()
+        .and_then(|d| d.connection.as_ref())
+    else {
+        return Login::Unavailable {
+            reason: Reason::CredentialsUnavailable,
+            message: "the policy has no database.connection".into(),
+        };
+    };
+    if let Some(user) = &connection.iam_user {
+        return Login::Iam { user: user.clone() };
+    }
+    let Some(secret) = &connection.secret_ref else {
+        return Login::Unavailable {
+            reason: Reason::CredentialsUnavailable,
+            message: "database.connection names no credentials".into(),
+        };
+    };
+    let Some(dir) = secrets_dir else {
+        return Login::Unavailable {
+            reason: Reason::CredentialsUnavailable,
+            message: format!(
+                "secret {} is read from --db-secrets-dir, which was not given",
+                secret.name
+            ),
+        };
+    };
+    let read = |key: &str| {
+        std::fs::read_to_string(dir.join(&secret.name).join(key))
+            .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| format!("secret {} key {key}: {}", secret.name, e.kind()))
+    };
+    match (read(&secret.username_key), read(&secret.password_key)) {
+        (Ok(user), Ok(password)) => Login::Password {
+            user,
+            password: Password::new(password),
+        },
+        (Err(why), _) | (_, Err(why)) => Login::Unavailable {
+            reason: Reason::CredentialsUnavailable,
+            message: why,
+        },
+    }
 }
 
 /// How the run ended.
@@ -102,6 +157,10 @@ pub async fn run(
     let mut unmatched = Vec::new();
     let mut unchecked = Vec::new();
     let mut stats = Vec::new();
+    let layer = policies
+        .iter()
+        .any(|p| indb::needed(&p.spec))
+        .then(|| Layer::new(options.db.clone()));
     for (region, policies) in by_region {
         let aws = AwsRegion::from_env(
             region.as_deref(),
@@ -128,7 +187,12 @@ pub async fn run(
         let needs = Needs::for_policies(&specs);
         let mut fleet = inventory.sweep(needs).await?;
         for (policy, spec) in policies.iter().zip(&specs) {
-            let run = engine::run_policy(spec, &fleet, &aws, Utc::now()).await;
+            let login = login_of(spec, options.secrets_dir.as_deref());
+            let db = layer.as_ref().map(|layer| engine::DbAccess {
+                layer,
+                login: &login,
+            });
+            let run = engine::run_policy(spec, &fleet, &aws, db, Utc::now()).await;
             let acted = run.outcomes.iter().any(Outcome::may_have_changed_aws);
             let name = policy_key(policy);
             if run.summary.selected == 0 {

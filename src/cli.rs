@@ -99,6 +99,42 @@ pub struct RunArgs {
     /// `1h`, or seconds).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub managed_group_grace: std::time::Duration,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// The in-database layer's settings (shared by `run` and `check`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DbArgs {
+    /// PEM bundle of the CAs that sign the databases' server certificates (the RDS global
+    /// bundle). Without it no database is connected to and the in-database controls are errors.
+    #[arg(long, value_name = "PEM", env = "PGBASELINE_DB_CA_BUNDLE")]
+    pub db_ca_bundle: Option<PathBuf>,
+    /// Dial this IP address for every database instead of resolving the host name AWS reports
+    /// (tests, private routing). TLS still verifies the certificate against the AWS host name.
+    #[arg(long, value_name = "IP")]
+    pub db_connect_addr: Option<std::net::IpAddr>,
+    /// Most database connections open at once, over all databases.
+    #[arg(long, default_value_t = crate::postgres::DEFAULT_CONCURRENCY, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..=512), usize::from))]
+    pub db_concurrency: usize,
+    /// Longest a database connection (TCP, TLS, login) may take.
+    #[arg(long, default_value = "5s", value_parser = parse_timeout)]
+    pub db_connect_timeout: std::time::Duration,
+    /// Longest one catalogue read or fix may take (`statement_timeout`).
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    pub db_statement_timeout: std::time::Duration,
+}
+
+impl DbArgs {
+    pub fn settings(&self) -> crate::postgres::Settings {
+        crate::postgres::Settings {
+            ca_bundle: self.db_ca_bundle.clone(),
+            connect_addr: self.db_connect_addr,
+            connect_timeout: self.db_connect_timeout,
+            statement_timeout: self.db_statement_timeout,
+            concurrency: self.db_concurrency,
+        }
+    }
 }
 
 /// `90s`, `30m`, `2h`, `1d`, or a number of seconds.
@@ -152,6 +188,12 @@ pub struct CheckArgs {
     /// gets a third of it. A hung AWS endpoint costs at most this much.
     #[arg(long, default_value = "60s", value_parser = parse_timeout)]
     pub aws_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Where `database.connection.secretRef` is read from: DIR/<secret name>/<key>, the layout
+    /// of a mounted Secret (check runs outside the cluster and reads no Secret from it).
+    #[arg(long, value_name = "DIR")]
+    pub db_secrets_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -201,6 +243,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
         requests_per_second: args.requests_per_second,
         aws_timeout: args.aws_timeout,
         managed_group_grace: args.managed_group_grace,
+        db: args.db.settings(),
     };
     let runtime = match runtime() {
         Ok(r) => r,
@@ -341,6 +384,8 @@ fn run_check(args: CheckArgs) -> ExitCode {
         fix: args.fix,
         requests_per_second: args.requests_per_second,
         call_timeout: args.aws_timeout,
+        db: args.db.settings(),
+        secrets_dir: args.db_secrets_dir.clone(),
     };
     let (mut report, stats) = match runtime.block_on(check::run(&policies, options)) {
         Ok(r) => r,

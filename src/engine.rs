@@ -3,12 +3,22 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{DatabaseResult, DatabaseSecurityPolicySpec, Summary};
+use crate::api::{DatabaseResult, DatabaseSecurityPolicySpec, Finding, Summary};
 use crate::aws::AwsRegion;
 use crate::aws::executor::{self, Always, MayAct};
+use crate::postgres::{Layer, Login};
+use crate::posture::indb::{self, Observation};
+use crate::posture::model::Database;
 use crate::posture::report::{Outcome, results};
 use crate::posture::select::select;
-use crate::posture::{self, EvalContext, Fleet, Plan, PlanContext};
+use crate::posture::{self, EvalContext, Evaluation, Fleet, Plan, PlanContext};
+
+/// The in-database layer and how one policy logs in.
+#[derive(Clone, Copy, Debug)]
+pub struct DbAccess<'a> {
+    pub layer: &'a Layer,
+    pub login: &'a Login,
+}
 
 /// What one pass of a policy found and did.
 #[derive(Debug, Clone)]
@@ -30,9 +40,10 @@ pub async fn run_policy(
     spec: &DatabaseSecurityPolicySpec,
     fleet: &Fleet,
     aws: &AwsRegion,
+    db: Option<DbAccess<'_>>,
     now: DateTime<Utc>,
 ) -> PolicyRun {
-    run_policy_while(spec, fleet, aws, now, &Always).await
+    run_policy_while(spec, fleet, aws, db, now, &Always).await
 }
 
 /// As [`run_policy`], asking `may_act` before every mutating AWS call: the operator stops a
@@ -41,6 +52,7 @@ pub async fn run_policy_while(
     spec: &DatabaseSecurityPolicySpec,
     fleet: &Fleet,
     aws: &AwsRegion,
+    db: Option<DbAccess<'_>>,
     now: DateTime<Utc>,
     may_act: &dyn MayAct,
 ) -> PolicyRun {
@@ -50,10 +62,15 @@ pub async fn run_policy_while(
             kms_keys: &fleet.kms_keys,
         };
         let selected = select(&spec.selector, fleet);
-        let evaluated: Vec<_> = selected
+        let mut evaluated: Vec<_> = selected
             .iter()
             .map(|d| (*d, posture::evaluate(spec, d, &ctx)))
             .collect();
+        if let Some(db) = db
+            && indb::needed(spec)
+        {
+            in_database(spec, &mut evaluated, aws, db, may_act).await;
+        }
         let plan = posture::plan(spec, &evaluated, PlanContext { now, fleet });
         let executed = if plan.is_empty() {
             executor::Executed::default()
@@ -71,4 +88,68 @@ pub async fn run_policy_while(
         outcomes: executed.outcomes,
         stopped: executed.stopped,
     }
+}
+
+/// The in-database layer of one policy run: looks inside every selected database (at most the
+/// layer's cap at once), holds back `transport.forceSsl` where plaintext clients are connected,
+/// evaluates the `database.*` controls and, for those in Enforce, runs their SQL fixes and reads
+/// again. Appends the findings to each database's evaluations.
+async fn in_database(
+    spec: &DatabaseSecurityPolicySpec,
+    evaluated: &mut [(&Database, Vec<Evaluation>)],
+    aws: &AwsRegion,
+    db: DbAccess<'_>,
+    may_act: &dyn MayAct,
+) {
+    use futures::StreamExt;
+    let roles = indb::roles_of_interest(spec);
+    let pending: Vec<_> = evaluated
+        .iter()
+        .map(|(database, _)| one_database(spec, database, aws, db, may_act, &roles))
+        .collect();
+    let passes: Vec<(Observation, Vec<Finding>)> = futures::stream::iter(pending)
+        .buffered(db.layer.concurrency())
+        .collect()
+        .await;
+    for ((_, evaluations), (observation, findings)) in evaluated.iter_mut().zip(passes) {
+        indb::gate_force_ssl(spec, evaluations, &observation);
+        evaluations.extend(findings.into_iter().map(|finding| Evaluation {
+            finding,
+            fixes: Vec::new(),
+        }));
+    }
+}
+
+/// Observe one database, and in Enforce fix and observe again.
+async fn one_database(
+    spec: &DatabaseSecurityPolicySpec,
+    database: &Database,
+    aws: &AwsRegion,
+    db: DbAccess<'_>,
+    may_act: &dyn MayAct,
+    roles: &[String],
+) -> (Observation, Vec<Finding>) {
+    let observation = db.layer.observe(database, db.login, aws, roles).await;
+    let before = indb::evaluate(spec, database, &observation);
+    let fixes = indb::plan(spec, &before);
+    if fixes.is_empty() {
+        let findings = before.into_iter().map(|e| e.finding).collect();
+        return (observation, findings);
+    }
+    if let Err(why) = may_act.may_act() {
+        let findings = before
+            .into_iter()
+            .map(|mut e| {
+                if !e.fixes.is_empty() {
+                    e.finding.message = format!("{}; not remediated: {why}", e.finding.message);
+                }
+                e.finding
+            })
+            .collect();
+        return (observation, findings);
+    }
+    let ran = db.layer.apply(database, db.login, aws, &fixes).await;
+    let again = db.layer.observe(database, db.login, aws, roles).await;
+    let after = indb::evaluate(spec, database, &again);
+    (again, indb::after_fixes(&before, &after, &ran))
 }

@@ -8,4 +8,5 @@ pub mod cli;
 pub mod controller;
 pub mod engine;
 pub mod manifest;
+pub mod postgres;
 pub mod posture;

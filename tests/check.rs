@@ -140,9 +140,13 @@ fn every_control_audit_then_enforce_on_an_instance_and_an_aurora_cluster() {
     assert_eq!(report["summary"]["databases"], 2);
     for id in ["billing-prod", "ledger-prod"] {
         let s = statuses(&report, id);
+        // Every control checked through the AWS APIs (the in-database ones: tests/database.rs).
         assert_eq!(
             s.len(),
-            pgbaseline::api::ControlId::ALL.len(),
+            pgbaseline::api::ControlId::ALL
+                .iter()
+                .filter(|c| !c.in_database())
+                .count(),
             "{id}: {s:?}"
         );
     }

@@ -55,6 +55,14 @@ control_ids! {
     DeletionProtection => "maintenance.deletionProtection",
     BackupRetention => "maintenance.backupRetention",
     EngineVersionCurrent => "maintenance.engineVersionCurrent",
+    PublicSchema => "database.publicSchema",
+    PgauditExtension => "database.pgauditExtension",
+    Superusers => "database.superusers",
+    SecurityDefinerSearchPath => "database.securityDefinerSearchPath",
+    PasswordHashes => "database.passwordHashes",
+    SettingOverrides => "database.settingOverrides",
+    EventTriggers => "database.eventTriggers",
+    PlaintextSessions => "database.plaintextSessions",
 }
 
 impl fmt::Display for ControlId {
@@ -74,6 +82,12 @@ pub enum Switch {
 }
 
 impl ControlId {
+    /// Whether the control is checked inside PostgreSQL (group `database`), over a connection,
+    /// rather than through the AWS APIs.
+    pub fn in_database(self) -> bool {
+        self.group() == "database"
+    }
+
     /// The group of the control, e.g. `transport`.
     pub fn group(self) -> &'static str {
         self.as_str().split_once('.').map_or("", |(group, _)| group)
@@ -98,7 +112,13 @@ impl ControlId {
             | ControlId::NetworkAcl
             | ControlId::AutoMinorVersionUpgrade
             | ControlId::DeletionProtection
-            | ControlId::EngineVersionCurrent => Switch::Flag,
+            | ControlId::EngineVersionCurrent
+            | ControlId::PublicSchema
+            | ControlId::PgauditExtension
+            | ControlId::SecurityDefinerSearchPath
+            | ControlId::PasswordHashes
+            | ControlId::SettingOverrides
+            | ControlId::PlaintextSessions => Switch::Flag,
             ControlId::MinTlsVersion
             | ControlId::CaCertificate
             | ControlId::StorageEncryption
@@ -107,7 +127,9 @@ impl ControlId {
             | ControlId::Pgaudit
             | ControlId::PublicAccess
             | ControlId::Ingress
-            | ControlId::BackupRetention => Switch::Presence,
+            | ControlId::BackupRetention
+            | ControlId::Superusers
+            | ControlId::EventTriggers => Switch::Presence,
         }
     }
 
@@ -199,7 +221,8 @@ mod tests {
                 "audit",
                 "auth",
                 "network",
-                "maintenance"
+                "maintenance",
+                "database"
             ]
         );
         assert_eq!(

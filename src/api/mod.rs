@@ -82,7 +82,7 @@ pub struct DatabaseSecurityPolicySpec {
     /// the rest enforces).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     // Bounding the map keeps the CEL rule's estimated cost inside the apiserver's budget.
-    #[schemars(extend("maxProperties" = 19))]
+    #[schemars(extend("maxProperties" = 27))]
     #[x_kube(validation = override_keys_rule())]
     pub control_modes: BTreeMap<String, Mode>,
 
@@ -221,6 +221,10 @@ pub struct Posture {
     /// Maintenance and resilience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<Maintenance>,
+    /// Inside PostgreSQL: schemas, extensions, roles, functions, settings and live sessions,
+    /// read over a TLS-verified connection to the endpoint AWS reports for each database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<InDatabase>,
 }
 
 /// Transport security controls.
@@ -574,6 +578,124 @@ pub struct BackupRetention {
     pub minimum_days: u32,
 }
 
+/// In-database controls. pgbaseline connects to the endpoint AWS reports for each selected
+/// database (never to a host or port from a policy), over TLS with the server certificate and
+/// host name verified, and visits every database that accepts connections. Audit runs in a
+/// read-only transaction and writes nothing; Enforce makes only three fixes (revoke CREATE from
+/// PUBLIC, create the pgaudit extension and role, reset an offending per-role or per-database
+/// setting), each of which only tightens.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = group_rule("database"))]
+#[x_kube(validation = Rule::new("has(self.connection)").message("the in-database controls need connection: say how pgbaseline logs in (iamUser or secretRef)"))]
+#[serde(rename_all = "camelCase")]
+pub struct InDatabase {
+    /// How pgbaseline logs in. There is deliberately no host or port: a policy that could choose
+    /// the address would be handed a password or an IAM token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<DatabaseConnection>,
+    /// `database.publicSchema`: when true, PUBLIC holds CREATE on no schema of any database.
+    /// Enforce revokes it (`REVOKE CREATE ON SCHEMA ... FROM PUBLIC`) and checks again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_schema: Option<bool>,
+    /// `database.pgauditExtension`: when true, the pgaudit extension exists in every database
+    /// (its DDL auditing needs it per database), and the role named by `audit.pgaudit.role`
+    /// exists. Enforce creates them when pgaudit is preloaded; otherwise see `audit.pgaudit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgaudit_extension: Option<bool>,
+    /// `database.superusers`: members of `rds_superuser`, directly or through other roles, are
+    /// the master user or listed here (report only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superusers: Option<Superusers>,
+    /// `database.securityDefinerSearchPath`: when true, every SECURITY DEFINER function outside
+    /// extensions pins `search_path` (report only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_definer_search_path: Option<bool>,
+    /// `database.passwordHashes`: when true, no login role has an md5 password hash (report
+    /// only: the role's owner sets a new password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hashes: Option<bool>,
+    /// `database.settingOverrides`: when true, no per-role or per-database setting raises
+    /// `log_statement` above `none` or weakens `pgaudit.log`, `log_connections`,
+    /// `log_disconnections`, `ssl_min_protocol_version` or a parameter this policy controls.
+    /// Enforce resets only the offending override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setting_overrides: Option<bool>,
+    /// `database.eventTriggers`: every event trigger belongs to an extension or is listed here
+    /// (report only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_triggers: Option<EventTriggers>,
+    /// `database.plaintextSessions`: when true, no live client session is without TLS (report
+    /// only). Whatever this says, Enforce of `transport.forceSsl` is held back while plaintext
+    /// clients are connected, unless `remediation.allowForceSslWithPlaintextClients`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plaintext_sessions: Option<bool>,
+}
+
+/// How pgbaseline authenticates to the databases: exactly one of `iamUser` and `secretRef`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.iamUser) != has(self.secretRef)").message("connection needs exactly one of iamUser and secretRef"))]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseConnection {
+    /// Log in as this role with an IAM authentication token generated by the operator (the
+    /// role must be a member of `rds_iam`, and the database must have IAM authentication on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_$]{0,62}$"))]
+    pub iam_user: Option<String>,
+    /// Log in with the user name and password of a Secret in the policy's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+}
+
+/// A Secret in the policy's namespace holding a user name and a password.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Name of the Secret.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
+    pub name: String,
+    /// Key of the user name.
+    #[serde(default = "default_username_key")]
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]{1,253}$"))]
+    pub username_key: String,
+    /// Key of the password.
+    #[serde(default = "default_password_key")]
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]{1,253}$"))]
+    pub password_key: String,
+}
+
+fn default_username_key() -> String {
+    "username".into()
+}
+
+fn default_password_key() -> String {
+    "password".into()
+}
+
+/// Who may hold `rds_superuser`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Superusers {
+    /// Roles allowed to be members of `rds_superuser` besides the master user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), inner(regex(pattern = r"^[a-z_][a-z0-9_$]{0,62}$")))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub allowed: Vec<String>,
+}
+
+/// Which event triggers may exist besides those of extensions.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EventTriggers {
+    /// Event trigger names allowed besides the triggers extensions own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 100),
+        inner(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$"))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub allowed: Vec<String>,
+}
+
 /// How remediation may change databases.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -592,6 +714,11 @@ pub struct Remediation {
     /// it `auth.managedMasterPassword` is report only.
     #[serde(default)]
     pub allow_master_password_rotation: bool,
+    /// Enforce `transport.forceSsl` even on a database with live plaintext clients (they are cut
+    /// off). Without it the change is held back while such clients are connected, as far as the
+    /// policy's `database.connection` lets pgbaseline see.
+    #[serde(default)]
+    pub allow_force_ssl_with_plaintext_clients: bool,
 }
 
 /// When a reboot may happen.

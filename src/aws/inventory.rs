@@ -826,6 +826,8 @@ impl Inventory {
                 managed_master_password: i.master_user_secret().is_some(),
                 ca_certificate: ca_of(i, certificates),
                 port: port_of(i.endpoint().and_then(|e| e.port()).or(i.db_instance_port())),
+                endpoint: i.endpoint().and_then(|e| e.address()).map(str::to_string),
+                master_username: i.master_username().map(str::to_string),
             },
             members: Vec::new(),
             parameter_group,
@@ -872,6 +874,10 @@ impl Inventory {
                     apply_status: ApplyStatus::parse(
                         m.db_cluster_parameter_group_status().unwrap_or("in-sync"),
                     ),
+                    endpoint: instance
+                        .and_then(|i| i.endpoint())
+                        .and_then(|e| e.address())
+                        .map(str::to_string),
                 })
             })
             .collect();
@@ -951,6 +957,8 @@ impl Inventory {
                 managed_master_password: c.master_user_secret().is_some(),
                 ca_certificate: None,
                 port: port_of(c.port()),
+                endpoint: c.endpoint().map(str::to_string),
+                master_username: c.master_username().map(str::to_string),
             },
             members,
             parameter_group,

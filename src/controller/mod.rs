@@ -46,6 +46,8 @@ pub struct Options {
     pub aws_timeout: Duration,
     /// How long a managed parameter group stays unused before it is deleted.
     pub managed_group_grace: Duration,
+    /// The in-database layer.
+    pub db: crate::postgres::Settings,
 }
 
 /// The AWS SDK and kube both link rustls, with different crypto back-ends; kube's client needs
@@ -112,6 +114,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         options.requests_per_second,
     );
     ctx.managed_group_grace = options.managed_group_grace;
+    ctx.db = Some(crate::postgres::Layer::new(options.db.clone()));
     let leadership = options
         .leader_election
         .then(|| Arc::new(lease::Leadership::default()));

@@ -94,6 +94,8 @@ pub struct Context {
     /// With leader election: whether this replica's term runs (asked before every mutating
     /// AWS call).
     pub leadership: Option<Arc<Leadership>>,
+    /// The in-database layer (connections, TLS, the concurrency cap), shared by every policy.
+    pub db: Option<crate::postgres::Layer>,
     memory: Mutex<HashMap<ObjectRef<DatabaseSecurityPolicy>, Memory>>,
 }
 
@@ -112,6 +114,7 @@ impl Context {
             managed_group_grace: DEFAULT_MANAGED_GROUP_GRACE,
             stores: RwLock::new(Vec::new()),
             leadership: None,
+            db: None,
             memory: Mutex::new(HashMap::new()),
         }
     }
@@ -372,10 +375,25 @@ async fn reconcile_stages(
                         uid: policy.meta().uid.as_deref(),
                         generation,
                     };
+                    let namespace = policy.namespace().unwrap_or_default();
+                    let login = match &ctx.db {
+                        Some(_) if crate::posture::indb::needed(spec) => {
+                            login_of(&ctx.client, &namespace, spec).await
+                        }
+                        _ => crate::postgres::Login::Unavailable {
+                            reason: crate::posture::indb::Reason::CredentialsUnavailable,
+                            message: "not needed".into(),
+                        },
+                    };
+                    let db = ctx.db.as_ref().map(|layer| engine::DbAccess {
+                        layer,
+                        login: &login,
+                    });
                     let run = engine::run_policy_while(
                         spec,
                         &fleet,
                         &region.aws,
+                        db,
                         Utc::now(),
                         &still_wanted,
                     )
@@ -604,6 +622,68 @@ pub fn error_policy(
         "reconcile failed"
     );
     Action::requeue(delay)
+}
+
+/// How a policy logs in to its databases: an IAM user as is, or the user name and password of a
+/// Secret in the policy's own namespace, read on demand (no watch, no cache, nothing logged).
+async fn login_of(
+    client: &Client,
+    namespace: &str,
+    spec: &crate::api::DatabaseSecurityPolicySpec,
+) -> crate::postgres::Login {
+    use crate::postgres::{Login, Password};
+    use crate::posture::indb::Reason;
+    let unavailable = |message: String| Login::Unavailable {
+        reason: Reason::CredentialsUnavailable,
+        message,
+    };
+    let Some(connection) = spec
+        .posture
+        .database
+        .as_ref()
+        .and_then(|d| d.connection.as_ref())
+    else {
+        return unavailable("the policy has no database.connection".into());
+    };
+    if let Some(user) = &connection.iam_user {
+        return Login::Iam { user: user.clone() };
+    }
+    let Some(secret_ref) = &connection.secret_ref else {
+        return unavailable("database.connection names no credentials".into());
+    };
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let secret = match tokio::time::timeout(Duration::from_secs(10), secrets.get(&secret_ref.name))
+        .await
+    {
+        Err(_) => return unavailable(format!("secret {}: no answer within 10s", secret_ref.name)),
+        Ok(Err(kube::Error::Api(e))) => {
+            return unavailable(format!(
+                "secret {}: {} ({})",
+                secret_ref.name, e.reason, e.code
+            ));
+        }
+        Ok(Err(_)) => return unavailable(format!("secret {}: could not be read", secret_ref.name)),
+        Ok(Ok(secret)) => secret,
+    };
+    let value = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .ok_or_else(|| format!("secret {} has no key {key}", secret_ref.name))
+    };
+    match (
+        value(&secret_ref.username_key),
+        value(&secret_ref.password_key),
+    ) {
+        (Ok(user), Ok(password)) => Login::Password {
+            user,
+            password: Password::new(password),
+        },
+        (Err(why), _) | (_, Err(why)) => unavailable(why),
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ pub enum Location {
     ClusterParameterGroup,
     SecurityGroup,
     NetworkAcl,
+    /// Inside PostgreSQL: catalogues, per-role settings, live sessions.
+    InDatabase,
 }
 
 /// How a violation is fixed.
@@ -38,6 +40,8 @@ pub enum RemediationClass {
     ModifyRotatesPassword,
     /// Revoke the offending ingress rule only.
     RevokeIngress,
+    /// One idempotent SQL statement that only tightens, then checked again.
+    Sql,
     /// Reported with the way to fix it, never changed.
     ReportOnly,
 }
@@ -255,6 +259,110 @@ pub fn info(id: ControlId) -> ControlInfo {
             &[],
             ReportOnly,
         ),
+        C::PublicSchema => entry(
+            id,
+            High,
+            "PUBLIC cannot create objects in any schema",
+            InDatabase,
+            InDatabase,
+            &[],
+            Sql,
+        ),
+        C::PgauditExtension => entry(
+            id,
+            High,
+            "pgaudit extension in every database",
+            InDatabase,
+            InDatabase,
+            &[],
+            Sql,
+        ),
+        C::Superusers => entry(
+            id,
+            Critical,
+            "rds_superuser held only by allowed roles",
+            InDatabase,
+            InDatabase,
+            &[],
+            ReportOnly,
+        ),
+        C::SecurityDefinerSearchPath => entry(
+            id,
+            High,
+            "SECURITY DEFINER functions pin search_path",
+            InDatabase,
+            InDatabase,
+            &[],
+            ReportOnly,
+        ),
+        C::PasswordHashes => entry(
+            id,
+            High,
+            "No md5 password hashes",
+            InDatabase,
+            InDatabase,
+            &[],
+            ReportOnly,
+        ),
+        C::SettingOverrides => entry(
+            id,
+            High,
+            "No per-role or per-database setting defeats the parameter group",
+            InDatabase,
+            InDatabase,
+            &[],
+            Sql,
+        ),
+        C::EventTriggers => entry(
+            id,
+            Medium,
+            "Only expected event triggers",
+            InDatabase,
+            InDatabase,
+            &[],
+            ReportOnly,
+        ),
+        C::PlaintextSessions => entry(
+            id,
+            High,
+            "No live client session without TLS",
+            InDatabase,
+            InDatabase,
+            &[],
+            ReportOnly,
+        ),
+    }
+}
+
+/// How a violation of `id` is fixed, for people: what Enforce does, or what to do by hand.
+pub fn fix_text(id: ControlId) -> &'static str {
+    use ControlId as C;
+    match id {
+        C::PublicSchema => {
+            "Enforce runs REVOKE CREATE ON SCHEMA <schema> FROM PUBLIC in each database as the schema owner or rds_superuser, then checks again"
+        }
+        C::PgauditExtension => {
+            "Enforce runs CREATE EXTENSION pgaudit in each database and creates the pgaudit.role role, once pgaudit is preloaded (audit.pgaudit, after a reboot)"
+        }
+        C::Superusers => {
+            "REVOKE rds_superuser FROM <role> (or from the role it inherits it through) after checking nothing depends on it"
+        }
+        C::SecurityDefinerSearchPath => {
+            "ALTER FUNCTION <function> SET search_path = pg_catalog, pg_temp (after checking the function qualifies every name it uses)"
+        }
+        C::PasswordHashes => {
+            "the role's owner sets a new password while password_encryption = scram-sha-256; then set rds.accepted_password_auth_method = scram"
+        }
+        C::SettingOverrides => {
+            "Enforce runs ALTER ROLE ... [IN DATABASE ...] RESET <setting> or ALTER DATABASE ... RESET <setting> for the offending override only"
+        }
+        C::EventTriggers => {
+            "DROP EVENT TRIGGER <name> if nobody expects it, or list it in database.eventTriggers.allowed"
+        }
+        C::PlaintextSessions => {
+            "move the listed clients to sslmode=verify-full; then transport.forceSsl can be enforced without cutting them off"
+        }
+        _ => "",
     }
 }
 
@@ -278,6 +386,11 @@ mod tests {
         for control in ControlId::ALL {
             let entry = info(*control);
             assert_eq!(entry.id, *control);
+            if control.in_database() {
+                assert_eq!(entry.instance_location, InDatabase, "{control}");
+                assert!(!fix_text(*control).is_empty(), "{control}");
+                assert!(entry.parameters.is_empty(), "{control}");
+            }
             if !entry.parameters.is_empty() {
                 assert_eq!(entry.instance_location, InstanceParameterGroup, "{control}");
                 assert_eq!(entry.cluster_location, ClusterParameterGroup, "{control}");

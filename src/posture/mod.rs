@@ -5,6 +5,7 @@
 pub mod catalogue;
 pub mod evaluate;
 pub mod exposure;
+pub mod indb;
 pub mod managed;
 pub mod model;
 pub mod plan;

@@ -82,6 +82,13 @@ pub struct Attributes {
     pub managed_master_password: bool,
     pub ca_certificate: Option<CaCertificate>,
     pub port: u16,
+    /// The host name AWS reports for connecting: the instance endpoint, or an Aurora cluster's
+    /// writer endpoint. The in-database layer connects only here (and to Aurora members).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The master user name (allowed to hold `rds_superuser` implicitly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_username: Option<String>,
 }
 
 /// The server certificate authority of an instance.
@@ -101,6 +108,9 @@ pub struct Member {
     pub ca_certificate: Option<CaCertificate>,
     /// Status of the cluster parameter group on this member.
     pub apply_status: ApplyStatus,
+    /// The member's instance endpoint host name, as AWS reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// Whether the attached group's values are in effect.

@@ -370,11 +370,13 @@ fn policy_strategy() -> impl Strategy<Value = DatabaseSecurityPolicySpec> {
                             .map(|minimum_days| BackupRetention { minimum_days }),
                         engine_version_current: None,
                     }),
+                    database: None,
                 },
                 remediation: Remediation {
                     reboot,
                     parameter_group_strategy: strategy,
                     allow_master_password_rotation: rotation,
+                    allow_force_ssl_with_plaintext_clients: false,
                 },
                 resync_seconds: 60,
             }

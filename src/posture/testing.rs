@@ -66,6 +66,8 @@ pub fn instance(id: &str) -> Database {
         tags: BTreeMap::new(),
         attributes: Attributes {
             port: 5432,
+            endpoint: Some(format!("{id}.aaaaaaaaaa.us-east-1.rds.amazonaws.com")),
+            master_username: Some("postgres".into()),
             backup_retention_days: 1,
             ca_certificate: Some(CaCertificate {
                 identifier: "rds-ca-rsa2048-g1".into(),
@@ -102,6 +104,7 @@ pub fn cluster(id: &str, members: &[&str]) -> Database {
                     valid_till: None,
                 }),
                 apply_status: ApplyStatus::InSync,
+                endpoint: Some(format!("{m}.aaaaaaaaaa.us-east-1.rds.amazonaws.com")),
             })
             .collect(),
         parameter_group: Some(group(
@@ -111,6 +114,10 @@ pub fn cluster(id: &str, members: &[&str]) -> Database {
         )),
         attributes: Attributes {
             port: 5432,
+            endpoint: Some(format!(
+                "{id}.cluster-aaaaaaaaaa.us-east-1.rds.amazonaws.com"
+            )),
+            master_username: Some("postgres".into()),
             backup_retention_days: 1,
             cloudwatch_exports: BTreeSet::new(),
             ..Attributes::default()

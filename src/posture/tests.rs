@@ -1022,19 +1022,34 @@ fn enabled_controls_are_exactly_the_controls_evaluated() {
             (ControlId::PublicAccess, _) => "Forbidden",
             (ControlId::Ingress, _) => "{denyAll: true}",
             (ControlId::BackupRetention, _) => "{minimumDays: 7}",
+            (ControlId::Superusers | ControlId::EventTriggers, _) => "{}",
             (other, _) => panic!("no test value for {other}"),
         };
+        // The in-database group needs a connection.
+        let connection = if control.in_database() {
+            ", connection: {iamUser: auditor}"
+        } else {
+            ""
+        };
         let s = enforce(&format!(
-            "  {}: {{{}: {value}}}",
+            "  {}: {{{}: {value}{connection}}}",
             control.group(),
             control.field()
         ));
         assert_eq!(s.enabled_controls(), vec![*control]);
-        let evaluated: Vec<ControlId> = eval_all(&s, &[instance("a")])[0]
-            .1
-            .iter()
-            .map(|e| e.finding.control)
-            .collect();
+        let evaluated: Vec<ControlId> = if control.in_database() {
+            assert!(eval_all(&s, &[instance("a")])[0].1.is_empty());
+            super::indb::evaluate(&s, &instance("a"), &super::indb::Observation::default())
+                .iter()
+                .map(|e| e.finding.control)
+                .collect()
+        } else {
+            eval_all(&s, &[instance("a")])[0]
+                .1
+                .iter()
+                .map(|e| e.finding.control)
+                .collect()
+        };
         assert_eq!(evaluated, vec![*control]);
         if control.switch() == Switch::Flag {
             let off = enforce(&format!(

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod controlplane;
+pub mod postgres;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
