@@ -156,8 +156,12 @@ pub struct CheckArgs {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
+    /// One block per database, one line per control.
     Table,
+    /// The stable JSON report documented in the README.
     Json,
+    /// JUnit XML: one test suite per database, one test case per control.
+    Junit,
 }
 
 pub fn main() -> ExitCode {
@@ -358,6 +362,10 @@ fn run_check(args: CheckArgs) -> ExitCode {
     let text = match args.output {
         Output::Json => match serde_json::to_string_pretty(&report) {
             Ok(json) => json + "\n",
+            Err(e) => return fail(&e.to_string()),
+        },
+        Output::Junit => match report.junit() {
+            Ok(xml) => xml + "\n",
             Err(e) => return fail(&e.to_string()),
         },
         Output::Table => {
