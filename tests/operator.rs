@@ -713,6 +713,58 @@ async fn audit_then_enforce_then_reboot_then_steady_state() {
     ] {
         assert!(metrics.contains(family), "{family} missing:\n{metrics}");
     }
+    // Every metric the chart's alerts and Grafana dashboard use is one this operator exports.
+    let used = chart_metric_names();
+    assert!(used.len() >= 8, "{used:?}");
+    for name in used {
+        assert!(
+            exports(&metrics, &name),
+            "{name}, used by the chart's alerts or dashboard, is not in /metrics:\n{metrics}"
+        );
+    }
+}
+
+/// Every `pgbaseline_*` metric name in the chart's alert rules and Grafana dashboard.
+fn chart_metric_names() -> std::collections::BTreeSet<String> {
+    let files = ["prometheus-rules.yaml", "grafana-dashboard.json"];
+    let mut names = std::collections::BTreeSet::new();
+    for file in files {
+        let path = common::repo_root()
+            .join("charts/pgbaseline/files")
+            .join(file);
+        let text = std::fs::read_to_string(&path).expect("chart file");
+        for (start, _) in text.match_indices("pgbaseline_") {
+            let name: String = text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// Whether `/metrics` has the series `name`: a sample of it, or its family's `# TYPE` line (a
+/// family without samples yet, e.g. no remediation so far) with the suffix its type gives.
+fn exports(metrics: &str, name: &str) -> bool {
+    metrics.lines().any(|line| {
+        if let Some(sample) = line.strip_prefix(name) {
+            return sample.starts_with('{') || sample.starts_with(' ');
+        }
+        let Some(declared) = line.strip_prefix("# TYPE ") else {
+            return false;
+        };
+        let mut words = declared.split_whitespace();
+        let (Some(family), Some(kind)) = (words.next(), words.next()) else {
+            return false;
+        };
+        let suffixes: &[&str] = match kind {
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_count", "_sum"],
+            _ => &[""],
+        };
+        suffixes.iter().any(|s| format!("{family}{s}") == name)
+    })
 }
 
 // ------------------------------------------------------------------------------------------

@@ -92,6 +92,7 @@ VARIANTS = {
                       "--set", "leaderElection.enabled=false"],
     "all-optional": ["--set", "networkPolicy.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
                      "--set", "podDisruptionBudget.enabled=true",
+                     "--set", "metrics.prometheusRule.enabled=true", "--set", "grafanaDashboard.enabled=true",
                      "--set", "aws.roleArn=arn:aws:iam::123456789012:role/pgbaseline",
                      "--set", "aws.region=eu-west-1"],
 }
