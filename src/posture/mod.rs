@@ -8,6 +8,7 @@ pub mod exposure;
 pub mod managed;
 pub mod model;
 pub mod plan;
+pub mod policy_report;
 pub mod report;
 pub mod select;
 pub mod simulate;
