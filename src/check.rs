@@ -21,6 +21,8 @@ use crate::postgres::{Layer, Login, Password};
 use crate::posture::indb::{self, Reason};
 use crate::posture::report::Outcome;
 
+mod junit;
+
 /// The report `--output json` prints. Field names are stable and documented in the README.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Report {

@@ -9,6 +9,7 @@ pub mod indb;
 pub mod managed;
 pub mod model;
 pub mod plan;
+pub mod policy_report;
 pub mod report;
 pub mod select;
 pub mod simulate;
