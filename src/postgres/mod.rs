@@ -176,7 +176,7 @@ impl Layer {
             Ok(client) => client,
             Err(failure) => return Observation::failed(failure.reason, failure.message),
         };
-        let (server, names) = match self.server_facts(&first, roles).await {
+        let (server, mut names) = match self.server_facts(&first, roles).await {
             Ok(read) => read,
             Err(failure) => return Observation::failed(failure.reason, failure.message),
         };
@@ -185,11 +185,18 @@ impl Layer {
             databases: Vec::new(),
             failures: Vec::new(),
         };
+        // The first database first: its connection is reused, so one is open at a time.
+        names.sort_by_key(|n| n != FIRST_DATABASE);
         let mut first = Some(first);
         for name in names {
-            let client = match first.take() {
-                Some(client) if name == FIRST_DATABASE => client,
-                _ => {
+            let reuse = if name == FIRST_DATABASE {
+                first.take()
+            } else {
+                None
+            };
+            let client = match reuse {
+                Some(client) => client,
+                None => {
                     // One connection per server at a time: the previous one is closed first.
                     match self.connect(&host, port, &name, login, aws, true).await {
                         Ok(client) => client,
