@@ -60,6 +60,7 @@ pub struct ReportDatabase {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReportFinding {
     pub control: crate::api::ControlId,
+    pub severity: crate::api::Severity,
     pub status: FindingStatus,
     pub observed: String,
     pub expected: String,
@@ -152,6 +153,7 @@ pub async fn run(
                     .findings
                     .extend(result.findings.into_iter().map(|f| ReportFinding {
                         control: f.control,
+                        severity: f.severity,
                         status: f.status,
                         observed: f.observed,
                         expected: f.expected,
@@ -259,17 +261,18 @@ impl Report {
             for f in &db.findings {
                 let _ = writeln!(
                     out,
-                    "  {:<38} {:<13} {}",
+                    "  {:<38} {:<8} {:<13} {}",
                     f.control.as_str(),
+                    f.severity.as_str(),
                     f.status.as_str(),
                     f.observed
                 );
                 if !f.status.is_compliant() {
                     if !f.expected.is_empty() {
-                        let _ = writeln!(out, "  {:<38} {:<13} expected: {}", "", "", f.expected);
+                        let _ = writeln!(out, "  {:<61} expected: {}", "", f.expected);
                     }
                     if !f.message.is_empty() {
-                        let _ = writeln!(out, "  {:<38} {:<13} {}", "", "", f.message);
+                        let _ = writeln!(out, "  {:<61} {}", "", f.message);
                     }
                 }
             }
@@ -343,6 +346,7 @@ mod tests {
             findings: (0..findings)
                 .map(|_| crate::api::Finding {
                     control: crate::api::ControlId::ForceSsl,
+                    severity: crate::api::Severity::High,
                     status: FindingStatus::Compliant,
                     observed: String::new(),
                     expected: String::new(),

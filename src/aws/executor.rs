@@ -107,6 +107,14 @@ pub async fn execute_while(
             });
             continue;
         }
+        if let Err(why) = action.within_catalogue() {
+            tracing::error!(action = %action.kind.describe(), %why, "refused an action the catalogue does not allow");
+            outcomes.push(Outcome::Failed {
+                code: "RefusedByPgbaseline".into(),
+                message: why,
+            });
+            continue;
+        }
         let outcome = match run.action(action).await {
             Ok(()) => {
                 tracing::info!(call = action.kind.aws_call(), action = %action.kind.describe(), "remediation applied");

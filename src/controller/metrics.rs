@@ -23,6 +23,8 @@ pub struct ResultLabels {
 pub struct FindingLabels {
     pub policy: String,
     pub control: String,
+    /// The control's severity, so alerts can page on `Critical` only.
+    pub severity: String,
     pub status: String,
 }
 
@@ -190,6 +192,7 @@ impl Metrics {
                     .entry(FindingLabels {
                         policy: policy.to_string(),
                         control: finding.control.as_str().to_string(),
+                        severity: finding.severity.as_str().to_string(),
                         status: finding.status.as_str().to_string(),
                     })
                     .or_insert(0) += 1;
@@ -304,6 +307,7 @@ mod tests {
             compliant: status.is_compliant(),
             findings: vec![Finding {
                 control: ControlId::ForceSsl,
+                severity: crate::api::Severity::High,
                 status,
                 observed: String::new(),
                 expected: String::new(),
@@ -318,7 +322,7 @@ mod tests {
         m.set_findings("ns/p", &[result(FindingStatus::NonCompliant)]);
         let text = m.encode();
         assert!(text.contains(
-            "pgbaseline_findings{policy=\"ns/p\",control=\"transport.forceSsl\",status=\"NonCompliant\"} 1"
+            "pgbaseline_findings{policy=\"ns/p\",control=\"transport.forceSsl\",severity=\"High\",status=\"NonCompliant\"} 1"
         ));
         m.set_findings("ns/p", &[result(FindingStatus::Compliant)]);
         let text = m.encode();

@@ -449,6 +449,7 @@ mod tests {
             .iter()
             .map(|(control, status)| Finding {
                 control: *control,
+                severity: crate::posture::catalogue::severity(*control),
                 status: *status,
                 observed: "o".into(),
                 expected: "e".into(),

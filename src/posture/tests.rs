@@ -656,6 +656,7 @@ fn more_than_twenty_parameters_are_split_into_calls_of_twenty() {
     let evaluation = Evaluation {
         finding: Finding {
             control: ControlId::ForceSsl,
+            severity: Severity::High,
             status: FindingStatus::NonCompliant,
             observed: String::new(),
             expected: String::new(),
