@@ -18,6 +18,7 @@ use crate::posture::managed::{
     ownership,
 };
 use crate::posture::model::{Fleet, IngressRule, IngressSource, is_default_group_name};
+use crate::posture::modify::Modification;
 use crate::posture::plan::{
     Action, ActionKind, ApplyMethod, DbKey, MAX_PARAMETERS_PER_CALL, ParameterChange, Plan,
 };
@@ -725,82 +726,55 @@ pub async fn collect_garbage(
     deleted
 }
 
+/// One `ModifyDBInstance` or `ModifyDBCluster` call with every change of the action, from the
+/// neutral [`Modification`] (the one place that says what each change sets).
 async fn modify(
     aws: &AwsRegion,
     target: &Target,
     changes: &[AttributeChange],
 ) -> Result<(), AwsError> {
+    let m = Modification::of(target, changes);
+    let exports = (!m.enable_log_exports.is_empty()).then(|| {
+        CloudwatchLogsExportConfiguration::builder()
+            .set_enable_log_types(Some(m.enable_log_exports.clone()))
+            .build()
+    });
+    let backup_days = m
+        .backup_retention_days
+        .map(|days| i32::try_from(days).unwrap_or(35));
     match target {
-        Target::Instance(id) => {
-            let mut req = aws
-                .rds
-                .modify_db_instance()
-                .db_instance_identifier(id)
-                .apply_immediately(true);
-            for change in changes {
-                req = match change {
-                    AttributeChange::DisablePublicAccess => req.publicly_accessible(false),
-                    AttributeChange::EnableIamAuth => req.enable_iam_database_authentication(true),
-                    AttributeChange::EnableLogExports(logs) => req
-                        .cloudwatch_logs_export_configuration(
-                            CloudwatchLogsExportConfiguration::builder()
-                                .set_enable_log_types(Some(logs.clone()))
-                                .build(),
-                        ),
-                    AttributeChange::EnableDeletionProtection => req.deletion_protection(true),
-                    AttributeChange::RaiseBackupRetention(days) => {
-                        req.backup_retention_period(i32::try_from(*days).unwrap_or(35))
-                    }
-                    AttributeChange::EnableAutoMinorVersionUpgrade => {
-                        req.auto_minor_version_upgrade(true)
-                    }
-                    AttributeChange::SetCaCertificate(ca) => req.ca_certificate_identifier(ca),
-                    AttributeChange::EnableManagedMasterPassword => {
-                        req.manage_master_user_password(true)
-                    }
-                };
-            }
-            req.send()
-                .await
-                .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("ModifyDBInstance", e))
-        }
-        Target::Cluster(id) => {
-            let mut req = aws
-                .rds
-                .modify_db_cluster()
-                .db_cluster_identifier(id)
-                .apply_immediately(true);
-            for change in changes {
-                req = match change {
-                    AttributeChange::EnableIamAuth => req.enable_iam_database_authentication(true),
-                    AttributeChange::EnableLogExports(logs) => req
-                        .cloudwatch_logs_export_configuration(
-                            CloudwatchLogsExportConfiguration::builder()
-                                .set_enable_log_types(Some(logs.clone()))
-                                .build(),
-                        ),
-                    AttributeChange::EnableDeletionProtection => req.deletion_protection(true),
-                    AttributeChange::RaiseBackupRetention(days) => {
-                        req.backup_retention_period(i32::try_from(*days).unwrap_or(35))
-                    }
-                    AttributeChange::EnableManagedMasterPassword => {
-                        req.manage_master_user_password(true)
-                    }
-                    AttributeChange::EnableAutoMinorVersionUpgrade => {
-                        req.auto_minor_version_upgrade(true)
-                    }
-                    // Instance-level settings of Aurora are planned on the member instances.
-                    AttributeChange::DisablePublicAccess | AttributeChange::SetCaCertificate(_) => {
-                        req
-                    }
-                };
-            }
-            req.send()
-                .await
-                .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("ModifyDBCluster", e))
-        }
+        Target::Instance(id) => aws
+            .rds
+            .modify_db_instance()
+            .db_instance_identifier(id)
+            .apply_immediately(true)
+            .set_publicly_accessible(m.publicly_accessible)
+            .set_enable_iam_database_authentication(m.iam_auth)
+            .set_cloudwatch_logs_export_configuration(exports)
+            .set_deletion_protection(m.deletion_protection)
+            .set_backup_retention_period(backup_days)
+            .set_auto_minor_version_upgrade(m.auto_minor_version_upgrade)
+            .set_ca_certificate_identifier(m.ca_certificate)
+            .set_manage_master_user_password(m.manage_master_password)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::from_sdk("ModifyDBInstance", e)),
+        Target::Cluster(id) => aws
+            .rds
+            .modify_db_cluster()
+            .db_cluster_identifier(id)
+            .apply_immediately(true)
+            .set_enable_iam_database_authentication(m.iam_auth)
+            .set_cloudwatch_logs_export_configuration(exports)
+            .set_deletion_protection(m.deletion_protection)
+            .set_backup_retention_period(backup_days)
+            .set_auto_minor_version_upgrade(m.auto_minor_version_upgrade)
+            .set_manage_master_user_password(m.manage_master_password)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::from_sdk("ModifyDBCluster", e)),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod exposure;
 pub mod managed;
 pub mod model;
+pub mod modify;
 pub mod plan;
 pub mod report;
 pub mod select;
