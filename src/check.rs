@@ -13,7 +13,7 @@ use crate::api::{
     FindingStatus, Mode,
 };
 use crate::aws::{
-    AwsError, AwsRegion,
+    AwsRegion, Failure,
     inventory::{Inventory, Needs},
 };
 use crate::engine;
@@ -91,7 +91,7 @@ pub enum Exit {
 pub async fn run(
     policies: &[DatabaseSecurityPolicy],
     options: Options,
-) -> Result<(Report, Vec<std::sync::Arc<crate::aws::CallStats>>), AwsError> {
+) -> Result<(Report, Vec<std::sync::Arc<crate::aws::CallStats>>), Failure> {
     let mut by_region: BTreeMap<Option<String>, Vec<&DatabaseSecurityPolicy>> = BTreeMap::new();
     for policy in policies {
         by_region

@@ -20,7 +20,7 @@ use crate::posture::model::{
 };
 use crate::posture::values::version_cmp;
 
-use super::{AwsError, AwsRegion, groups};
+use super::{AwsRegion, Failure, groups};
 
 /// Page size of the listing calls (the AWS maximum).
 const PAGE: i32 = 100;
@@ -111,7 +111,7 @@ impl Inventory {
 
     /// A failed read of `what`: the region's failure (`Err`, fails the sweep) or a sentence
     /// for the databases it concerns.
-    fn unread(&self, e: AwsError, what: &str) -> Result<String, AwsError> {
+    fn unread(&self, e: Failure, what: &str) -> Result<String, Failure> {
         if e.class.is_regional() {
             return Err(e);
         }
@@ -125,13 +125,13 @@ impl Inventory {
     /// parameter group, a batch of security groups, the KMS aliases…) that fails is carried on
     /// the databases it concerns ([`ReadErrors`]), unless the failure is the region's (throttled
     /// past the retries, unreachable, no credentials), which fails the sweep.
-    pub async fn sweep(&self, needs: Needs) -> Result<Fleet, AwsError> {
+    pub async fn sweep(&self, needs: Needs) -> Result<Fleet, Failure> {
         self.sweep_inner(needs)
             .await
             .map_err(|e| self.aws.locate(e))
     }
 
-    async fn sweep_inner(&self, needs: Needs) -> Result<Fleet, AwsError> {
+    async fn sweep_inner(&self, needs: Needs) -> Result<Fleet, Failure> {
         let instances = self.describe_instances().await?;
         let clusters = self.describe_clusters().await?;
         let instances: Vec<DbInstance> = instances
@@ -167,7 +167,7 @@ impl Inventory {
             }
         }
         let mut groups = groups.into_iter();
-        let mut group_values: HashMap<(bool, String), Result<GroupRead, AwsError>> = HashMap::new();
+        let mut group_values: HashMap<(bool, String), Result<GroupRead, Failure>> = HashMap::new();
         // Until an endpoint has answered one filtered read, read one group alone: if it rejects
         // the filter, one call is wasted rather than one per concurrent read.
         if !self.filter_probed.load(Ordering::Relaxed)
@@ -176,7 +176,7 @@ impl Inventory {
             let read = self.read_group(key.0, &key.1, family).await;
             group_values.insert(key, read);
         }
-        let rest: Vec<((bool, String), Result<GroupRead, AwsError>)> =
+        let rest: Vec<((bool, String), Result<GroupRead, Failure>)> =
             stream::iter(groups.map(|(key, family)| async move {
                 let read = self.read_group(key.0, &key.1, family).await;
                 (key, read)
@@ -317,7 +317,7 @@ impl Inventory {
         })
     }
 
-    async fn describe_instances(&self) -> Result<Vec<DbInstance>, AwsError> {
+    async fn describe_instances(&self) -> Result<Vec<DbInstance>, Failure> {
         let rds = &self.aws.rds;
         self.aws
             .paged(|marker| async move {
@@ -327,7 +327,7 @@ impl Inventory {
                     .set_marker(marker)
                     .send()
                     .await
-                    .map_err(|e| AwsError::from_sdk("DescribeDBInstances", e))?;
+                    .map_err(|e| Failure::from_sdk("DescribeDBInstances", e))?;
                 Ok((
                     page.db_instances().to_vec(),
                     page.marker().map(str::to_string),
@@ -336,7 +336,7 @@ impl Inventory {
             .await
     }
 
-    async fn describe_clusters(&self) -> Result<Vec<DbCluster>, AwsError> {
+    async fn describe_clusters(&self) -> Result<Vec<DbCluster>, Failure> {
         let rds = &self.aws.rds;
         self.aws
             .paged(|marker| async move {
@@ -346,7 +346,7 @@ impl Inventory {
                     .set_marker(marker)
                     .send()
                     .await
-                    .map_err(|e| AwsError::from_sdk("DescribeDBClusters", e))?;
+                    .map_err(|e| Failure::from_sdk("DescribeDBClusters", e))?;
                 Ok((
                     page.db_clusters().to_vec(),
                     page.marker().map(str::to_string),
@@ -361,7 +361,7 @@ impl Inventory {
         cluster: bool,
         name: &str,
         family: String,
-    ) -> Result<GroupRead, AwsError> {
+    ) -> Result<GroupRead, Failure> {
         let wanted = controlled_parameters();
         let explicit = if self.filter_supported.load(Ordering::Relaxed) {
             let result = groups::parameters(&self.aws, cluster, name, Some(&wanted)).await;
@@ -425,7 +425,7 @@ impl Inventory {
         &self,
         cluster: bool,
         family: &str,
-    ) -> Result<BTreeMap<String, ParameterValue>, AwsError> {
+    ) -> Result<BTreeMap<String, ParameterValue>, Failure> {
         // One cell per family: concurrent group reads of the same family wait for one call.
         let cell = match self.caches.lock() {
             Ok(mut caches) => caches
@@ -444,7 +444,7 @@ impl Inventory {
         &self,
         cluster: bool,
         family: &str,
-    ) -> Result<BTreeMap<String, ParameterValue>, AwsError> {
+    ) -> Result<BTreeMap<String, ParameterValue>, Failure> {
         let wanted = controlled_parameters();
         let filters = vec![
             Filter::builder()
@@ -466,7 +466,7 @@ impl Inventory {
                         .send()
                         .await
                         .map_err(|e| {
-                            AwsError::from_sdk("DescribeEngineDefaultClusterParameters", e)
+                            Failure::from_sdk("DescribeEngineDefaultClusterParameters", e)
                         })?
                         .engine_defaults()
                         .cloned()
@@ -478,7 +478,7 @@ impl Inventory {
                         .set_marker(marker)
                         .send()
                         .await
-                        .map_err(|e| AwsError::from_sdk("DescribeEngineDefaultParameters", e))?
+                        .map_err(|e| Failure::from_sdk("DescribeEngineDefaultParameters", e))?
                         .engine_defaults()
                         .cloned()
                 };
@@ -512,7 +512,7 @@ impl Inventory {
         &self,
         ids: &BTreeSet<String>,
         unread: &mut BTreeMap<String, String>,
-    ) -> Result<BTreeMap<String, Vec<IngressRule>>, AwsError> {
+    ) -> Result<BTreeMap<String, Vec<IngressRule>>, Failure> {
         let mut out = BTreeMap::new();
         let ids: Vec<String> = ids.iter().cloned().collect();
         for batch in ids.chunks(EC2_BATCH) {
@@ -527,7 +527,7 @@ impl Inventory {
             {
                 Ok(resp) => resp,
                 Err(e) => {
-                    let e = AwsError::from_sdk("DescribeSecurityGroups", e);
+                    let e = Failure::from_sdk("DescribeSecurityGroups", e);
                     let why = self.unread(e, "the database's security groups")?;
                     unread.extend(batch.iter().map(|id| (id.clone(), why.clone())));
                     continue;
@@ -578,7 +578,7 @@ impl Inventory {
         &self,
         subnets: &BTreeSet<String>,
         unread: &mut BTreeMap<String, String>,
-    ) -> Result<BTreeMap<String, Vec<NaclEntry>>, AwsError> {
+    ) -> Result<BTreeMap<String, Vec<NaclEntry>>, Failure> {
         let mut out: BTreeMap<String, Vec<NaclEntry>> = BTreeMap::new();
         let subnets: Vec<String> = subnets.iter().cloned().collect();
         for batch in subnets.chunks(EC2_BATCH) {
@@ -597,7 +597,7 @@ impl Inventory {
             {
                 Ok(resp) => resp,
                 Err(e) => {
-                    let e = AwsError::from_sdk("DescribeNetworkAcls", e);
+                    let e = Failure::from_sdk("DescribeNetworkAcls", e);
                     let why = self.unread(e, "the network ACLs of the database's subnets")?;
                     unread.extend(batch.iter().map(|id| (id.clone(), why.clone())));
                     continue;
@@ -638,7 +638,7 @@ impl Inventory {
     }
 
     /// Alias names and key ids to key ARNs.
-    async fn kms_aliases(&self) -> Result<BTreeMap<String, String>, AwsError> {
+    async fn kms_aliases(&self) -> Result<BTreeMap<String, String>, Failure> {
         let mut out = BTreeMap::new();
         let mut marker: Option<String> = None;
         loop {
@@ -650,7 +650,7 @@ impl Inventory {
                 .set_marker(marker.take())
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("ListAliases", e))?;
+                .map_err(|e| Failure::from_sdk("ListAliases", e))?;
             for alias in page.aliases() {
                 let (Some(name), Some(key), Some(arn)) =
                     (alias.alias_name(), alias.target_key_id(), alias.alias_arn())
@@ -671,7 +671,7 @@ impl Inventory {
         }
     }
 
-    async fn certificates(&self) -> Result<BTreeMap<String, DateTime<Utc>>, AwsError> {
+    async fn certificates(&self) -> Result<BTreeMap<String, DateTime<Utc>>, Failure> {
         if let Some(hit) = self.caches.lock().ok().and_then(|c| c.certificates.clone()) {
             return Ok(hit);
         }
@@ -682,7 +682,7 @@ impl Inventory {
             .describe_certificates()
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DescribeCertificates", e))?;
+            .map_err(|e| Failure::from_sdk("DescribeCertificates", e))?;
         let map: BTreeMap<String, DateTime<Utc>> = resp
             .certificates()
             .iter()
@@ -700,11 +700,7 @@ impl Inventory {
     }
 
     /// The newest minor version of `version`'s major, cached per (engine, version).
-    async fn newest_minor(
-        &self,
-        engine: Engine,
-        version: &str,
-    ) -> Result<Option<String>, AwsError> {
+    async fn newest_minor(&self, engine: Engine, version: &str) -> Result<Option<String>, Failure> {
         let key = (engine.as_str().to_string(), version.to_string());
         if let Some(hit) = self
             .caches
@@ -723,7 +719,7 @@ impl Inventory {
             .engine_version(version)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DescribeDBEngineVersions", e))?;
+            .map_err(|e| Failure::from_sdk("DescribeDBEngineVersions", e))?;
         let newest = resp.db_engine_versions().first().map(|v| {
             v.valid_upgrade_target()
                 .iter()

@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 use crate::api::DatabaseResult;
 use crate::aws::CallStats;
+use crate::posture::failure::Reason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -173,9 +174,9 @@ impl Metrics {
     }
 
     /// Records one reconcile.
-    pub fn reconciled(&self, result: &str, seconds: f64) {
+    pub fn reconciled(&self, result: Reason, seconds: f64) {
         let labels = ResultLabels {
-            result: result.to_string(),
+            result: result.as_str().to_string(),
         };
         self.reconciles.get_or_create(&labels).inc();
         self.reconcile_duration
@@ -220,11 +221,11 @@ impl Metrics {
         }
     }
 
-    pub fn remediation(&self, control: &str, result: &str) {
+    pub fn remediation(&self, control: &str, result: Reason) {
         self.remediations
             .get_or_create(&RemediationLabels {
                 control: control.to_string(),
-                result: result.to_string(),
+                result: result.as_str().to_string(),
             })
             .inc();
     }
@@ -335,8 +336,8 @@ mod tests {
     #[test]
     fn exposition_has_every_family() {
         let m = Metrics::new();
-        m.reconciled("Compliant", 0.1);
-        m.remediation("transport.forceSsl", "Remediated");
+        m.reconciled(Reason::Compliant, 0.1);
+        m.remediation("transport.forceSsl", Reason::Remediated);
         m.sweep("us-east-1", 1.0, true);
         let text = m.encode();
         for name in [

@@ -5,6 +5,7 @@
 pub mod catalogue;
 pub mod evaluate;
 pub mod exposure;
+pub mod failure;
 pub mod managed;
 pub mod model;
 pub mod modify;
