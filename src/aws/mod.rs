@@ -2,6 +2,7 @@
 //! fleet economically (inventory) and executes plans idempotently (executor). SDK shapes become
 //! the posture model at once; errors are classified and keep the AWS error code.
 
+pub mod convert;
 pub mod executor;
 pub mod groups;
 pub mod inventory;
