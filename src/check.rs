@@ -19,6 +19,8 @@ use crate::aws::{
 use crate::engine;
 use crate::posture::report::Outcome;
 
+mod junit;
+
 /// The report `--output json` prints. Field names are stable and documented in the README.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Report {

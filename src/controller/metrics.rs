@@ -44,6 +44,12 @@ pub struct AwsCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ReportLabels {
+    pub api: String,
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct RegionLabels {
     pub region: String,
 }
@@ -72,6 +78,7 @@ pub struct Metrics {
     pub status_writes: Counter,
     pub managed_groups: Family<RegionLabels, Gauge>,
     pub managed_groups_deleted: Family<RegionLabels, Counter>,
+    pub report_writes: Family<ReportLabels, Counter>,
     /// The finding series each policy set last time, to drop the ones that went away.
     finding_series: Mutex<BTreeMap<String, BTreeSet<FindingLabels>>>,
     /// The AWS call counts already exported, per region.
@@ -155,8 +162,15 @@ impl Metrics {
             "Unused managed parameter groups deleted after the grace period",
             managed_groups_deleted.clone(),
         );
+        let report_writes = Family::<ReportLabels, Counter>::default();
+        registry.register(
+            "policy_report_writes",
+            "Policy report writes by API group and operation (apply, delete); 0 in steady state: a report is written only when its content changes",
+            report_writes.clone(),
+        );
         Metrics {
             registry,
+            report_writes,
             managed_groups,
             managed_groups_deleted,
             reconciles,
@@ -171,6 +185,16 @@ impl Metrics {
             finding_series: Mutex::default(),
             aws_seen: Mutex::default(),
         }
+    }
+
+    /// Counts one write of a policy report.
+    pub fn report_written(&self, api: &str, operation: &str) {
+        self.report_writes
+            .get_or_create(&ReportLabels {
+                api: api.to_string(),
+                operation: operation.to_string(),
+            })
+            .inc();
     }
 
     /// Records one reconcile.

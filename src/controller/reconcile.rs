@@ -27,6 +27,7 @@ use super::events::{self, EventSpec};
 use super::fleet::{FleetView, Regions};
 use super::lease::Leadership;
 use super::metrics::Metrics;
+use super::reports::{Reports, ReportsMode};
 use super::status::{self, Observation};
 
 /// The field manager of every status write.
@@ -91,6 +92,8 @@ pub struct Context {
     /// With leader election: whether this replica's term runs (asked before every mutating
     /// AWS call).
     pub leadership: Option<Arc<Leadership>>,
+    /// Policy reports (the API group found by discovery).
+    pub reports: Reports,
     memory: Mutex<HashMap<ObjectRef<DatabaseSecurityPolicy>, Memory>>,
 }
 
@@ -109,6 +112,7 @@ impl Context {
             managed_group_grace: DEFAULT_MANAGED_GROUP_GRACE,
             stores: RwLock::new(Vec::new()),
             leadership: None,
+            reports: Reports::new(ReportsMode::Auto),
             memory: Mutex::new(HashMap::new()),
         }
     }
@@ -170,13 +174,21 @@ impl Context {
         Some(f(memory.entry(key.clone()).or_default()))
     }
 
-    /// Forgets a deleted policy (memory and metric series).
-    pub fn forget(&self, namespace: Option<&str>, name: &str) {
+    /// Forgets a deleted policy (memory and metric series); its uid, when it was known.
+    pub fn forget(&self, namespace: Option<&str>, name: &str) -> Option<String> {
+        let mut uid = None;
         if let Ok(mut memory) = self.memory.lock() {
-            memory.retain(|k, _| !(k.name == name && k.namespace.as_deref() == namespace));
+            memory.retain(|k, m| {
+                let this = k.name == name && k.namespace.as_deref() == namespace;
+                if this {
+                    uid = m.uid.clone();
+                }
+                !this
+            });
         }
         self.metrics
             .forget_policy(&format!("{}/{name}", namespace.unwrap_or_default()));
+        uid
     }
 
     async fn publish(&self, policy: &DatabaseSecurityPolicy, event: &EventSpec) {
@@ -477,6 +489,21 @@ async fn reconcile_stages(
         .await?;
         ctx.metrics.status_writes.inc();
         tracing::info!(policy = %name, ready = %ready_reason, "status updated");
+    }
+
+    // Stage 4b: policy reports, one per selected database, written only when they change. A
+    // failure is logged and retried next time; it does not fail the reconcile.
+    if let Observation::Evaluated { results, .. } = &observation {
+        match ctx
+            .reports
+            .sync(&ctx.client, &ctx.metrics, policy, results)
+            .await
+        {
+            Ok(w) => {
+                tracing::debug!(policy = %name, applied = w.applied, deleted = w.deleted, unchanged = w.unchanged, "policy reports")
+            }
+            Err(e) => tracing::warn!(policy = %name, error = %e, "could not write policy reports"),
+        }
     }
 
     // Stage 5: schedule.

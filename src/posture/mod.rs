@@ -10,6 +10,7 @@ pub mod managed;
 pub mod model;
 pub mod modify;
 pub mod plan;
+pub mod policy_report;
 pub mod report;
 pub mod select;
 pub mod simulate;

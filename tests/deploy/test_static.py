@@ -92,6 +92,7 @@ VARIANTS = {
                       "--set", "leaderElection.enabled=false"],
     "all-optional": ["--set", "networkPolicy.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
                      "--set", "podDisruptionBudget.enabled=true",
+                     "--set", "metrics.prometheusRule.enabled=true", "--set", "grafanaDashboard.enabled=true",
                      "--set", "aws.roleArn=arn:aws:iam::123456789012:role/pgbaseline",
                      "--set", "aws.region=eu-west-1"],
 }
@@ -150,6 +151,8 @@ EXPECTED_POLICY_RULES = [
     {"apiGroups": ["pgbaseline.io"], "resources": ["databasesecuritypolicies"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["pgbaseline.io"], "resources": ["databasesecuritypolicies/status"], "verbs": ["get", "patch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": ["openreports.io"], "resources": ["reports"], "verbs": ["list", "create", "patch", "delete"]},
+    {"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"], "verbs": ["list", "create", "patch", "delete"]},
 ]
 
 
@@ -165,6 +168,16 @@ def test_rbac_has_exactly_the_operator_verbs(helm):
     for d in docs:
         for r in d.get("rules", []):
             assert "secrets" not in r["resources"] and "*" not in r["verbs"] and "*" not in r["resources"]
+
+
+def test_policy_reports_off_drops_their_rbac_and_sets_the_flag(helm):
+    docs = render(helm, "--set", "operator.policyReports=off")
+    (cr,) = by_kind(docs, "ClusterRole")
+    assert cr["rules"] == EXPECTED_POLICY_RULES[:3]
+    (dep,) = by_kind(docs, "Deployment")
+    assert "--policy-reports=off" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    (dep,) = by_kind(render(helm), "Deployment")
+    assert "--policy-reports=auto" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 def test_watch_namespaces_give_namespaced_roles(helm):
@@ -207,6 +220,7 @@ def test_optional_objects_and_irsa(helm):
     ["--set", "watchNamespaces={Not_A_Namespace}"],
     ["--set", "aws.roleArn=not-an-arn"],
     ["--set", "unknownKey=1"],
+    ["--set", "operator.policyReports=both"],
 ])
 def test_values_schema_rejects(helm, bad):
     p = subprocess.run([helm, "template", "pgb", str(CHART), *bad], capture_output=True, text=True)
