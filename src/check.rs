@@ -13,7 +13,7 @@ use crate::api::{
     FindingStatus, Mode,
 };
 use crate::aws::{
-    AwsError, AwsRegion,
+    AwsRegion, Failure,
     inventory::{Inventory, Needs},
 };
 use crate::engine;
@@ -64,6 +64,7 @@ pub struct ReportDatabase {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReportFinding {
     pub control: crate::api::ControlId,
+    pub severity: crate::api::Severity,
     pub status: FindingStatus,
     pub observed: String,
     pub expected: String,
@@ -147,7 +148,7 @@ pub enum Exit {
 pub async fn run(
     policies: &[DatabaseSecurityPolicy],
     options: Options,
-) -> Result<(Report, Vec<std::sync::Arc<crate::aws::CallStats>>), AwsError> {
+) -> Result<(Report, Vec<std::sync::Arc<crate::aws::CallStats>>), Failure> {
     let mut by_region: BTreeMap<Option<String>, Vec<&DatabaseSecurityPolicy>> = BTreeMap::new();
     for policy in policies {
         by_region
@@ -218,6 +219,7 @@ pub async fn run(
                     .findings
                     .extend(result.findings.into_iter().map(|f| ReportFinding {
                         control: f.control,
+                        severity: f.severity,
                         status: f.status,
                         observed: f.observed,
                         expected: f.expected,
@@ -325,17 +327,18 @@ impl Report {
             for f in &db.findings {
                 let _ = writeln!(
                     out,
-                    "  {:<38} {:<13} {}",
+                    "  {:<38} {:<8} {:<13} {}",
                     f.control.as_str(),
+                    f.severity.as_str(),
                     f.status.as_str(),
                     f.observed
                 );
                 if !f.status.is_compliant() {
                     if !f.expected.is_empty() {
-                        let _ = writeln!(out, "  {:<38} {:<13} expected: {}", "", "", f.expected);
+                        let _ = writeln!(out, "  {:<61} expected: {}", "", f.expected);
                     }
                     if !f.message.is_empty() {
-                        let _ = writeln!(out, "  {:<38} {:<13} {}", "", "", f.message);
+                        let _ = writeln!(out, "  {:<61} {}", "", f.message);
                     }
                 }
             }
@@ -409,6 +412,7 @@ mod tests {
             findings: (0..findings)
                 .map(|_| crate::api::Finding {
                     control: crate::api::ControlId::ForceSsl,
+                    severity: crate::api::Severity::High,
                     status: FindingStatus::Compliant,
                     observed: String::new(),
                     expected: String::new(),

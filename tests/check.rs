@@ -695,7 +695,7 @@ fn ingress_revokes_only_the_offending_rule() {
 
 #[test]
 fn more_than_twenty_parameters_go_out_in_calls_of_at_most_twenty() {
-    use pgbaseline::api::{ControlId, Finding, FindingStatus};
+    use pgbaseline::api::{ControlId, Finding, FindingStatus, Severity};
     use pgbaseline::posture::{Evaluation, Fix, PlanContext, plan, testing};
     let emulator = Emulator::start(None);
     emulator.reset_calls();
@@ -739,7 +739,7 @@ fn more_than_twenty_parameters_go_out_in_calls_of_at_most_twenty() {
                 .insert(name.clone(), pgbaseline::posture::model::ParameterValue { value: None, apply_type, modifiable: true });
         }
         let evaluation = Evaluation {
-            finding: Finding { control: ControlId::LogConnections, status: FindingStatus::NonCompliant, observed: String::new(), expected: String::new(), message: String::new() },
+            finding: Finding { control: ControlId::LogConnections, severity: Severity::Medium, status: FindingStatus::NonCompliant, observed: String::new(), expected: String::new(), message: String::new() },
             fixes: params.iter().map(|(name, value, _)| Fix::Parameter { name: name.clone(), value: value.clone() }).collect(),
         };
         let spec: pgbaseline::api::DatabaseSecurityPolicySpec =

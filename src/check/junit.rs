@@ -144,6 +144,7 @@ mod tests {
     fn finding(control: ControlId, status: FindingStatus) -> ReportFinding {
         ReportFinding {
             control,
+            severity: crate::posture::catalogue::severity(control),
             status,
             observed: "rds.force_ssl=0".into(),
             expected: "rds.force_ssl=1".into(),

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::aws::executor::{MayAct, collect_garbage};
 use crate::aws::inventory::{Inventory, Needs};
-use crate::aws::{AwsError, AwsRegion, ErrorClass};
+use crate::aws::{AwsRegion, ErrorClass, Failure};
 use crate::posture::Fleet;
 use crate::posture::managed::garbage;
 
@@ -44,7 +44,7 @@ pub struct FleetView {
 struct Cache {
     sweep: Option<Sweep>,
     /// A failed sweep is not retried by every policy in the window: they share the error.
-    failed: Option<(Instant, AwsError)>,
+    failed: Option<(Instant, Failure)>,
 }
 
 /// One (account, region).
@@ -60,7 +60,7 @@ pub struct Region {
     garbage: Mutex<Garbage>,
     /// The last sweep's failure, and when, when AWS could not be reached (what `/readyz`
     /// reports).
-    unreachable: std::sync::Mutex<Option<(Instant, AwsError)>>,
+    unreachable: std::sync::Mutex<Option<(Instant, Failure)>>,
 }
 
 /// Since when each managed group has been seen unused, and the sweep last collected from.
@@ -110,7 +110,7 @@ impl Region {
         sweep_needs: Needs,
         max_age: Duration,
         metrics: &Metrics,
-    ) -> Result<FleetView, AwsError> {
+    ) -> Result<FleetView, Failure> {
         let mut cache = self.cache.lock().await;
         if let Some(sweep) = cache.sweep.as_ref()
             && !sweep.stale
@@ -132,8 +132,8 @@ impl Region {
         let started = Instant::now();
         let result = match tokio::time::timeout(SWEEP_DEADLINE, self.inventory.sweep(needs)).await {
             Ok(result) => result,
-            Err(_) => Err(AwsError {
-                action: "sweep",
+            Err(_) => Err(Failure {
+                call: "sweep",
                 class: ErrorClass::Unreachable,
                 code: crate::aws::code::TIMEOUT.into(),
                 message: format!(
@@ -227,7 +227,7 @@ impl Region {
     /// Why this region makes the operator not ready: its last sweep could not reach AWS. A
     /// failure older than two sweep deadlines is forgotten (a region whose policies are gone
     /// sweeps no more; one with policies sweeps at least every five minutes).
-    pub fn unreachable(&self) -> Option<AwsError> {
+    pub fn unreachable(&self) -> Option<Failure> {
         let unreachable = self.unreachable.lock().ok()?;
         let (at, e) = unreachable.as_ref()?;
         (at.elapsed() < 2 * SWEEP_DEADLINE).then(|| e.clone())
@@ -273,7 +273,7 @@ impl Regions {
     }
 
     /// The region's clients, created on first use.
-    pub async fn get(&self, region: Option<&str>) -> Result<Arc<Region>, AwsError> {
+    pub async fn get(&self, region: Option<&str>) -> Result<Arc<Region>, Failure> {
         let mut regions = self.regions.lock().await;
         let name = region.map(str::to_string).or_else(|| self.default_region());
         if let Some(r) = name.as_ref().and_then(|n| regions.get(n)) {

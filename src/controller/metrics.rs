@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 use crate::api::DatabaseResult;
 use crate::aws::CallStats;
+use crate::posture::failure::Reason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -23,6 +24,8 @@ pub struct ResultLabels {
 pub struct FindingLabels {
     pub policy: String,
     pub control: String,
+    /// The control's severity, so alerts can page on `Critical` only.
+    pub severity: String,
     pub status: String,
 }
 
@@ -195,9 +198,9 @@ impl Metrics {
     }
 
     /// Records one reconcile.
-    pub fn reconciled(&self, result: &str, seconds: f64) {
+    pub fn reconciled(&self, result: Reason, seconds: f64) {
         let labels = ResultLabels {
-            result: result.to_string(),
+            result: result.as_str().to_string(),
         };
         self.reconciles.get_or_create(&labels).inc();
         self.reconcile_duration
@@ -214,6 +217,7 @@ impl Metrics {
                     .entry(FindingLabels {
                         policy: policy.to_string(),
                         control: finding.control.as_str().to_string(),
+                        severity: finding.severity.as_str().to_string(),
                         status: finding.status.as_str().to_string(),
                     })
                     .or_insert(0) += 1;
@@ -241,11 +245,11 @@ impl Metrics {
         }
     }
 
-    pub fn remediation(&self, control: &str, result: &str) {
+    pub fn remediation(&self, control: &str, result: Reason) {
         self.remediations
             .get_or_create(&RemediationLabels {
                 control: control.to_string(),
-                result: result.to_string(),
+                result: result.as_str().to_string(),
             })
             .inc();
     }
@@ -328,6 +332,7 @@ mod tests {
             compliant: status.is_compliant(),
             findings: vec![Finding {
                 control: ControlId::ForceSsl,
+                severity: crate::api::Severity::High,
                 status,
                 observed: String::new(),
                 expected: String::new(),
@@ -342,7 +347,7 @@ mod tests {
         m.set_findings("ns/p", &[result(FindingStatus::NonCompliant)]);
         let text = m.encode();
         assert!(text.contains(
-            "pgbaseline_findings{policy=\"ns/p\",control=\"transport.forceSsl\",status=\"NonCompliant\"} 1"
+            "pgbaseline_findings{policy=\"ns/p\",control=\"transport.forceSsl\",severity=\"High\",status=\"NonCompliant\"} 1"
         ));
         m.set_findings("ns/p", &[result(FindingStatus::Compliant)]);
         let text = m.encode();
@@ -355,8 +360,8 @@ mod tests {
     #[test]
     fn exposition_has_every_family() {
         let m = Metrics::new();
-        m.reconciled("Compliant", 0.1);
-        m.remediation("transport.forceSsl", "Remediated");
+        m.reconciled(Reason::Compliant, 0.1);
+        m.remediation("transport.forceSsl", Reason::Remediated);
         m.sweep("us-east-1", 1.0, true);
         let text = m.encode();
         for name in [

@@ -17,10 +17,10 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{Instrument, info_span};
 
 use crate::api::{DatabaseSecurityPolicy, Mode};
-use crate::aws::AwsError;
 use crate::aws::executor::MayAct;
 use crate::aws::inventory::Needs;
 use crate::engine;
+use crate::posture::failure::{Failure, Reason};
 use crate::posture::report::Outcome;
 
 use super::events::{self, EventSpec};
@@ -28,7 +28,7 @@ use super::fleet::{FleetView, Regions};
 use super::lease::Leadership;
 use super::metrics::Metrics;
 use super::reports::{Reports, ReportsMode};
-use super::status::{self, Failure, Observation};
+use super::status::{self, Observation};
 
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "pgbaseline";
@@ -42,20 +42,17 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An AWS failure already reported in status; retried with backoff.
-    #[error("AWS: {reason}: {detail}")]
-    Aws {
-        reason: &'static str,
-        detail: String,
-    },
+    #[error("AWS: {reason}: {0}", reason = .0.reason())]
+    Aws(Failure),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 }
 
 impl Error {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Error::Aws { reason, .. } => reason,
-            Error::Kube(_) => "KubernetesError",
+            Error::Aws(failure) => failure.reason(),
+            Error::Kube(_) => Reason::KubernetesError,
         }
     }
 }
@@ -75,7 +72,7 @@ struct Memory {
     /// Warnings published last time (so a persisting failure is published once).
     warnings: BTreeSet<EventSpec>,
     /// The Ready reason last published.
-    ready_reason: Option<String>,
+    ready_reason: Option<Reason>,
 }
 
 /// Shared by every reconcile.
@@ -210,7 +207,7 @@ impl Context {
                     } else {
                         EventType::Normal
                     },
-                    reason: event.reason.clone(),
+                    reason: event.reason.to_string(),
                     note: Some(event.note.clone()),
                     action: event.action.clone(),
                     secondary: None,
@@ -268,14 +265,6 @@ fn display_name(policy: &DatabaseSecurityPolicy) -> String {
     )
 }
 
-fn failure_of(e: &AwsError) -> Failure {
-    Failure {
-        call: e.action.to_string(),
-        code: e.code.clone(),
-        message: e.message.clone(),
-    }
-}
-
 /// May a run of this policy (as reconciled: this uid and generation) still change AWS? Asked by
 /// the executor before every mutating call: no once the policy is deleted, recreated or its spec
 /// changed (the next reconcile plans from the new spec), or once this replica's leader term is
@@ -330,7 +319,7 @@ pub async fn reconcile(
     let result = reconcile_stages(&policy, &ctx, &key).instrument(span).await;
     let seconds = started.elapsed().as_secs_f64();
     match &result {
-        Ok((_, reason)) => ctx.metrics.reconciled(reason, seconds),
+        Ok((_, reason)) => ctx.metrics.reconciled(*reason, seconds),
         Err(e) => ctx.metrics.reconciled(e.reason(), seconds),
     }
     tracing::debug!(policy = %name, seconds, "reconciled");
@@ -341,7 +330,7 @@ async fn reconcile_stages(
     policy: &DatabaseSecurityPolicy,
     ctx: &Context,
     key: &ObjectRef<DatabaseSecurityPolicy>,
-) -> Result<(Action, String), Error> {
+) -> Result<(Action, Reason), Error> {
     let spec = &policy.spec;
     let name = display_name(policy);
     let generation = policy.meta().generation;
@@ -356,7 +345,7 @@ async fn reconcile_stages(
     let mut acted = false;
     match ctx.regions.get(spec.region()).await {
         Err(e) => {
-            observation = Observation::InventoryFailed(failure_of(&e));
+            observation = Observation::InventoryFailed(e);
         }
         Ok(region) => {
             let guard = if may_act {
@@ -375,7 +364,7 @@ async fn reconcile_stages(
             match fleet {
                 Err(e) => {
                     tracing::warn!(policy = %name, error = %e, "inventory failed");
-                    observation = Observation::InventoryFailed(failure_of(&e));
+                    observation = Observation::InventoryFailed(e);
                 }
                 Ok(FleetView { fleet, at, swept }) => {
                     fleet_age = at.elapsed();
@@ -473,7 +462,8 @@ async fn reconcile_stages(
         spec.remediation.reboot,
         now,
     );
-    let ready_reason = status::ready_reason(&next).to_string();
+    // next_status always writes a Ready condition from a Reason.
+    let ready_reason = status::ready_reason(&next).unwrap_or(Reason::RemediationFailed);
     let ready_message = next
         .conditions
         .iter()
@@ -486,12 +476,10 @@ async fn reconcile_stages(
         event_specs.push(events::for_failure(failure));
     }
     let previous_ready = ctx
-        .with_memory(key, |m| m.ready_reason.clone())
+        .with_memory(key, |m| m.ready_reason)
         .flatten()
-        .or_else(|| current.map(|s| status::ready_reason(s).to_string()));
-    if let Some(e) =
-        events::for_ready_change(previous_ready.as_deref(), &ready_reason, &ready_message)
-    {
+        .or_else(|| current.and_then(status::ready_reason));
+    if let Some(e) = events::for_ready_change(previous_ready, ready_reason, &ready_message) {
         event_specs.push(e);
     }
     let published = ctx
@@ -545,14 +533,11 @@ async fn reconcile_stages(
         m.uid = policy.meta().uid.clone();
         m.generation = generation;
         m.warnings = warnings;
-        m.ready_reason = Some(ready_reason.clone());
+        m.ready_reason = Some(ready_reason);
     });
     if let Some(f) = failure {
         // Reported in status and events; the error policy backs off.
-        return Err(Error::Aws {
-            reason: f.reason(),
-            detail: format!("{}: {}: {}", f.call, f.code, f.message),
-        });
+        return Err(Error::Aws(f));
     }
     let delay = if acted {
         next_resync(resync, fleet_age).min(VERIFY_AFTER)
@@ -575,7 +560,7 @@ async fn stopped(
     key: &ObjectRef<DatabaseSecurityPolicy>,
     run: &engine::PolicyRun,
     reason: &str,
-) -> (Action, String) {
+) -> (Action, Reason) {
     let (done, _) = count_remediations(ctx, run);
     tracing::warn!(
         policy = %display_name(policy),
@@ -590,7 +575,10 @@ async fn stopped(
         }
     }
     ctx.with_memory(key, |m| m.due = None);
-    (Action::requeue(Duration::from_secs(1)), STOPPED.to_string())
+    (
+        Action::requeue(Duration::from_secs(1)),
+        Reason::RemediationStopped,
+    )
 }
 
 /// Counts each executed action in the metrics, by control and result. Returns how many
@@ -602,17 +590,16 @@ fn count_remediations(ctx: &Context, run: &engine::PolicyRun) -> (usize, Vec<Fai
         let result = match outcome {
             Outcome::Succeeded => {
                 succeeded += 1;
-                status::reason::REMEDIATED
+                Reason::Remediated
             }
-            Outcome::Failed { code, message } => {
+            Outcome::Failed(f) => {
                 failures.push(Failure {
-                    call: action.kind.aws_call().to_string(),
-                    code: code.clone(),
-                    message: message.clone(),
+                    call: action.kind.aws_call(),
+                    ..f.clone()
                 });
-                status::reason::REMEDIATION_FAILED
+                Reason::RemediationFailed
             }
-            Outcome::Deferred { .. } => status::reason::QUOTA_EXCEEDED,
+            Outcome::Deferred { .. } => Reason::QuotaExceeded,
             Outcome::Skipped { .. } => continue,
         };
         let controls: BTreeSet<_> = action.causes.iter().map(|c| c.control).collect();
@@ -622,9 +609,6 @@ fn count_remediations(ctx: &Context, run: &engine::PolicyRun) -> (usize, Vec<Fai
     }
     (succeeded, failures)
 }
-
-/// The result label of a reconcile whose run was stopped.
-const STOPPED: &str = "RemediationStopped";
 
 /// Per-object exponential backoff.
 pub fn error_policy(

@@ -340,6 +340,7 @@ fn finding(
 ) -> Finding {
     Finding {
         control,
+        severity: super::catalogue::severity(control),
         status,
         observed: observed.into(),
         expected: expected.to_string(),
@@ -536,7 +537,7 @@ pub fn evaluate(
         };
         let unread = observation.failures_line();
         let report_only = super::catalogue::info(control).remediation
-            == super::catalogue::RemediationClass::ReportOnly;
+            == super::catalogue::Remediation::ReportOnly;
         let evaluation = if problems.is_empty() {
             match unread {
                 // A database that could not be read may hold a violation.

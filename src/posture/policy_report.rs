@@ -322,6 +322,7 @@ mod tests {
     fn finding(control: ControlId, status: FindingStatus, message: &str) -> Finding {
         Finding {
             control,
+            severity: catalogue::severity(control),
             status,
             observed: "off".into(),
             expected: "on".into(),
