@@ -40,6 +40,11 @@ pub mod reason {
     pub const ACCESS_DENIED: &str = "AccessDenied";
     pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
     pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+    pub const ACCOUNT_NOT_FOUND: &str = "AccountNotFound";
+    pub const NAMESPACE_NOT_PERMITTED: &str = "NamespaceNotPermitted";
+    pub const MODE_NOT_PERMITTED: &str = "ModeNotPermitted";
+    pub const REGION_NOT_PERMITTED: &str = "RegionNotPermitted";
+    pub const EXTERNAL_ID_UNAVAILABLE: &str = "ExternalIdUnavailable";
 }
 
 /// Longest condition message; longer ones are cut (status stays small and readable).
@@ -93,6 +98,18 @@ pub enum Observation {
     },
     /// The fleet could not be read.
     InventoryFailed(Failure),
+    /// The policy may not use the account it names (or the account cannot be used): nothing
+    /// was read or changed in it.
+    Refused(Refusal),
+}
+
+/// Why a policy may not use its account; a person must change the policy or the account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// `AccountNotFound`, `NamespaceNotPermitted`, `ModeNotPermitted`, `RegionNotPermitted` or
+    /// `ExternalIdUnavailable`.
+    pub reason: &'static str,
+    pub message: String,
 }
 
 /// One condition before timestamps.
@@ -128,6 +145,11 @@ pub fn conditions(
         )
     };
     match observation {
+        Observation::Refused(refusal) => [
+            cond(READY, false, refusal.reason, refusal.message.clone()),
+            idle(),
+            cond(STALLED, true, refusal.reason, refusal.message.clone()),
+        ],
         Observation::InventoryFailed(failure) => {
             let message = failure.describe();
             if failure.needs_human() {
@@ -218,6 +240,14 @@ fn needs_human_reason(reason: &str) -> bool {
     ]
     .iter()
     .any(|c| c.as_str() == reason)
+        || [
+            reason::ACCOUNT_NOT_FOUND,
+            reason::NAMESPACE_NOT_PERMITTED,
+            reason::MODE_NOT_PERMITTED,
+            reason::REGION_NOT_PERMITTED,
+            reason::EXTERNAL_ID_UNAVAILABLE,
+        ]
+        .contains(&reason)
 }
 
 /// Maps a reason read back from the object to our static string.
@@ -394,6 +424,8 @@ pub fn next_status(
         Observation::InventoryFailed(_) => current
             .map(|s| (s.summary.clone(), s.databases.clone(), s.databases_omitted))
             .unwrap_or_default(),
+        // Results read from an account the policy may no longer use are not kept.
+        Observation::Refused(_) => Default::default(),
     };
     DatabaseSecurityPolicyStatus {
         observed_generation: generation,

@@ -376,6 +376,7 @@ fn policy_strategy() -> impl Strategy<Value = DatabaseSecurityPolicySpec> {
                     parameter_group_strategy: strategy,
                     allow_master_password_rotation: rotation,
                 },
+                account_ref: None,
                 resync_seconds: 60,
             }
         })
@@ -876,6 +877,7 @@ fn policy_skeleton() -> DatabaseSecurityPolicySpec {
         control_modes: BTreeMap::new(),
         posture: Posture::default(),
         remediation: Remediation::default(),
+        account_ref: None,
         resync_seconds: 60,
     }
 }

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CHART, CRD_NAME, DEPLOY, ROOT
+from conftest import ACCOUNT_CRD_NAME, CHART, CRD_NAME, DEPLOY, ROOT
 
 # ---------------------------------------------------------------- Dockerfile
 
@@ -72,10 +72,12 @@ def test_cargo_binary_matches_image():
 # ---------------------------------------------------------------- CRD copies
 
 
-@pytest.mark.parametrize("copy", [CHART / "crds" / CRD_NAME, DEPLOY / "crds" / CRD_NAME])
-def test_crd_copies_are_identical(copy):
-    source = (ROOT / "crds" / CRD_NAME).read_bytes()
-    assert copy.read_bytes() == source, f"{copy.relative_to(ROOT)} differs from crds/{CRD_NAME}: copy it again"
+@pytest.mark.parametrize("name", [CRD_NAME, ACCOUNT_CRD_NAME])
+@pytest.mark.parametrize("where", [CHART / "crds", DEPLOY / "crds"])
+def test_crd_copies_are_identical(where, name):
+    copy = where / name
+    source = (ROOT / "crds" / name).read_bytes()
+    assert copy.read_bytes() == source, f"{copy.relative_to(ROOT)} differs from crds/{name}: copy it again"
 
 
 def test_chart_app_version_is_the_crate_version():
