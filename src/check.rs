@@ -14,11 +14,13 @@ use crate::api::{
 };
 use crate::aws::sts::{Assume, session_name};
 use crate::aws::{
-    AwsError, AwsRegion,
+    AwsRegion, Failure,
     inventory::{Inventory, Needs},
 };
 use crate::engine;
 use crate::posture::report::Outcome;
+
+mod junit;
 
 /// The report `--output json` prints. Field names are stable and documented in the README.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -61,6 +63,7 @@ pub struct ReportDatabase {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReportFinding {
     pub control: crate::api::ControlId,
+    pub severity: crate::api::Severity,
     pub status: FindingStatus,
     pub observed: String,
     pub expected: String,
@@ -98,7 +101,7 @@ impl Options {
 
     /// The clients for `region`: the environment's identity, or the assumed role's (with the
     /// operator's read-only session policy unless fixing).
-    async fn clients(&self, region: Option<&str>) -> Result<AwsRegion, AwsError> {
+    async fn clients(&self, region: Option<&str>) -> Result<AwsRegion, Failure> {
         let Some(role) = &self.role_arn else {
             return AwsRegion::from_env(region, self.requests_per_second, self.call_timeout).await;
         };
@@ -144,14 +147,14 @@ pub enum Exit {
 pub async fn run(
     policies: &[DatabaseSecurityPolicy],
     options: &Options,
-) -> Result<(Report, Vec<std::sync::Arc<crate::aws::CallStats>>), AwsError> {
+) -> Result<(Report, Vec<std::sync::Arc<crate::aws::CallStats>>), Failure> {
     let mut by_region: BTreeMap<Option<String>, Vec<&DatabaseSecurityPolicy>> = BTreeMap::new();
     for policy in policies {
         if let Some(account) = &policy.spec.account_ref
             && options.role_arn.is_none()
         {
-            return Err(AwsError {
-                action: "configure",
+            return Err(Failure {
+                call: "configure",
                 class: crate::aws::ErrorClass::InvalidConfiguration,
                 code: "AccountNotGiven".into(),
                 message: format!(
@@ -218,6 +221,7 @@ pub async fn run(
                     .findings
                     .extend(result.findings.into_iter().map(|f| ReportFinding {
                         control: f.control,
+                        severity: f.severity,
                         status: f.status,
                         observed: f.observed,
                         expected: f.expected,
@@ -331,17 +335,18 @@ impl Report {
             for f in &db.findings {
                 let _ = writeln!(
                     out,
-                    "  {:<38} {:<13} {}",
+                    "  {:<38} {:<8} {:<13} {}",
                     f.control.as_str(),
+                    f.severity.as_str(),
                     f.status.as_str(),
                     f.observed
                 );
                 if !f.status.is_compliant() {
                     if !f.expected.is_empty() {
-                        let _ = writeln!(out, "  {:<38} {:<13} expected: {}", "", "", f.expected);
+                        let _ = writeln!(out, "  {:<61} expected: {}", "", f.expected);
                     }
                     if !f.message.is_empty() {
-                        let _ = writeln!(out, "  {:<38} {:<13} {}", "", "", f.message);
+                        let _ = writeln!(out, "  {:<61} {}", "", f.message);
                     }
                 }
             }
@@ -415,6 +420,7 @@ mod tests {
             findings: (0..findings)
                 .map(|_| crate::api::Finding {
                     control: crate::api::ControlId::ForceSsl,
+                    severity: crate::api::Severity::High,
                     status: FindingStatus::Compliant,
                     observed: String::new(),
                     expected: String::new(),

@@ -103,6 +103,12 @@ pub struct RunArgs {
     /// `1h`, or seconds).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub managed_group_grace: std::time::Duration,
+    /// Policy reports, one per policy and database: `auto` writes `openreports.io/v1alpha1`
+    /// Reports when the apiserver serves them, else `wgpolicyk8s.io/v1alpha2` PolicyReports, else
+    /// none (re-checked every minute; never both); `openreports` or `wgpolicyk8s` forces one;
+    /// `off` writes none.
+    #[arg(long, default_value = "auto", value_parser = clap::value_parser!(crate::controller::reports::ReportsMode))]
+    pub policy_reports: crate::controller::reports::ReportsMode,
 }
 
 /// `90s`, `30m`, `2h`, `1d`, or a number of seconds.
@@ -198,8 +204,12 @@ fn parse_role_arn(text: &str) -> Result<String, String> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
+    /// One block per database, one line per control.
     Table,
+    /// The stable JSON report documented in the README.
     Json,
+    /// JUnit XML: one test suite per database, one test case per control.
+    Junit,
 }
 
 pub fn main() -> ExitCode {
@@ -246,6 +256,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
         requests_per_second: args.requests_per_second,
         aws_timeout: args.aws_timeout,
         managed_group_grace: args.managed_group_grace,
+        policy_reports: args.policy_reports,
     };
     let runtime = match runtime() {
         Ok(r) => r,
@@ -406,6 +417,10 @@ fn run_check(args: CheckArgs) -> ExitCode {
     let text = match args.output {
         Output::Json => match serde_json::to_string_pretty(&report) {
             Ok(json) => json + "\n",
+            Err(e) => return fail(&e.to_string()),
+        },
+        Output::Junit => match report.junit() {
+            Ok(xml) => xml + "\n",
             Err(e) => return fail(&e.to_string()),
         },
         Output::Table => {

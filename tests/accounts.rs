@@ -565,7 +565,7 @@ async fn an_audit_session_cannot_write_even_through_a_broad_role() {
     assert!(!run.outcomes.is_empty(), "an action was planned");
     for outcome in &run.outcomes {
         match outcome {
-            Outcome::Failed { code, .. } => assert_eq!(code, "AccessDenied"),
+            Outcome::Failed(failure) => assert_eq!(failure.code, "AccessDenied"),
             other => panic!("the read-only session acted: {other:?}"),
         }
     }

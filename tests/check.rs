@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::process::Command;
 
 use common::{Emulator, manifest, pgbaseline, policy_manifest as policy, runtime};
 use serde_json::Value;
@@ -257,6 +258,120 @@ fn every_control_audit_then_enforce_on_an_instance_and_an_aurora_cluster() {
         "second --fix changed AWS: {:?}",
         emulator.mutating_calls()
     );
+}
+
+/// What junitparser (a JUnit reader CI tools use) understood of a JUnit file, as JSON.
+fn read_junit(xml: &std::path::Path) -> Value {
+    let setup = Command::new(common::repo_root().join("tests/emulator/setup"))
+        .output()
+        .expect("tests/emulator/setup");
+    let venv = String::from_utf8_lossy(&setup.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    let out = Command::new(std::path::Path::new(&venv).join("bin/python"))
+        .arg(common::repo_root().join("tests/junit/read.py"))
+        .arg(xml)
+        .output()
+        .expect("run the JUnit reader");
+    assert!(
+        out.status.success(),
+        "junitparser refused the file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("reader prints JSON")
+}
+
+#[test]
+fn junit_output_is_read_by_a_junit_consumer_as_the_json_report_says() {
+    let emulator = Emulator::start(Some("small"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let app_sg = app_security_group(&emulator);
+    let policies = format!(
+        "{}---\n{}",
+        policy(
+            "all",
+            SELECT_BILLING_AND_LEDGER,
+            "Audit",
+            &full_posture(&app_sg),
+            "{}"
+        ),
+        policy(
+            "typo",
+            "{tags: {team: no-such-team}}",
+            "Audit",
+            "    transport: {forceSsl: true}",
+            "{}"
+        ),
+    );
+    let file = manifest(dir.path(), "policies.yaml", &policies);
+    let file = file.to_str().expect("utf-8 path");
+    let report = json(&pgbaseline(&emulator, &["check", "-f", file, "-o", "json"]));
+    let out = pgbaseline(&emulator, &["check", "-f", file, "-o", "junit"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "same exit status as the other formats"
+    );
+    let xml = dir.path().join("report.xml");
+    std::fs::write(&xml, &out.stdout).expect("write junit");
+    let read = read_junit(&xml);
+
+    let mut failures = 0;
+    let mut errors = 0;
+    let mut tests = 0;
+    for db in report["databases"].as_array().expect("databases") {
+        let suite_name = format!(
+            "{}/{}/{}",
+            db["region"].as_str().unwrap_or_default(),
+            db["kind"].as_str().unwrap_or_default(),
+            db["id"].as_str().unwrap_or_default()
+        );
+        let suite = &read[&suite_name];
+        assert_eq!(suite["properties"]["id"], db["id"], "{read:#}");
+        assert_eq!(suite["properties"]["engine"], db["engine"]);
+        let findings = db["findings"].as_array().expect("findings");
+        assert_eq!(
+            suite["cases"].as_object().map(|c| c.len()),
+            Some(findings.len())
+        );
+        for f in findings {
+            let control = f["control"].as_str().unwrap_or_default();
+            let status = f["status"].as_str().unwrap_or_default();
+            let case = &suite["cases"][control];
+            let expected = match status {
+                "Compliant" | "Remediated" => "passed",
+                "Error" => "error",
+                _ => "failure",
+            };
+            assert_eq!(case["result"], expected, "{suite_name} {control}: {case}");
+            assert_eq!(case["classname"], suite_name.as_str());
+            tests += 1;
+            match expected {
+                "failure" => failures += 1,
+                "error" => errors += 1,
+                _ => continue,
+            }
+            assert_eq!(case["type"], status);
+            let message = case["message"].as_str().unwrap_or_default();
+            for field in ["observed", "expected"] {
+                let value = f[field].as_str().unwrap_or_default();
+                assert!(
+                    message.contains(value),
+                    "{control}: {field} {value:?} not in {message:?}"
+                );
+            }
+        }
+    }
+    assert!(failures > 0, "the small fleet has findings: {report:#}");
+    // The policy that selected nothing fails the gate in the test view too.
+    let typo = &read["pgbaseline policies"]["cases"]["test/typo"];
+    assert_eq!(typo["result"], "failure", "{read:#}");
+    assert_eq!(typo["type"], "SelectedNothing");
+    assert_eq!(read["_totals"]["tests"], tests + 1);
+    assert_eq!(read["_totals"]["failures"], failures + 1);
+    assert_eq!(read["_totals"]["errors"], errors);
 }
 
 #[test]
@@ -576,7 +691,7 @@ fn ingress_revokes_only_the_offending_rule() {
 
 #[test]
 fn more_than_twenty_parameters_go_out_in_calls_of_at_most_twenty() {
-    use pgbaseline::api::{ControlId, Finding, FindingStatus};
+    use pgbaseline::api::{ControlId, Finding, FindingStatus, Severity};
     use pgbaseline::posture::{Evaluation, Fix, PlanContext, plan, testing};
     let emulator = Emulator::start(None);
     emulator.reset_calls();
@@ -620,7 +735,7 @@ fn more_than_twenty_parameters_go_out_in_calls_of_at_most_twenty() {
                 .insert(name.clone(), pgbaseline::posture::model::ParameterValue { value: None, apply_type, modifiable: true });
         }
         let evaluation = Evaluation {
-            finding: Finding { control: ControlId::LogConnections, status: FindingStatus::NonCompliant, observed: String::new(), expected: String::new(), message: String::new() },
+            finding: Finding { control: ControlId::LogConnections, severity: Severity::Medium, status: FindingStatus::NonCompliant, observed: String::new(), expected: String::new(), message: String::new() },
             fixes: params.iter().map(|(name, value, _)| Fix::Parameter { name: name.clone(), value: value.clone() }).collect(),
         };
         let spec: pgbaseline::api::DatabaseSecurityPolicySpec =

@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -713,6 +714,58 @@ async fn audit_then_enforce_then_reboot_then_steady_state() {
     ] {
         assert!(metrics.contains(family), "{family} missing:\n{metrics}");
     }
+    // Every metric the chart's alerts and Grafana dashboard use is one this operator exports.
+    let used = chart_metric_names();
+    assert!(used.len() >= 8, "{used:?}");
+    for name in used {
+        assert!(
+            exports(&metrics, &name),
+            "{name}, used by the chart's alerts or dashboard, is not in /metrics:\n{metrics}"
+        );
+    }
+}
+
+/// Every `pgbaseline_*` metric name in the chart's alert rules and Grafana dashboard.
+fn chart_metric_names() -> std::collections::BTreeSet<String> {
+    let files = ["prometheus-rules.yaml", "grafana-dashboard.json"];
+    let mut names = std::collections::BTreeSet::new();
+    for file in files {
+        let path = common::repo_root()
+            .join("charts/pgbaseline/files")
+            .join(file);
+        let text = std::fs::read_to_string(&path).expect("chart file");
+        for (start, _) in text.match_indices("pgbaseline_") {
+            let name: String = text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// Whether `/metrics` has the series `name`: a sample of it, or its family's `# TYPE` line (a
+/// family without samples yet, e.g. no remediation so far) with the suffix its type gives.
+fn exports(metrics: &str, name: &str) -> bool {
+    metrics.lines().any(|line| {
+        if let Some(sample) = line.strip_prefix(name) {
+            return sample.starts_with('{') || sample.starts_with(' ');
+        }
+        let Some(declared) = line.strip_prefix("# TYPE ") else {
+            return false;
+        };
+        let mut words = declared.split_whitespace();
+        let (Some(family), Some(kind)) = (words.next(), words.next()) else {
+            return false;
+        };
+        let suffixes: &[&str] = match kind {
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_count", "_sum"],
+            _ => &[""],
+        };
+        suffixes.iter().any(|s| format!("{family}{s}") == name)
+    })
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1881,4 +1934,251 @@ async fn missing_credentials_stall_the_policy_with_a_one_line_reason() {
     );
     // Credentials are not a reason to be unready (AWS is reachable).
     assert_eq!(op.get("/readyz").map(|(code, _)| code), Some(200));
+}
+
+// ------------------------------------------------------------------------------------------
+// Policy reports (the two report API groups from their upstream CRDs, vendored in
+// tests/fixtures/policy-report-crds).
+
+/// Installs one upstream report CRD and waits until it is served.
+fn install_report_crd(cp: &ControlPlane, file: &str, name: &str) {
+    let path = repo_root()
+        .join("tests/fixtures/policy-report-crds")
+        .join(file);
+    cp.kubectl_ok(
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            path.to_str().expect("utf-8 path"),
+        ],
+        None,
+    );
+    cp.kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            &format!("crd/{name}"),
+        ],
+        None,
+    );
+}
+
+/// The reports of `resource` (`policyreports.wgpolicyk8s.io`…) in `ns`: name → object.
+fn reports(cp: &ControlPlane, resource: &str, ns: &str) -> BTreeMap<String, Value> {
+    let out = cp.kubectl(&["get", resource, "-n", ns, "-o", "json"], None);
+    if !out.status.success() {
+        return BTreeMap::new(); // not served (yet)
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).expect("reports json");
+    v["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|r| {
+                    let name = r["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    (name, r.clone())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_reports(
+    cp: &ControlPlane,
+    resource: &str,
+    ns: &str,
+    op: &Operator,
+    what: &str,
+    pred: impl Fn(&BTreeMap<String, Value>) -> bool,
+) -> BTreeMap<String, Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = reports(cp, resource, ns);
+        if pred(&now) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {resource}: {what}\nnow: {:#?}\noperator log:\n{}",
+            now.keys().collect::<Vec<_>>(),
+            op.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn report_databases(reports: &BTreeMap<String, Value>) -> BTreeSet<String> {
+    reports
+        .values()
+        .map(|r| {
+            r["metadata"]["labels"]["pgbaseline.io/database"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_reports_follow_discovery_change_only_with_their_content_and_go_with_the_policy() {
+    // A control plane of its own: which report CRDs exist is the point of the test.
+    let cp = ControlPlane::start();
+    cp.install_crd();
+    install_report_crd(
+        &cp,
+        "wgpolicyk8s.io_policyreports.yaml",
+        "policyreports.wgpolicyk8s.io",
+    );
+    let ns = cp.namespace("reports");
+    let emulator = Emulator::start(Some("small"));
+    let op = Operator::start(&cp, &emulator, &["--namespace", &ns]);
+    let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
+    let spec = format!(
+        "  selector: {{instanceIdentifiers: [billing-prod, payments-prod]}}\n  mode: Audit\n  resyncSeconds: {RESYNC}\n  posture:\n    transport: {{forceSsl: true}}\n    auth: {{iam: true}}\n    maintenance: {{deletionProtection: true}}\n"
+    );
+    cp.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&policy_yaml(&ns, "baseline", &spec)),
+    );
+    let policy = wait_policy(
+        &api,
+        "baseline",
+        Duration::from_secs(60),
+        "evaluated",
+        &op,
+        |p| current(p, "Ready").is_some(),
+    )
+    .await;
+    let uid = policy.metadata.uid.clone().unwrap_or_default();
+
+    // Only wgpolicyk8s.io is served: one PolicyReport per database, accepted by the upstream
+    // schema, owned by the policy, one result per control with the status's verdicts.
+    let wg = "policyreports.wgpolicyk8s.io";
+    let first = wait_reports(&cp, wg, &ns, &op, "one per database", |r| r.len() == 2).await;
+    assert_eq!(
+        report_databases(&first),
+        BTreeSet::from(["billing-prod".to_string(), "payments-prod".to_string()])
+    );
+    let statuses: BTreeMap<(String, String), String> = policy
+        .status
+        .as_ref()
+        .map(|s| {
+            s.databases
+                .iter()
+                .flat_map(|d| {
+                    d.findings.iter().map(|f| {
+                        (
+                            (d.id.clone(), f.control.as_str().to_string()),
+                            f.status.as_str().to_string(),
+                        )
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for report in first.values() {
+        assert_eq!(
+            report["metadata"]["ownerReferences"][0]["uid"],
+            uid.as_str()
+        );
+        assert_eq!(report["scope"]["name"], "baseline");
+        let db = report["metadata"]["labels"]["pgbaseline.io/database"]
+            .as_str()
+            .unwrap_or_default();
+        let results = report["results"].as_array().expect("results");
+        assert_eq!(results.len(), 3, "{report:#}");
+        let (mut pass, mut fail) = (0, 0);
+        for r in results {
+            let status = &statuses[&(
+                db.to_string(),
+                r["rule"].as_str().unwrap_or_default().to_string(),
+            )];
+            let expected = if status == "Compliant" {
+                "pass"
+            } else {
+                "fail"
+            };
+            assert_eq!(r["result"], expected, "{db} {r:#}");
+            assert_eq!(r["properties"]["status"], status.as_str());
+            assert!(
+                ["low", "medium", "high", "critical"]
+                    .contains(&r["severity"].as_str().unwrap_or_default())
+            );
+            if expected == "pass" {
+                pass += 1
+            } else {
+                fail += 1
+            }
+        }
+        assert_eq!(report["summary"]["pass"], pass);
+        assert_eq!(report["summary"]["fail"], fail);
+    }
+
+    // Steady state: reconciles go on, no report is written again.
+    let writes = op.metric("pgbaseline_policy_report_writes_total");
+    let reconciles = op.metric("pgbaseline_reconciles_total");
+    let deadline = Instant::now() + Duration::from_secs(4 * RESYNC);
+    while op.metric("pgbaseline_reconciles_total") < reconciles + 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no reconcile:\n{}",
+            op.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(op.metric("pgbaseline_policy_report_writes_total"), writes);
+    let again = reports(&cp, wg, &ns);
+    for (name, report) in &first {
+        assert_eq!(
+            again[name]["metadata"]["resourceVersion"], report["metadata"]["resourceVersion"],
+            "{name} rewritten without a change"
+        );
+    }
+
+    // A database leaves the selection: its report goes; the other stays untouched.
+    patch_spec(
+        &api,
+        "baseline",
+        json!({"selector": {"instanceIdentifiers": ["payments-prod"]}}),
+    )
+    .await;
+    let narrowed = wait_reports(&cp, wg, &ns, &op, "billing's report deleted", |r| {
+        r.len() == 1
+    })
+    .await;
+    assert_eq!(
+        report_databases(&narrowed),
+        BTreeSet::from(["payments-prod".to_string()])
+    );
+
+    // OpenReports appears: a new operator (discovery) writes Reports and removes the
+    // PolicyReports — never both groups.
+    drop(op);
+    install_report_crd(&cp, "openreports.io_reports.yaml", "reports.openreports.io");
+    let op = Operator::start(&cp, &emulator, &["--namespace", &ns]);
+    let open = "reports.openreports.io";
+    let moved = wait_reports(&cp, open, &ns, &op, "written to openreports.io", |r| {
+        r.len() == 1
+    })
+    .await;
+    let report = moved.values().next().expect("one report");
+    assert_eq!(report["apiVersion"], "openreports.io/v1alpha1");
+    assert_eq!(report["source"], "pgbaseline");
+    wait_reports(&cp, wg, &ns, &op, "PolicyReports removed", |r| r.is_empty()).await;
+
+    // The policy is deleted: its reports go with it (the test control plane runs no garbage
+    // collector, so this is the operator's doing; the owner reference covers it being down).
+    api.delete("baseline", &DeleteParams::default())
+        .await
+        .expect("delete policy");
+    wait_reports(&cp, open, &ns, &op, "deleted with the policy", |r| {
+        r.is_empty()
+    })
+    .await;
 }

@@ -113,6 +113,9 @@ pub struct DatabaseResult {
 pub struct Finding {
     /// The control id.
     pub control: ControlId,
+    /// How bad a violation of this control is (the control catalogue's severity).
+    #[serde(default)]
+    pub severity: Severity,
     /// The outcome.
     pub status: FindingStatus,
     /// What AWS reports now.
@@ -124,6 +127,58 @@ pub struct Finding {
     /// Why, and what to do about it.
     #[serde(default)]
     pub message: String,
+}
+
+/// How bad a violation of a control is, from `Low` to `Critical`.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+)]
+pub enum Severity {
+    /// Hygiene: worth fixing, no direct exposure. (Also how a status written before
+    /// severities were recorded reads until its next reconcile.)
+    #[default]
+    Low,
+    /// Weakens detection or recovery.
+    Medium,
+    /// Weakens protection of data or credentials.
+    High,
+    /// Exposes the database to the network.
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 4] = [
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "Low",
+            Severity::Medium => "Medium",
+            Severity::High => "High",
+            Severity::Critical => "Critical",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Outcome of one control on one database.

@@ -18,13 +18,14 @@ use crate::posture::managed::{
     ownership,
 };
 use crate::posture::model::{Fleet, IngressRule, IngressSource, is_default_group_name};
+use crate::posture::modify::Modification;
 use crate::posture::plan::{
     Action, ActionKind, ApplyMethod, DbKey, MAX_PARAMETERS_PER_CALL, ParameterChange, Plan,
 };
 use crate::posture::report::Outcome;
 
 use super::groups::{self, GroupQuotas};
-use super::{AwsError, AwsRegion, ErrorClass};
+use super::{AwsRegion, Failure, code};
 
 /// Asked right before every mutating AWS call: `Err(reason)` stops the run. Must be cheap (it
 /// is asked once per call) and must not block.
@@ -107,6 +108,15 @@ pub async fn execute_while(
             });
             continue;
         }
+        if let Err(why) = action.within_catalogue() {
+            tracing::error!(action = %action.kind.describe(), %why, "refused an action the catalogue does not allow");
+            outcomes.push(Outcome::Failed(Failure::refused(
+                action.kind.aws_call(),
+                code::REFUSED,
+                why,
+            )));
+            continue;
+        }
         let outcome = match run.action(action).await {
             Ok(()) => {
                 tracing::info!(call = action.kind.aws_call(), action = %action.kind.describe(), "remediation applied");
@@ -126,13 +136,10 @@ pub async fn execute_while(
                 Outcome::Deferred { reason }
             }
             Err(Stop::Failed(e)) => {
-                tracing::warn!(call = e.action, code = %e.code, action = %action.kind.describe(), "remediation failed");
+                tracing::warn!(call = e.call, code = %e.code, action = %action.kind.describe(), "remediation failed");
                 region_failed |= e.class.is_regional();
                 failed_databases.extend(touched);
-                Outcome::Failed {
-                    code: e.code,
-                    message: e.message,
-                }
+                Outcome::Failed(e)
             }
         };
         outcomes.push(outcome);
@@ -142,26 +149,21 @@ pub async fn execute_while(
 
 /// Why an action stopped.
 enum Stop {
-    Failed(AwsError),
+    Failed(Failure),
     /// Not done because it does not fit the account's quotas; reported, not retried at once.
     Deferred(String),
     /// [`MayAct`] said no before the next mutating call.
     Halted(String),
 }
 
-impl From<AwsError> for Stop {
-    fn from(e: AwsError) -> Stop {
+impl From<Failure> for Stop {
+    fn from(e: Failure) -> Stop {
         Stop::Failed(e)
     }
 }
 
-fn refuse(action: &'static str, code: &str, message: String) -> Stop {
-    Stop::Failed(AwsError {
-        action,
-        class: ErrorClass::Other,
-        code: code.into(),
-        message,
-    })
+fn refuse(call: &'static str, code: &str, message: String) -> Stop {
+    Stop::Failed(Failure::refused(call, code, message))
 }
 
 /// A managed copy: cluster group?, source, digest of the source's values, the changes.
@@ -261,7 +263,7 @@ impl<'a> Execution<'a> {
                     .send()
                     .await
                     .map(|_| ())
-                    .map_err(|e| AwsError::from_sdk("RevokeSecurityGroupIngress", e));
+                    .map_err(|e| Failure::from_sdk("RevokeSecurityGroupIngress", e));
                 match result {
                     Err(e) if e.code == "InvalidPermission.NotFound" => Ok(()),
                     other => Ok(other?),
@@ -277,13 +279,13 @@ impl<'a> Execution<'a> {
                     .send()
                     .await
                     .map(|_| ())
-                    .map_err(|e| AwsError::from_sdk("RebootDBInstance", e))?)
+                    .map_err(|e| Failure::from_sdk("RebootDBInstance", e))?)
             }
         }
     }
 
     /// Every parameter of a group, read once per execution.
-    async fn contents(&mut self, cluster: bool, name: &str) -> Result<Contents, AwsError> {
+    async fn contents(&mut self, cluster: bool, name: &str) -> Result<Contents, Failure> {
         let key = (cluster, name.to_string());
         if let Some(c) = self.contents.get(&key) {
             return Ok(c.clone());
@@ -323,7 +325,7 @@ impl<'a> Execution<'a> {
                 None => {
                     return Err(refuse(
                         attach_call,
-                        "RefusedManagedGroup",
+                        code::REFUSED_MANAGED_GROUP,
                         format!(
                             "{current} cannot be expressed as a copy of {source} (it lacks a parameter {source} has); {} stays on {current}",
                             database.id
@@ -336,7 +338,7 @@ impl<'a> Execution<'a> {
             .resolve(cluster, family, source, &source_contents, &all_changes)
             .await
             .map_err(|stop| match stop {
-                Stop::Failed(mut e) if e.code == "RefusedManagedGroup" => {
+                Stop::Failed(mut e) if e.code == code::REFUSED_MANAGED_GROUP => {
                     e.message = format!("{}; {} stays on {current}", e.message, database.id);
                     Stop::Failed(e)
                 }
@@ -348,7 +350,7 @@ impl<'a> Execution<'a> {
         if let Err(why) = attach_is_safe(&current_contents, &candidate, changes) {
             return Err(refuse(
                 attach_call,
-                "RefusedManagedGroup",
+                code::REFUSED_MANAGED_GROUP,
                 format!(
                     "{target} was not attached to {}: {why}; it stays on {current}",
                     database.id
@@ -367,7 +369,7 @@ impl<'a> Execution<'a> {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("ModifyDBInstance", e))?,
+                .map_err(|e| Failure::from_sdk("ModifyDBInstance", e))?,
             DatabaseKind::Cluster => self
                 .aws
                 .rds
@@ -378,7 +380,7 @@ impl<'a> Execution<'a> {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("ModifyDBCluster", e))?,
+                .map_err(|e| Failure::from_sdk("ModifyDBCluster", e))?,
         }
         tracing::info!(database = %database.id, group = %target, "attached managed parameter group");
         Ok(())
@@ -408,7 +410,7 @@ impl<'a> Execution<'a> {
         if let Some(done) = self.resolved.get(&key) {
             return done
                 .clone()
-                .map_err(|m| refuse(copy_call(cluster), "RefusedManagedGroup", m));
+                .map_err(|m| refuse(copy_call(cluster), code::REFUSED_MANAGED_GROUP, m));
         }
         let mut unusable = Vec::new();
         for attempt in 0..2u8 {
@@ -456,7 +458,11 @@ impl<'a> Execution<'a> {
             unusable.join("; ")
         );
         self.resolved.insert(key, Err(message.clone()));
-        Err(refuse(copy_call(cluster), "RefusedManagedGroup", message))
+        Err(refuse(
+            copy_call(cluster),
+            code::REFUSED_MANAGED_GROUP,
+            message,
+        ))
     }
 
     /// Copies `source` to `name` (tagged, described) and sets `changes`, within the account's
@@ -472,7 +478,7 @@ impl<'a> Execution<'a> {
         if is_default_group_name(name) {
             return Err(refuse(
                 copy_call(cluster),
-                "RefusedByPgbaseline",
+                code::REFUSED,
                 format!("{name} is a reserved name"),
             ));
         }
@@ -498,7 +504,7 @@ impl<'a> Execution<'a> {
                         .and_then(|g| g.db_cluster_parameter_group_arn())
                         .map(str::to_string)
                 })
-                .map_err(|e| AwsError::from_sdk("CopyDBClusterParameterGroup", e))
+                .map_err(|e| Failure::from_sdk("CopyDBClusterParameterGroup", e))
         } else {
             self.aws
                 .rds
@@ -514,7 +520,7 @@ impl<'a> Execution<'a> {
                         .and_then(|g| g.db_parameter_group_arn())
                         .map(str::to_string)
                 })
-                .map_err(|e| AwsError::from_sdk("CopyDBParameterGroup", e))
+                .map_err(|e| Failure::from_sdk("CopyDBParameterGroup", e))
         };
         let kind = usize::from(cluster);
         match arn {
@@ -628,12 +634,11 @@ async fn set_parameters(
         "ModifyDBParameterGroup"
     };
     if is_default_group_name(group) {
-        return Err(Stop::Failed(AwsError {
-            action: call,
-            class: ErrorClass::Other,
-            code: "RefusedByPgbaseline".into(),
-            message: format!("{group} is an AWS default group and is never modified"),
-        }));
+        return Err(refuse(
+            call,
+            code::REFUSED,
+            format!("{group} is an AWS default group and is never modified"),
+        ));
     }
     for chunk in changes.chunks(MAX_PARAMETERS_PER_CALL) {
         let parameters: Vec<Parameter> = chunk
@@ -660,7 +665,7 @@ async fn set_parameters(
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("ModifyDBClusterParameterGroup", e))?;
+                .map_err(|e| Failure::from_sdk("ModifyDBClusterParameterGroup", e))?;
         } else {
             aws.rds
                 .modify_db_parameter_group()
@@ -669,7 +674,7 @@ async fn set_parameters(
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("ModifyDBParameterGroup", e))?;
+                .map_err(|e| Failure::from_sdk("ModifyDBParameterGroup", e))?;
         }
     }
     Ok(())
@@ -717,82 +722,55 @@ pub async fn collect_garbage(
     deleted
 }
 
+/// One `ModifyDBInstance` or `ModifyDBCluster` call with every change of the action, from the
+/// neutral [`Modification`] (the one place that says what each change sets).
 async fn modify(
     aws: &AwsRegion,
     target: &Target,
     changes: &[AttributeChange],
-) -> Result<(), AwsError> {
+) -> Result<(), Failure> {
+    let m = Modification::of(target, changes);
+    let exports = (!m.enable_log_exports.is_empty()).then(|| {
+        CloudwatchLogsExportConfiguration::builder()
+            .set_enable_log_types(Some(m.enable_log_exports.clone()))
+            .build()
+    });
+    let backup_days = m
+        .backup_retention_days
+        .map(|days| i32::try_from(days).unwrap_or(35));
     match target {
-        Target::Instance(id) => {
-            let mut req = aws
-                .rds
-                .modify_db_instance()
-                .db_instance_identifier(id)
-                .apply_immediately(true);
-            for change in changes {
-                req = match change {
-                    AttributeChange::DisablePublicAccess => req.publicly_accessible(false),
-                    AttributeChange::EnableIamAuth => req.enable_iam_database_authentication(true),
-                    AttributeChange::EnableLogExports(logs) => req
-                        .cloudwatch_logs_export_configuration(
-                            CloudwatchLogsExportConfiguration::builder()
-                                .set_enable_log_types(Some(logs.clone()))
-                                .build(),
-                        ),
-                    AttributeChange::EnableDeletionProtection => req.deletion_protection(true),
-                    AttributeChange::RaiseBackupRetention(days) => {
-                        req.backup_retention_period(i32::try_from(*days).unwrap_or(35))
-                    }
-                    AttributeChange::EnableAutoMinorVersionUpgrade => {
-                        req.auto_minor_version_upgrade(true)
-                    }
-                    AttributeChange::SetCaCertificate(ca) => req.ca_certificate_identifier(ca),
-                    AttributeChange::EnableManagedMasterPassword => {
-                        req.manage_master_user_password(true)
-                    }
-                };
-            }
-            req.send()
-                .await
-                .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("ModifyDBInstance", e))
-        }
-        Target::Cluster(id) => {
-            let mut req = aws
-                .rds
-                .modify_db_cluster()
-                .db_cluster_identifier(id)
-                .apply_immediately(true);
-            for change in changes {
-                req = match change {
-                    AttributeChange::EnableIamAuth => req.enable_iam_database_authentication(true),
-                    AttributeChange::EnableLogExports(logs) => req
-                        .cloudwatch_logs_export_configuration(
-                            CloudwatchLogsExportConfiguration::builder()
-                                .set_enable_log_types(Some(logs.clone()))
-                                .build(),
-                        ),
-                    AttributeChange::EnableDeletionProtection => req.deletion_protection(true),
-                    AttributeChange::RaiseBackupRetention(days) => {
-                        req.backup_retention_period(i32::try_from(*days).unwrap_or(35))
-                    }
-                    AttributeChange::EnableManagedMasterPassword => {
-                        req.manage_master_user_password(true)
-                    }
-                    AttributeChange::EnableAutoMinorVersionUpgrade => {
-                        req.auto_minor_version_upgrade(true)
-                    }
-                    // Instance-level settings of Aurora are planned on the member instances.
-                    AttributeChange::DisablePublicAccess | AttributeChange::SetCaCertificate(_) => {
-                        req
-                    }
-                };
-            }
-            req.send()
-                .await
-                .map(|_| ())
-                .map_err(|e| AwsError::from_sdk("ModifyDBCluster", e))
-        }
+        Target::Instance(id) => aws
+            .rds
+            .modify_db_instance()
+            .db_instance_identifier(id)
+            .apply_immediately(true)
+            .set_publicly_accessible(m.publicly_accessible)
+            .set_enable_iam_database_authentication(m.iam_auth)
+            .set_cloudwatch_logs_export_configuration(exports)
+            .set_deletion_protection(m.deletion_protection)
+            .set_backup_retention_period(backup_days)
+            .set_auto_minor_version_upgrade(m.auto_minor_version_upgrade)
+            .set_ca_certificate_identifier(m.ca_certificate)
+            .set_manage_master_user_password(m.manage_master_password)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure::from_sdk("ModifyDBInstance", e)),
+        Target::Cluster(id) => aws
+            .rds
+            .modify_db_cluster()
+            .db_cluster_identifier(id)
+            .apply_immediately(true)
+            .set_enable_iam_database_authentication(m.iam_auth)
+            .set_cloudwatch_logs_export_configuration(exports)
+            .set_deletion_protection(m.deletion_protection)
+            .set_backup_retention_period(backup_days)
+            .set_auto_minor_version_upgrade(m.auto_minor_version_upgrade)
+            .set_manage_master_user_password(m.manage_master_password)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure::from_sdk("ModifyDBCluster", e)),
     }
 }
 
@@ -885,7 +863,7 @@ mod tests {
             }
         };
         let executed = execute_while(&aws, &Fleet::default(), &plan, &may_act).await;
-        assert!(matches!(executed.outcomes[0], Outcome::Failed { .. }));
+        assert!(matches!(executed.outcomes[0], Outcome::Failed(_)));
         for outcome in &executed.outcomes[1..] {
             assert_eq!(
                 *outcome,

@@ -7,7 +7,7 @@ use aws_sdk_rds::types::{DbClusterParameterGroup, DbParameterGroup, Filter, Para
 use crate::posture::managed::{Contents, FullParameter, GroupListing};
 use crate::posture::model::ApplyType;
 
-use super::{AwsError, AwsRegion};
+use super::{AwsRegion, Failure};
 
 /// Page size of the listing calls (the AWS maximum).
 const PAGE: i32 = 100;
@@ -18,7 +18,7 @@ pub(crate) async fn parameters(
     cluster: bool,
     name: &str,
     filter: Option<&[&str]>,
-) -> Result<Vec<Parameter>, AwsError> {
+) -> Result<Vec<Parameter>, Failure> {
     let filters = filter.map(|names| {
         vec![
             Filter::builder()
@@ -39,7 +39,7 @@ pub(crate) async fn parameters(
                 .set_marker(marker)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("DescribeDBClusterParameters", e))?;
+                .map_err(|e| Failure::from_sdk("DescribeDBClusterParameters", e))?;
             Ok((
                 page.parameters().to_vec(),
                 page.marker().map(str::to_string),
@@ -53,7 +53,7 @@ pub(crate) async fn parameters(
                 .set_marker(marker)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("DescribeDBParameters", e))?;
+                .map_err(|e| Failure::from_sdk("DescribeDBParameters", e))?;
             Ok((
                 page.parameters().to_vec(),
                 page.marker().map(str::to_string),
@@ -64,7 +64,7 @@ pub(crate) async fn parameters(
 }
 
 /// Every parameter of a group with its value: what attaching it would put in effect.
-pub async fn contents(aws: &AwsRegion, cluster: bool, name: &str) -> Result<Contents, AwsError> {
+pub async fn contents(aws: &AwsRegion, cluster: bool, name: &str) -> Result<Contents, Failure> {
     Ok(parameters(aws, cluster, name, None)
         .await?
         .into_iter()
@@ -115,7 +115,7 @@ fn cluster_listing(g: &DbClusterParameterGroup) -> Option<GroupListing> {
 }
 
 /// Every DB and DB cluster parameter group of the region (one call per hundred groups).
-pub async fn list(aws: &AwsRegion) -> Result<Vec<GroupListing>, AwsError> {
+pub async fn list(aws: &AwsRegion) -> Result<Vec<GroupListing>, Failure> {
     let rds = &aws.rds;
     let mut out: Vec<GroupListing> = aws
         .paged(|marker| async move {
@@ -125,7 +125,7 @@ pub async fn list(aws: &AwsRegion) -> Result<Vec<GroupListing>, AwsError> {
                 .set_marker(marker)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("DescribeDBParameterGroups", e))?;
+                .map_err(|e| Failure::from_sdk("DescribeDBParameterGroups", e))?;
             let groups = page
                 .db_parameter_groups()
                 .iter()
@@ -142,7 +142,7 @@ pub async fn list(aws: &AwsRegion) -> Result<Vec<GroupListing>, AwsError> {
                 .set_marker(marker)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("DescribeDBClusterParameterGroups", e))?;
+                .map_err(|e| Failure::from_sdk("DescribeDBClusterParameterGroups", e))?;
             let groups = page
                 .db_cluster_parameter_groups()
                 .iter()
@@ -160,7 +160,7 @@ pub async fn describe(
     aws: &AwsRegion,
     cluster: bool,
     name: &str,
-) -> Result<Option<GroupListing>, AwsError> {
+) -> Result<Option<GroupListing>, Failure> {
     aws.throttle().await;
     let found = if cluster {
         aws.rds
@@ -173,7 +173,7 @@ pub async fn describe(
                     .first()
                     .and_then(cluster_listing)
             })
-            .map_err(|e| AwsError::from_sdk("DescribeDBClusterParameterGroups", e))
+            .map_err(|e| Failure::from_sdk("DescribeDBClusterParameterGroups", e))
     } else {
         aws.rds
             .describe_db_parameter_groups()
@@ -181,7 +181,7 @@ pub async fn describe(
             .send()
             .await
             .map(|o| o.db_parameter_groups().first().and_then(db_listing))
-            .map_err(|e| AwsError::from_sdk("DescribeDBParameterGroups", e))
+            .map_err(|e| Failure::from_sdk("DescribeDBParameterGroups", e))
     };
     match found {
         Err(e) if e.class == super::ErrorClass::NotFound => Ok(None),
@@ -190,7 +190,7 @@ pub async fn describe(
 }
 
 /// The tags of a resource, by ARN.
-pub async fn tags(aws: &AwsRegion, arn: &str) -> Result<Vec<(String, String)>, AwsError> {
+pub async fn tags(aws: &AwsRegion, arn: &str) -> Result<Vec<(String, String)>, Failure> {
     aws.throttle().await;
     let out = aws
         .rds
@@ -198,7 +198,7 @@ pub async fn tags(aws: &AwsRegion, arn: &str) -> Result<Vec<(String, String)>, A
         .resource_name(arn)
         .send()
         .await
-        .map_err(|e| AwsError::from_sdk("ListTagsForResource", e))?;
+        .map_err(|e| Failure::from_sdk("ListTagsForResource", e))?;
     Ok(out
         .tag_list()
         .iter()
@@ -237,14 +237,14 @@ impl GroupQuotas {
     }
 }
 
-pub async fn quotas(aws: &AwsRegion) -> Result<GroupQuotas, AwsError> {
+pub async fn quotas(aws: &AwsRegion) -> Result<GroupQuotas, Failure> {
     aws.throttle().await;
     let out = aws
         .rds
         .describe_account_attributes()
         .send()
         .await
-        .map_err(|e| AwsError::from_sdk("DescribeAccountAttributes", e))?;
+        .map_err(|e| Failure::from_sdk("DescribeAccountAttributes", e))?;
     let mut quotas = GroupQuotas::default();
     for q in out.account_quotas() {
         let quota = Quota {
@@ -262,7 +262,7 @@ pub async fn quotas(aws: &AwsRegion) -> Result<GroupQuotas, AwsError> {
 
 /// Deletes a parameter group. The caller waits for the rate limit (and asks whether it may
 /// still act) right before.
-pub async fn delete(aws: &AwsRegion, cluster: bool, name: &str) -> Result<(), AwsError> {
+pub async fn delete(aws: &AwsRegion, cluster: bool, name: &str) -> Result<(), Failure> {
     if cluster {
         aws.rds
             .delete_db_cluster_parameter_group()
@@ -270,7 +270,7 @@ pub async fn delete(aws: &AwsRegion, cluster: bool, name: &str) -> Result<(), Aw
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| AwsError::from_sdk("DeleteDBClusterParameterGroup", e))
+            .map_err(|e| Failure::from_sdk("DeleteDBClusterParameterGroup", e))
     } else {
         aws.rds
             .delete_db_parameter_group()
@@ -278,6 +278,6 @@ pub async fn delete(aws: &AwsRegion, cluster: bool, name: &str) -> Result<(), Aw
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| AwsError::from_sdk("DeleteDBParameterGroup", e))
+            .map_err(|e| Failure::from_sdk("DeleteDBParameterGroup", e))
     }
 }

@@ -12,15 +12,12 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use tokio::sync::OnceCell;
 
-use crate::api::{DatabaseKind, DatabaseSecurityPolicySpec, Engine};
+use crate::api::{DatabaseSecurityPolicySpec, Engine};
 use crate::posture::catalogue::controlled_parameters;
-use crate::posture::model::{
-    ApplyStatus, ApplyType, Attached, Attributes, CaCertificate, Database, Fleet, IngressRule,
-    IngressSource, Member, NaclEntry, ParameterGroup, ParameterValue, ReadErrors, SecurityGroup,
-};
-use crate::posture::values::version_cmp;
+use crate::posture::model::{ApplyType, Fleet, IngressRule, NaclEntry, ParameterValue};
 
-use super::{AwsError, AwsRegion, groups};
+use super::convert::{self, GroupRead, Reads, apply_type, family_of, fill_sharers};
+use super::{AwsRegion, Failure, groups};
 
 /// Page size of the listing calls (the AWS maximum).
 const PAGE: i32 = 100;
@@ -111,7 +108,7 @@ impl Inventory {
 
     /// A failed read of `what`: the region's failure (`Err`, fails the sweep) or a sentence
     /// for the databases it concerns.
-    fn unread(&self, e: AwsError, what: &str) -> Result<String, AwsError> {
+    fn unread(&self, e: Failure, what: &str) -> Result<String, Failure> {
         if e.class.is_regional() {
             return Err(e);
         }
@@ -125,13 +122,13 @@ impl Inventory {
     /// parameter group, a batch of security groups, the KMS aliases…) that fails is carried on
     /// the databases it concerns ([`ReadErrors`]), unless the failure is the region's (throttled
     /// past the retries, unreachable, no credentials), which fails the sweep.
-    pub async fn sweep(&self, needs: Needs) -> Result<Fleet, AwsError> {
+    pub async fn sweep(&self, needs: Needs) -> Result<Fleet, Failure> {
         self.sweep_inner(needs)
             .await
             .map_err(|e| self.aws.locate(e))
     }
 
-    async fn sweep_inner(&self, needs: Needs) -> Result<Fleet, AwsError> {
+    async fn sweep_inner(&self, needs: Needs) -> Result<Fleet, Failure> {
         let instances = self.describe_instances().await?;
         let clusters = self.describe_clusters().await?;
         let instances: Vec<DbInstance> = instances
@@ -167,7 +164,7 @@ impl Inventory {
             }
         }
         let mut groups = groups.into_iter();
-        let mut group_values: HashMap<(bool, String), Result<GroupRead, AwsError>> = HashMap::new();
+        let mut group_values: HashMap<(bool, String), Result<GroupRead, Failure>> = HashMap::new();
         // Until an endpoint has answered one filtered read, read one group alone: if it rejects
         // the filter, one call is wasted rather than one per concurrent read.
         if !self.filter_probed.load(Ordering::Relaxed)
@@ -176,7 +173,7 @@ impl Inventory {
             let read = self.read_group(key.0, &key.1, family).await;
             group_values.insert(key, read);
         }
-        let rest: Vec<((bool, String), Result<GroupRead, AwsError>)> =
+        let rest: Vec<((bool, String), Result<GroupRead, Failure>)> =
             stream::iter(groups.map(|(key, family)| async move {
                 let read = self.read_group(key.0, &key.1, family).await;
                 (key, read)
@@ -279,10 +276,10 @@ impl Inventory {
             .iter()
             .filter(|i| i.db_cluster_identifier().is_none())
         {
-            databases.push(self.instance_model(i, &reads));
+            databases.push(convert::instance_model(&self.aws.region, i, &reads));
         }
         for c in &clusters {
-            databases.push(self.cluster_model(c, &by_id, &reads));
+            databases.push(convert::cluster_model(&self.aws.region, c, &by_id, &reads));
         }
         if let Some(why) = &unread_kms {
             for db in &mut databases {
@@ -317,7 +314,7 @@ impl Inventory {
         })
     }
 
-    async fn describe_instances(&self) -> Result<Vec<DbInstance>, AwsError> {
+    async fn describe_instances(&self) -> Result<Vec<DbInstance>, Failure> {
         let rds = &self.aws.rds;
         self.aws
             .paged(|marker| async move {
@@ -327,7 +324,7 @@ impl Inventory {
                     .set_marker(marker)
                     .send()
                     .await
-                    .map_err(|e| AwsError::from_sdk("DescribeDBInstances", e))?;
+                    .map_err(|e| Failure::from_sdk("DescribeDBInstances", e))?;
                 Ok((
                     page.db_instances().to_vec(),
                     page.marker().map(str::to_string),
@@ -336,7 +333,7 @@ impl Inventory {
             .await
     }
 
-    async fn describe_clusters(&self) -> Result<Vec<DbCluster>, AwsError> {
+    async fn describe_clusters(&self) -> Result<Vec<DbCluster>, Failure> {
         let rds = &self.aws.rds;
         self.aws
             .paged(|marker| async move {
@@ -346,7 +343,7 @@ impl Inventory {
                     .set_marker(marker)
                     .send()
                     .await
-                    .map_err(|e| AwsError::from_sdk("DescribeDBClusters", e))?;
+                    .map_err(|e| Failure::from_sdk("DescribeDBClusters", e))?;
                 Ok((
                     page.db_clusters().to_vec(),
                     page.marker().map(str::to_string),
@@ -361,7 +358,7 @@ impl Inventory {
         cluster: bool,
         name: &str,
         family: String,
-    ) -> Result<GroupRead, AwsError> {
+    ) -> Result<GroupRead, Failure> {
         let wanted = controlled_parameters();
         let explicit = if self.filter_supported.load(Ordering::Relaxed) {
             let result = groups::parameters(&self.aws, cluster, name, Some(&wanted)).await;
@@ -425,7 +422,7 @@ impl Inventory {
         &self,
         cluster: bool,
         family: &str,
-    ) -> Result<BTreeMap<String, ParameterValue>, AwsError> {
+    ) -> Result<BTreeMap<String, ParameterValue>, Failure> {
         // One cell per family: concurrent group reads of the same family wait for one call.
         let cell = match self.caches.lock() {
             Ok(mut caches) => caches
@@ -444,7 +441,7 @@ impl Inventory {
         &self,
         cluster: bool,
         family: &str,
-    ) -> Result<BTreeMap<String, ParameterValue>, AwsError> {
+    ) -> Result<BTreeMap<String, ParameterValue>, Failure> {
         let wanted = controlled_parameters();
         let filters = vec![
             Filter::builder()
@@ -466,7 +463,7 @@ impl Inventory {
                         .send()
                         .await
                         .map_err(|e| {
-                            AwsError::from_sdk("DescribeEngineDefaultClusterParameters", e)
+                            Failure::from_sdk("DescribeEngineDefaultClusterParameters", e)
                         })?
                         .engine_defaults()
                         .cloned()
@@ -478,7 +475,7 @@ impl Inventory {
                         .set_marker(marker)
                         .send()
                         .await
-                        .map_err(|e| AwsError::from_sdk("DescribeEngineDefaultParameters", e))?
+                        .map_err(|e| Failure::from_sdk("DescribeEngineDefaultParameters", e))?
                         .engine_defaults()
                         .cloned()
                 };
@@ -512,7 +509,7 @@ impl Inventory {
         &self,
         ids: &BTreeSet<String>,
         unread: &mut BTreeMap<String, String>,
-    ) -> Result<BTreeMap<String, Vec<IngressRule>>, AwsError> {
+    ) -> Result<BTreeMap<String, Vec<IngressRule>>, Failure> {
         let mut out = BTreeMap::new();
         let ids: Vec<String> = ids.iter().cloned().collect();
         for batch in ids.chunks(EC2_BATCH) {
@@ -527,46 +524,16 @@ impl Inventory {
             {
                 Ok(resp) => resp,
                 Err(e) => {
-                    let e = AwsError::from_sdk("DescribeSecurityGroups", e);
+                    let e = Failure::from_sdk("DescribeSecurityGroups", e);
                     let why = self.unread(e, "the database's security groups")?;
                     unread.extend(batch.iter().map(|id| (id.clone(), why.clone())));
                     continue;
                 }
             };
             for group in resp.security_groups() {
-                let Some(id) = group.group_id() else { continue };
-                let mut rules = Vec::new();
-                for perm in group.ip_permissions() {
-                    let protocol = perm.ip_protocol().unwrap_or("-1").to_string();
-                    let (from_port, to_port) = (perm.from_port(), perm.to_port());
-                    let rule = |source| IngressRule {
-                        protocol: protocol.clone(),
-                        from_port,
-                        to_port,
-                        source,
-                    };
-                    for r in perm.ip_ranges() {
-                        if let Some(net) = r.cidr_ip().and_then(|c| c.parse().ok()) {
-                            rules.push(rule(IngressSource::Cidr(net)));
-                        }
-                    }
-                    for r in perm.ipv6_ranges() {
-                        if let Some(net) = r.cidr_ipv6().and_then(|c| c.parse().ok()) {
-                            rules.push(rule(IngressSource::Cidr(net)));
-                        }
-                    }
-                    for pair in perm.user_id_group_pairs() {
-                        if let Some(g) = pair.group_id() {
-                            rules.push(rule(IngressSource::SecurityGroup(g.to_string())));
-                        }
-                    }
-                    for pl in perm.prefix_list_ids() {
-                        if let Some(p) = pl.prefix_list_id() {
-                            rules.push(rule(IngressSource::PrefixList(p.to_string())));
-                        }
-                    }
+                if let Some(id) = group.group_id() {
+                    out.insert(id.to_string(), convert::ingress_rules(group));
                 }
-                out.insert(id.to_string(), rules);
             }
         }
         Ok(out)
@@ -578,7 +545,7 @@ impl Inventory {
         &self,
         subnets: &BTreeSet<String>,
         unread: &mut BTreeMap<String, String>,
-    ) -> Result<BTreeMap<String, Vec<NaclEntry>>, AwsError> {
+    ) -> Result<BTreeMap<String, Vec<NaclEntry>>, Failure> {
         let mut out: BTreeMap<String, Vec<NaclEntry>> = BTreeMap::new();
         let subnets: Vec<String> = subnets.iter().cloned().collect();
         for batch in subnets.chunks(EC2_BATCH) {
@@ -597,34 +564,14 @@ impl Inventory {
             {
                 Ok(resp) => resp,
                 Err(e) => {
-                    let e = AwsError::from_sdk("DescribeNetworkAcls", e);
+                    let e = Failure::from_sdk("DescribeNetworkAcls", e);
                     let why = self.unread(e, "the network ACLs of the database's subnets")?;
                     unread.extend(batch.iter().map(|id| (id.clone(), why.clone())));
                     continue;
                 }
             };
             for acl in resp.network_acls() {
-                let acl_id = acl.network_acl_id().unwrap_or_default().to_string();
-                let entries: Vec<NaclEntry> = acl
-                    .entries()
-                    .iter()
-                    .filter(|e| e.egress() != Some(true))
-                    .filter_map(|e| {
-                        let cidr = e.cidr_block().or(e.ipv6_cidr_block())?.parse().ok()?;
-                        Some(NaclEntry {
-                            acl_id: acl_id.clone(),
-                            rule_number: e.rule_number().unwrap_or(32767),
-                            protocol: e.protocol().unwrap_or("-1").to_string(),
-                            from_port: e.port_range().and_then(|p| p.from()),
-                            to_port: e.port_range().and_then(|p| p.to()),
-                            cidr,
-                            allow: e
-                                .rule_action()
-                                .map(|a| a.as_str() == "allow")
-                                .unwrap_or(false),
-                        })
-                    })
-                    .collect();
+                let entries = convert::inbound_entries(acl);
                 for assoc in acl.associations() {
                     if let Some(subnet) = assoc.subnet_id() {
                         out.entry(subnet.to_string())
@@ -638,7 +585,7 @@ impl Inventory {
     }
 
     /// Alias names and key ids to key ARNs.
-    async fn kms_aliases(&self) -> Result<BTreeMap<String, String>, AwsError> {
+    async fn kms_aliases(&self) -> Result<BTreeMap<String, String>, Failure> {
         let mut out = BTreeMap::new();
         let mut marker: Option<String> = None;
         loop {
@@ -650,20 +597,8 @@ impl Inventory {
                 .set_marker(marker.take())
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("ListAliases", e))?;
-            for alias in page.aliases() {
-                let (Some(name), Some(key), Some(arn)) =
-                    (alias.alias_name(), alias.target_key_id(), alias.alias_arn())
-                else {
-                    continue;
-                };
-                // arn:aws:kms:region:account:alias/name → arn:aws:kms:region:account:key/id
-                if let Some(prefix) = arn.strip_suffix(name) {
-                    let key_arn = format!("{prefix}key/{key}");
-                    out.insert(name.to_string(), key_arn.clone());
-                    out.insert(key.to_string(), key_arn);
-                }
-            }
+                .map_err(|e| Failure::from_sdk("ListAliases", e))?;
+            out.extend(convert::alias_keys(page.aliases()));
             match (page.truncated(), page.next_marker()) {
                 (true, Some(m)) => marker = Some(m.to_string()),
                 _ => return Ok(out),
@@ -671,7 +606,7 @@ impl Inventory {
         }
     }
 
-    async fn certificates(&self) -> Result<BTreeMap<String, DateTime<Utc>>, AwsError> {
+    async fn certificates(&self) -> Result<BTreeMap<String, DateTime<Utc>>, Failure> {
         if let Some(hit) = self.caches.lock().ok().and_then(|c| c.certificates.clone()) {
             return Ok(hit);
         }
@@ -682,14 +617,14 @@ impl Inventory {
             .describe_certificates()
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DescribeCertificates", e))?;
+            .map_err(|e| Failure::from_sdk("DescribeCertificates", e))?;
         let map: BTreeMap<String, DateTime<Utc>> = resp
             .certificates()
             .iter()
             .filter_map(|c| {
                 Some((
                     c.certificate_identifier()?.to_string(),
-                    to_chrono(c.valid_till()?)?,
+                    convert::to_chrono(c.valid_till()?)?,
                 ))
             })
             .collect();
@@ -700,11 +635,7 @@ impl Inventory {
     }
 
     /// The newest minor version of `version`'s major, cached per (engine, version).
-    async fn newest_minor(
-        &self,
-        engine: Engine,
-        version: &str,
-    ) -> Result<Option<String>, AwsError> {
+    async fn newest_minor(&self, engine: Engine, version: &str) -> Result<Option<String>, Failure> {
         let key = (engine.as_str().to_string(), version.to_string());
         if let Some(hit) = self
             .caches
@@ -723,381 +654,14 @@ impl Inventory {
             .engine_version(version)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DescribeDBEngineVersions", e))?;
-        let newest = resp.db_engine_versions().first().map(|v| {
-            v.valid_upgrade_target()
-                .iter()
-                .filter(|t| t.is_major_version_upgrade() != Some(true))
-                .filter_map(|t| t.engine_version())
-                .filter(|t| major(t) == major(version))
-                .fold(version.to_string(), |best, t| {
-                    if version_cmp(t, &best).is_gt() {
-                        t.to_string()
-                    } else {
-                        best
-                    }
-                })
-        });
+            .map_err(|e| Failure::from_sdk("DescribeDBEngineVersions", e))?;
+        let newest = resp
+            .db_engine_versions()
+            .first()
+            .map(|v| convert::newest_minor(version, v.valid_upgrade_target()));
         if let Ok(mut caches) = self.caches.lock() {
             caches.newest_minor.insert(key, newest.clone());
         }
         Ok(newest)
-    }
-
-    fn instance_model(&self, i: &DbInstance, reads: &Reads<'_>) -> Database {
-        let Reads {
-            security_groups,
-            nacls,
-            certificates,
-            ..
-        } = *reads;
-        let mut read_errors = ReadErrors::default();
-        let group_status = i.db_parameter_groups().first();
-        let parameter_group = group_status.and_then(|g| {
-            let name = g.db_parameter_group_name()?;
-            let read = match reads.groups.get(&(false, name.to_string()))? {
-                Ok(read) => read,
-                Err(why) => {
-                    read_errors.parameters = Some(why.clone());
-                    read_errors.parameter_group = Some(name.to_string());
-                    return None;
-                }
-            };
-            Some(ParameterGroup {
-                name: name.to_string(),
-                family: read.family.clone(),
-                cluster: false,
-                apply_status: ApplyStatus::parse(g.parameter_apply_status().unwrap_or("in-sync")),
-                parameters: read.parameters.clone(),
-                shared_with: Default::default(),
-            })
-        });
-        let sg_ids: Vec<&str> = i
-            .vpc_security_groups()
-            .iter()
-            .filter_map(|g| g.vpc_security_group_id())
-            .collect();
-        let subnets: Vec<&str> = i
-            .db_subnet_group()
-            .map(|g| {
-                g.subnets()
-                    .iter()
-                    .filter_map(|s| s.subnet_identifier())
-                    .collect()
-            })
-            .unwrap_or_default();
-        reads.network_errors(&sg_ids, &subnets, &mut read_errors);
-        if lacks_expiry(i) {
-            read_errors.certificates = reads.unread_certificates.map(str::to_string);
-        }
-        Database {
-            id: i.db_instance_identifier().unwrap_or_default().to_string(),
-            kind: DatabaseKind::Instance,
-            region: self.aws.region.clone(),
-            engine: i
-                .engine()
-                .and_then(Engine::parse)
-                .unwrap_or(Engine::Postgres),
-            engine_version: i.engine_version().unwrap_or_default().to_string(),
-            tags: i
-                .tag_list()
-                .iter()
-                .filter_map(|t| {
-                    Some((
-                        t.key()?.to_string(),
-                        t.value().unwrap_or_default().to_string(),
-                    ))
-                })
-                .collect(),
-            attributes: Attributes {
-                publicly_accessible: i.publicly_accessible().unwrap_or(false),
-                iam_auth: i.iam_database_authentication_enabled().unwrap_or(false),
-                cloudwatch_exports: i
-                    .enabled_cloudwatch_logs_exports()
-                    .iter()
-                    .cloned()
-                    .collect(),
-                deletion_protection: i.deletion_protection().unwrap_or(false),
-                backup_retention_days: u32::try_from(i.backup_retention_period().unwrap_or(0))
-                    .unwrap_or(0),
-                auto_minor_version_upgrade: i.auto_minor_version_upgrade().unwrap_or(false),
-                storage_encrypted: i.storage_encrypted().unwrap_or(false),
-                kms_key_arn: i.kms_key_id().map(str::to_string),
-                managed_master_password: i.master_user_secret().is_some(),
-                ca_certificate: ca_of(i, certificates),
-                port: port_of(i.endpoint().and_then(|e| e.port()).or(i.db_instance_port())),
-            },
-            members: Vec::new(),
-            parameter_group,
-            security_groups: security_groups_of(&sg_ids, security_groups),
-            nacl_entries: subnets
-                .iter()
-                .flat_map(|s| nacls.get(*s).cloned().unwrap_or_default())
-                .collect(),
-            newest_minor_version: None,
-            maintenance_window: i.preferred_maintenance_window().map(str::to_string),
-            read_errors,
-        }
-    }
-
-    fn cluster_model(
-        &self,
-        c: &DbCluster,
-        instances: &HashMap<&str, &DbInstance>,
-        reads: &Reads<'_>,
-    ) -> Database {
-        let Reads {
-            security_groups,
-            nacls,
-            certificates,
-            ..
-        } = *reads;
-        let mut read_errors = ReadErrors::default();
-        let members: Vec<Member> = c
-            .db_cluster_members()
-            .iter()
-            .filter_map(|m| {
-                let id = m.db_instance_identifier()?;
-                let instance = instances.get(id);
-                Some(Member {
-                    id: id.to_string(),
-                    is_writer: m.is_cluster_writer().unwrap_or(false),
-                    publicly_accessible: instance
-                        .and_then(|i| i.publicly_accessible())
-                        .unwrap_or(false),
-                    auto_minor_version_upgrade: instance
-                        .and_then(|i| i.auto_minor_version_upgrade())
-                        .unwrap_or(false),
-                    ca_certificate: instance.and_then(|i| ca_of(i, certificates)),
-                    apply_status: ApplyStatus::parse(
-                        m.db_cluster_parameter_group_status().unwrap_or("in-sync"),
-                    ),
-                })
-            })
-            .collect();
-        let worst = members
-            .iter()
-            .map(|m| m.apply_status)
-            .find(|s| *s == ApplyStatus::PendingReboot)
-            .unwrap_or(ApplyStatus::InSync);
-        let parameter_group = c.db_cluster_parameter_group().and_then(|name| {
-            let read = match reads.groups.get(&(true, name.to_string()))? {
-                Ok(read) => read,
-                Err(why) => {
-                    read_errors.parameters = Some(why.clone());
-                    read_errors.parameter_group = Some(name.to_string());
-                    return None;
-                }
-            };
-            Some(ParameterGroup {
-                name: name.to_string(),
-                family: read.family.clone(),
-                cluster: true,
-                apply_status: worst,
-                parameters: read.parameters.clone(),
-                shared_with: Default::default(),
-            })
-        });
-        let sg_ids: Vec<&str> = c
-            .vpc_security_groups()
-            .iter()
-            .filter_map(|g| g.vpc_security_group_id())
-            .collect();
-        let subnets: BTreeSet<&str> = members
-            .iter()
-            .filter_map(|m| instances.get(m.id.as_str()))
-            .filter_map(|i| i.db_subnet_group())
-            .flat_map(|g| g.subnets().iter().filter_map(|s| s.subnet_identifier()))
-            .collect();
-        let subnet_list: Vec<&str> = subnets.iter().copied().collect();
-        reads.network_errors(&sg_ids, &subnet_list, &mut read_errors);
-        if members
-            .iter()
-            .filter_map(|m| instances.get(m.id.as_str()))
-            .any(|i| lacks_expiry(i))
-        {
-            read_errors.certificates = reads.unread_certificates.map(str::to_string);
-        }
-        Database {
-            id: c.db_cluster_identifier().unwrap_or_default().to_string(),
-            kind: DatabaseKind::Cluster,
-            region: self.aws.region.clone(),
-            engine: Engine::AuroraPostgresql,
-            engine_version: c.engine_version().unwrap_or_default().to_string(),
-            tags: c
-                .tag_list()
-                .iter()
-                .filter_map(|t| {
-                    Some((
-                        t.key()?.to_string(),
-                        t.value().unwrap_or_default().to_string(),
-                    ))
-                })
-                .collect(),
-            attributes: Attributes {
-                publicly_accessible: members.iter().any(|m| m.publicly_accessible),
-                iam_auth: c.iam_database_authentication_enabled().unwrap_or(false),
-                cloudwatch_exports: c
-                    .enabled_cloudwatch_logs_exports()
-                    .iter()
-                    .cloned()
-                    .collect(),
-                deletion_protection: c.deletion_protection().unwrap_or(false),
-                backup_retention_days: u32::try_from(c.backup_retention_period().unwrap_or(0))
-                    .unwrap_or(0),
-                auto_minor_version_upgrade: members.iter().all(|m| m.auto_minor_version_upgrade),
-                storage_encrypted: c.storage_encrypted().unwrap_or(false),
-                kms_key_arn: c.kms_key_id().map(str::to_string),
-                managed_master_password: c.master_user_secret().is_some(),
-                ca_certificate: None,
-                port: port_of(c.port()),
-            },
-            members,
-            parameter_group,
-            security_groups: security_groups_of(&sg_ids, security_groups),
-            nacl_entries: subnets
-                .iter()
-                .flat_map(|s| nacls.get(*s).cloned().unwrap_or_default())
-                .collect(),
-            newest_minor_version: None,
-            maintenance_window: c.preferred_maintenance_window().map(str::to_string),
-            read_errors,
-        }
-    }
-}
-
-/// What a sweep read, and which reads failed, for turning SDK shapes into databases.
-#[derive(Clone, Copy)]
-struct Reads<'a> {
-    groups: &'a HashMap<(bool, String), Result<GroupRead, String>>,
-    security_groups: &'a BTreeMap<String, Vec<IngressRule>>,
-    nacls: &'a BTreeMap<String, Vec<NaclEntry>>,
-    certificates: &'a BTreeMap<String, DateTime<Utc>>,
-    /// Security group id → why it could not be read.
-    unread_security_groups: &'a BTreeMap<String, String>,
-    /// Subnet id → why its network ACL could not be read.
-    unread_subnets: &'a BTreeMap<String, String>,
-    unread_certificates: Option<&'a str>,
-}
-
-impl Reads<'_> {
-    /// Records the failed reads of these security groups and subnets.
-    fn network_errors(&self, sg_ids: &[&str], subnets: &[&str], errors: &mut ReadErrors) {
-        errors.security_groups = sg_ids
-            .iter()
-            .find_map(|id| self.unread_security_groups.get(*id))
-            .cloned();
-        errors.network_acls = subnets
-            .iter()
-            .find_map(|id| self.unread_subnets.get(*id))
-            .cloned();
-    }
-}
-
-/// Whether AWS gave the instance's CA without its expiry.
-fn lacks_expiry(i: &DbInstance) -> bool {
-    i.certificate_details()
-        .and_then(|d| d.valid_till())
-        .is_none()
-}
-
-/// Values of one parameter group read.
-#[derive(Debug, Clone)]
-struct GroupRead {
-    family: String,
-    parameters: BTreeMap<String, ParameterValue>,
-}
-
-fn apply_type(s: &str) -> ApplyType {
-    if s.eq_ignore_ascii_case("dynamic") {
-        ApplyType::Dynamic
-    } else {
-        ApplyType::Static
-    }
-}
-
-/// `postgres` 16.4 → `postgres16`; `aurora-postgresql` 15.7 → `aurora-postgresql15`.
-fn family_of(engine: Option<&str>, version: Option<&str>) -> String {
-    format!(
-        "{}{}",
-        engine.unwrap_or("postgres"),
-        major(version.unwrap_or(""))
-    )
-}
-
-fn major(version: &str) -> &str {
-    version.split('.').next().unwrap_or(version)
-}
-
-fn port_of(port: Option<i32>) -> u16 {
-    port.and_then(|p| u16::try_from(p).ok()).unwrap_or(5432)
-}
-
-fn to_chrono(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
-}
-
-fn ca_of(i: &DbInstance, certificates: &BTreeMap<String, DateTime<Utc>>) -> Option<CaCertificate> {
-    let details = i.certificate_details();
-    let identifier = details
-        .and_then(|d| d.ca_identifier())
-        .or(i.ca_certificate_identifier())?;
-    let valid_till = details
-        .and_then(|d| d.valid_till())
-        .and_then(to_chrono)
-        .or_else(|| certificates.get(identifier).copied());
-    Some(CaCertificate {
-        identifier: identifier.to_string(),
-        valid_till,
-    })
-}
-
-fn security_groups_of(
-    ids: &[&str],
-    known: &BTreeMap<String, Vec<IngressRule>>,
-) -> Vec<SecurityGroup> {
-    ids.iter()
-        .filter_map(|id| {
-            known.get(*id).map(|rules| SecurityGroup {
-                id: id.to_string(),
-                rules: rules.clone(),
-                shared_with: Default::default(),
-            })
-        })
-        .collect()
-}
-
-/// Which other databases share each parameter group and security group.
-fn fill_sharers(databases: &mut [Database]) {
-    let mut by_group: HashMap<(DatabaseKind, String), Vec<String>> = HashMap::new();
-    let mut by_sg: HashMap<String, Vec<String>> = HashMap::new();
-    for db in databases.iter() {
-        if let Some(g) = &db.parameter_group {
-            by_group
-                .entry((db.kind, g.name.clone()))
-                .or_default()
-                .push(db.id.clone());
-        }
-        for sg in &db.security_groups {
-            by_sg.entry(sg.id.clone()).or_default().push(db.id.clone());
-        }
-    }
-    let by_group: HashMap<(DatabaseKind, String), Attached> = by_group
-        .into_iter()
-        .map(|(k, ids)| (k, ids.into()))
-        .collect();
-    let by_sg: HashMap<String, Attached> =
-        by_sg.into_iter().map(|(k, ids)| (k, ids.into())).collect();
-    for db in databases.iter_mut() {
-        let kind = db.kind;
-        if let Some(g) = db.parameter_group.as_mut() {
-            g.shared_with = by_group
-                .get(&(kind, g.name.clone()))
-                .cloned()
-                .unwrap_or_default();
-        }
-        for sg in &mut db.security_groups {
-            sg.shared_with = by_sg.get(&sg.id).cloned().unwrap_or_default();
-        }
     }
 }

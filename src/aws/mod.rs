@@ -2,6 +2,7 @@
 //! fleet economically (inventory) and executes plans idempotently (executor). SDK shapes become
 //! the posture model at once; errors are classified and keep the AWS error code.
 
+pub mod convert;
 pub mod executor;
 pub mod groups;
 pub mod inventory;
@@ -42,152 +43,20 @@ pub fn timeout_config(call: Duration) -> TimeoutConfig {
         .build()
 }
 
-/// Kinds of AWS failure; the same strings name condition reasons and metric labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ErrorClass {
-    Throttled,
-    /// AWS refused the caller (denied by IAM, unknown or invalid key, bad signature).
-    AccessDenied,
-    /// No credentials at all (or an unusable credential configuration).
-    NoCredentials,
-    /// No region, a region that does not exist, or an endpoint that does not resolve.
-    InvalidConfiguration,
-    /// AWS could not be reached or did not answer in time (connection, DNS, timeout).
-    Unreachable,
-    NotFound,
-    InvalidState,
-    Other,
-}
-
-impl ErrorClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Throttled => "Throttled",
-            ErrorClass::AccessDenied => "AccessDenied",
-            ErrorClass::NoCredentials => "NoCredentials",
-            ErrorClass::InvalidConfiguration => "InvalidConfiguration",
-            ErrorClass::Unreachable => "AwsUnreachable",
-            ErrorClass::NotFound => "NotFound",
-            ErrorClass::InvalidState => "InvalidState",
-            ErrorClass::Other => "AwsError",
-        }
-    }
-
-    /// Whether retrying cannot help until a person changes something (credentials, IAM, the
-    /// region or the endpoint).
-    pub fn needs_human(self) -> bool {
-        matches!(
-            self,
-            ErrorClass::AccessDenied | ErrorClass::NoCredentials | ErrorClass::InvalidConfiguration
-        )
-    }
-
-    /// Whether the failure is the region's rather than one resource's: throttled past the
-    /// retries, unreachable, no credentials, an unknown region. Other calls to the region would
-    /// fail the same way.
-    pub fn is_regional(self) -> bool {
-        matches!(
-            self,
-            ErrorClass::Throttled
-                | ErrorClass::Unreachable
-                | ErrorClass::NoCredentials
-                | ErrorClass::InvalidConfiguration
-        )
-    }
-
-    /// Classifies an AWS error code (or one of the codes pgbaseline gives failures that have
-    /// none: [`code`]).
-    pub fn of_code(code: &str) -> ErrorClass {
-        match code {
-            "Throttling"
-            | "ThrottlingException"
-            | "RequestLimitExceeded"
-            | "TooManyRequestsException"
-            | "RequestThrottled"
-            | "SlowDown" => ErrorClass::Throttled,
-            "AccessDenied"
-            | "AccessDeniedException"
-            | "UnauthorizedOperation"
-            | "AuthFailure"
-            | "InvalidClientTokenId"
-            | "UnrecognizedClientException"
-            | "ExpiredToken"
-            | "ExpiredTokenException"
-            | "SignatureDoesNotMatch"
-            | "InvalidSignatureException"
-            | "IncompleteSignature"
-            | "MissingAuthenticationToken"
-            | "InvalidAccessKeyId"
-            | "NotAuthorized" => ErrorClass::AccessDenied,
-            code::NO_CREDENTIALS | code::CREDENTIALS_MISCONFIGURED => ErrorClass::NoCredentials,
-            code::NO_REGION
-            | code::UNKNOWN_REGION
-            | code::UNKNOWN_ENDPOINT
-            | code::INVALID_REQUEST
-            | "OptInRequired" => ErrorClass::InvalidConfiguration,
-            code::TIMEOUT | code::CONNECTION_FAILED => ErrorClass::Unreachable,
-            c if c.ends_with("NotFound")
-                || c.ends_with("NotFoundFault")
-                || c.ends_with(".NotFound")
-                || c == "NotFoundException" =>
-            {
-                ErrorClass::NotFound
-            }
-            c if c.starts_with("Invalid") && (c.contains("State") || c.ends_with("StateFault")) => {
-                ErrorClass::InvalidState
-            }
-            _ => ErrorClass::Other,
-        }
-    }
-}
-
-/// The codes pgbaseline gives failures that AWS gave no code for (the call never got an AWS
-/// answer, or the answer was not an AWS error).
-pub mod code {
-    /// No credential provider of the chain gave credentials.
-    pub const NO_CREDENTIALS: &str = "NoCredentials";
-    /// A credential provider is configured but unusable (a broken profile, a role loop).
-    pub const CREDENTIALS_MISCONFIGURED: &str = "InvalidCredentialsConfiguration";
-    /// No region configured.
-    pub const NO_REGION: &str = "NoRegion";
-    /// AWS's endpoint for the region does not exist (its name does not resolve).
-    pub const UNKNOWN_REGION: &str = "UnknownRegion";
-    /// A configured endpoint (`AWS_ENDPOINT_URL`) does not resolve.
-    pub const UNKNOWN_ENDPOINT: &str = "UnknownEndpoint";
-    /// The SDK could not build the request (e.g. a region it cannot make an endpoint of).
-    pub const INVALID_REQUEST: &str = "InvalidRequest";
-    /// No answer in time (connect, read, attempt or operation timeout).
-    pub const TIMEOUT: &str = "Timeout";
-    /// The connection failed (refused, reset, TLS, a DNS server that does not answer).
-    pub const CONNECTION_FAILED: &str = "ConnectionFailed";
-    /// An answer that is not an AWS response or error.
-    pub const INVALID_RESPONSE: &str = "InvalidResponse";
-    /// The SDK failed for another reason.
-    pub const SDK_FAILURE: &str = "SdkFailure";
-}
+pub use crate::posture::failure::{ErrorClass, Failure, code};
 
 /// Longest message kept from an error (status and events stay small).
 const MAX_ERROR_MESSAGE: usize = 600;
 
-/// An AWS call that failed, with the AWS error code and message (never request data).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{action}: {code}: {message}")]
-pub struct AwsError {
-    pub action: &'static str,
-    pub class: ErrorClass,
-    pub code: String,
-    /// One line, for people: AWS's message, or what failed and why.
-    pub message: String,
-}
-
-impl AwsError {
-    /// Builds an `AwsError` from any SDK error: AWS's code and message when AWS answered with
+/// Failures of AWS calls: from SDK errors, and where they happened.
+impl Failure {
+    /// Builds an `Failure` from any SDK error: AWS's code and message when AWS answered with
     /// an error, else a code of [`code`] and the cause from the error's source chain, on one
     /// line (never the SDK's `Debug` output).
     pub fn from_sdk<E>(
         action: &'static str,
         err: aws_sdk_rds::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
-    ) -> AwsError
+    ) -> Failure
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
@@ -237,8 +106,8 @@ impl AwsError {
             ),
             _ => (code::SDK_FAILURE.to_string(), cause(&err)),
         };
-        AwsError {
-            action,
+        Failure {
+            call: action,
             class: ErrorClass::of_code(&code),
             code,
             message: one_line(&message),
@@ -247,8 +116,8 @@ impl AwsError {
 
     /// The same error with where it happened (region and endpoint) appended, and an endpoint
     /// that does not resolve recognised as an unknown region when it is AWS's own.
-    pub fn located(mut self, region: &str, endpoint: Option<&str>) -> AwsError {
-        let service = service_of(self.action);
+    pub fn located(mut self, region: &str, endpoint: Option<&str>) -> Failure {
+        let service = service_of(self.call);
         let host = match endpoint {
             Some(url) => url.to_string(),
             None => format!("https://{service}.{region}.amazonaws.com"),
@@ -538,7 +407,7 @@ impl AwsRegion {
     pub fn from_config(
         config: &aws_config::SdkConfig,
         requests_per_second: u32,
-    ) -> Result<AwsRegion, AwsError> {
+    ) -> Result<AwsRegion, Failure> {
         let rate = NonZeroU32::new(requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
         let limiter = Arc::new(RateLimiter::direct(Quota::per_second(rate)));
         AwsRegion::from_config_sharing(config, limiter, Arc::new(CallStats::default()))
@@ -549,12 +418,12 @@ impl AwsRegion {
         config: &aws_config::SdkConfig,
         limiter: Arc<DefaultDirectRateLimiter>,
         stats: Arc<CallStats>,
-    ) -> Result<AwsRegion, AwsError> {
+    ) -> Result<AwsRegion, Failure> {
         let region = config
             .region()
             .map(|r| r.to_string())
-            .ok_or_else(|| AwsError {
-                action: "configure",
+            .ok_or_else(|| Failure {
+                call: "configure",
                 class: ErrorClass::InvalidConfiguration,
                 code: code::NO_REGION.into(),
                 message: "no AWS region: set AWS_REGION or the policy's selector.region".into(),
@@ -594,8 +463,8 @@ impl AwsRegion {
         })
     }
 
-    /// `e` with this region and the endpoint it was sent to (see [`AwsError::located`]).
-    pub fn locate(&self, e: AwsError) -> AwsError {
+    /// `e` with this region and the endpoint it was sent to (see [`Failure::located`]).
+    pub fn locate(&self, e: Failure) -> Failure {
         e.located(&self.region, self.endpoint.as_deref())
     }
 
@@ -605,10 +474,10 @@ impl AwsRegion {
     }
 
     /// Follows `Marker` until the last page, waiting for the rate limit before each call.
-    pub(crate) async fn paged<T, F, Fut>(&self, mut page: F) -> Result<Vec<T>, AwsError>
+    pub(crate) async fn paged<T, F, Fut>(&self, mut page: F) -> Result<Vec<T>, Failure>
     where
         F: FnMut(Option<String>) -> Fut,
-        Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), AwsError>>,
+        Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), Failure>>,
     {
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
@@ -627,30 +496,6 @@ impl AwsRegion {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn aws_error_codes_are_classified() {
-        let cases = [
-            ("Throttling", ErrorClass::Throttled),
-            ("RequestLimitExceeded", ErrorClass::Throttled),
-            ("ThrottlingException", ErrorClass::Throttled),
-            ("AccessDenied", ErrorClass::AccessDenied),
-            ("UnauthorizedOperation", ErrorClass::AccessDenied),
-            ("AccessDeniedException", ErrorClass::AccessDenied),
-            ("DBInstanceNotFound", ErrorClass::NotFound),
-            ("DBParameterGroupNotFoundFault", ErrorClass::NotFound),
-            ("InvalidGroup.NotFound", ErrorClass::NotFound),
-            ("InvalidDBInstanceState", ErrorClass::InvalidState),
-            (
-                "InvalidDBParameterGroupStateFault",
-                ErrorClass::InvalidState,
-            ),
-            ("InvalidParameterValue", ErrorClass::Other),
-        ];
-        for (code, class) in cases {
-            assert_eq!(ErrorClass::of_code(code), class, "{code}");
-        }
-    }
 
     mod sdk {
         pub use aws_sdk_rds::error::SdkError;
@@ -687,7 +532,7 @@ mod tests {
     }
 
     /// One line, says something, and is not Rust `Debug` output.
-    fn assert_for_people(e: &AwsError) {
+    fn assert_for_people(e: &Failure) {
         let text = e.to_string();
         assert!(!e.message.trim().is_empty(), "{text}");
         assert!(!text.contains('\n'), "{text}");
@@ -705,7 +550,7 @@ mod tests {
     #[test]
     fn failures_without_an_aws_code_say_what_failed_on_one_line() {
         // The endpoint answered, but not with an AWS error (before: `Unknown: `).
-        let e = AwsError::from_sdk("DescribeDBInstances", service(500, None, None));
+        let e = Failure::from_sdk("DescribeDBInstances", service(500, None, None));
         assert_eq!(e.code, "InvalidResponse");
         assert!(e.message.contains("HTTP 500"), "{e}");
         assert_for_people(&e);
@@ -717,7 +562,7 @@ mod tests {
         );
 
         // Refused connection (before: the DispatchFailure's Debug dump).
-        let e = AwsError::from_sdk(
+        let e = Failure::from_sdk(
             "DescribeDBInstances",
             io("tcp connect error: Connection refused (os error 111)"),
         );
@@ -732,7 +577,7 @@ mod tests {
         assert_for_people(&e);
 
         // An AWS error with a code but no message still says something.
-        let e = AwsError::from_sdk(
+        let e = Failure::from_sdk(
             "DescribeDBInstances",
             service(403, Some("AccessDenied"), None),
         );
@@ -740,13 +585,13 @@ mod tests {
         assert!(e.message.contains("HTTP 403"), "{e}");
 
         // AWS's own messages are kept, on one line.
-        let e = AwsError::from_sdk(
+        let e = Failure::from_sdk(
             "DescribeDBInstances",
             service(400, Some("InvalidParameterValue"), Some("bad\n  value")),
         );
         assert_eq!(e.message, "bad value");
 
-        let e = AwsError::from_sdk(
+        let e = Failure::from_sdk(
             "DescribeDBInstances",
             Sdk::timeout_error(Box::new(std::io::Error::other(
                 "operation timeout (all attempts including retries) occurred after 6s",
@@ -763,7 +608,7 @@ mod tests {
     #[test]
     fn an_unknown_region_needs_a_human_and_names_the_region_and_the_endpoint() {
         let dns = "dns error: failed to lookup address information: Name or service not known";
-        let e = AwsError::from_sdk("DescribeDBInstances", io(dns)).located("xx-nowhere-1", None);
+        let e = Failure::from_sdk("DescribeDBInstances", io(dns)).located("xx-nowhere-1", None);
         assert_eq!(e.code, "UnknownRegion");
         assert_eq!(e.class, ErrorClass::InvalidConfiguration);
         assert!(e.class.needs_human());
@@ -775,13 +620,13 @@ mod tests {
         assert!(e.message.contains("Name or service not known"), "{e}");
         assert_for_people(&e);
         // A configured endpoint that does not resolve is a configuration error too.
-        let e = AwsError::from_sdk("DescribeSecurityGroups", io(dns))
+        let e = Failure::from_sdk("DescribeSecurityGroups", io(dns))
             .located("us-east-1", Some("http://aws.invalid"));
         assert_eq!(e.code, "UnknownEndpoint");
         assert!(e.class.needs_human());
         assert!(e.message.contains("endpoint http://aws.invalid"), "{e}");
         // A DNS server that does not answer is transient, not a missing region.
-        let e = AwsError::from_sdk(
+        let e = Failure::from_sdk(
             "DescribeDBInstances",
             io("dns error: Temporary failure in name resolution"),
         )
@@ -791,7 +636,7 @@ mod tests {
             e.message.contains("https://rds.us-east-1.amazonaws.com"),
             "{e}"
         );
-        let e = AwsError::from_sdk("ListAliases", io(dns)).located("eu-west-1", None);
+        let e = Failure::from_sdk("ListAliases", io(dns)).located("eu-west-1", None);
         assert!(
             e.message.contains("https://kms.eu-west-1.amazonaws.com"),
             "{e}"
@@ -807,7 +652,7 @@ mod tests {
             )),
             None,
         ));
-        let e = AwsError::from_sdk("DescribeDBInstances", err);
+        let e = Failure::from_sdk("DescribeDBInstances", err);
         assert_eq!(e.code, "NoCredentials");
         assert_eq!(e.class, ErrorClass::NoCredentials);
         assert!(e.class.needs_human());
@@ -820,7 +665,7 @@ mod tests {
             )),
             None,
         ));
-        let e = AwsError::from_sdk("DescribeDBInstances", err);
+        let e = Failure::from_sdk("DescribeDBInstances", err);
         assert_eq!(e.class, ErrorClass::NoCredentials);
         assert!(e.message.contains("role loop in profile"), "{e}");
         // Invalid keys are AWS's answer: access denied, which needs a human too.

@@ -8,7 +8,7 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
 
-use super::{AwsError, AwsRegion, ErrorClass, timeout_config};
+use super::{AwsRegion, ErrorClass, Failure, timeout_config};
 
 /// The session policy of every Audit session: whatever the role allows, the session can only
 /// describe and list (AWS intersects a session policy with the role's policies).
@@ -91,7 +91,7 @@ impl AwsRegion {
         region: Option<&str>,
         requests_per_second: u32,
         call_timeout: Duration,
-    ) -> Result<AwsRegion, AwsError> {
+    ) -> Result<AwsRegion, Failure> {
         let config = base_config(region, call_timeout).await;
         AwsRegion::from_config(&config, requests_per_second)
     }
@@ -104,7 +104,7 @@ impl AwsRegion {
         assume: &Assume,
         requests_per_second: u32,
         call_timeout: Duration,
-    ) -> Result<AwsRegion, AwsError> {
+    ) -> Result<AwsRegion, Failure> {
         let base = base_config(Some(region), call_timeout).await;
         AwsRegion::assumed_with(&base, region, assume, requests_per_second, call_timeout).await
     }
@@ -116,7 +116,7 @@ impl AwsRegion {
         assume: &Assume,
         requests_per_second: u32,
         call_timeout: Duration,
-    ) -> Result<AwsRegion, AwsError> {
+    ) -> Result<AwsRegion, Failure> {
         let base = base
             .to_builder()
             .timeout_config(timeout_config(call_timeout))
@@ -131,7 +131,7 @@ impl AwsRegion {
         &self,
         assume: &Assume,
         call_timeout: Duration,
-    ) -> Result<AwsRegion, AwsError> {
+    ) -> Result<AwsRegion, Failure> {
         let base = base_config(Some(&self.region), call_timeout).await;
         let config = assumed_config(&base, &self.region, assume).await;
         AwsRegion::from_config_sharing(&config, self.limiter.clone(), self.stats.clone())
@@ -139,14 +139,14 @@ impl AwsRegion {
 
     /// `GetCallerIdentity` with these clients' credentials (assuming the role first when they
     /// are an assumed role's).
-    pub async fn caller_identity(&self) -> Result<CallerIdentity, AwsError> {
+    pub async fn caller_identity(&self) -> Result<CallerIdentity, Failure> {
         self.throttle().await;
         let out = self
             .sts
             .get_caller_identity()
             .send()
             .await
-            .map_err(|e| self.locate(AwsError::from_sdk("GetCallerIdentity", e)))?;
+            .map_err(|e| self.locate(Failure::from_sdk("GetCallerIdentity", e)))?;
         Ok(CallerIdentity {
             account: out.account().unwrap_or_default().to_string(),
             arn: out.arn().unwrap_or_default().to_string(),
@@ -154,11 +154,11 @@ impl AwsRegion {
     }
 
     /// Checks that these clients act in `account_id`; returns the caller's ARN.
-    pub async fn verify_account(&self, account_id: &str) -> Result<String, AwsError> {
+    pub async fn verify_account(&self, account_id: &str) -> Result<String, Failure> {
         let who = self.caller_identity().await?;
         if who.account != account_id {
-            return Err(AwsError {
-                action: "GetCallerIdentity",
+            return Err(Failure {
+                call: "GetCallerIdentity",
                 class: ErrorClass::AccessDenied,
                 code: ACCOUNT_MISMATCH.into(),
                 message: format!(

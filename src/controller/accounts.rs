@@ -16,11 +16,12 @@ use kube::{Resource, ResourceExt};
 use crate::api::account::AccountError;
 use crate::api::{AwsAccount, AwsAccountSpec, AwsAccountStatus, DatabaseSecurityPolicy, Mode};
 use crate::aws::sts::{Assume, session_name};
-use crate::aws::{AwsError, AwsRegion};
+use crate::aws::{AwsRegion, Failure};
 
 use super::fleet::AccountTarget;
 use super::reconcile::{Context, Error, FIELD_MANAGER};
-use super::status::{Refusal, reason};
+use super::status::Refusal;
+use crate::posture::failure::Reason;
 
 /// How often a verified account is verified again.
 const VERIFY_EVERY: Duration = Duration::from_secs(6 * 3600);
@@ -49,7 +50,7 @@ pub async fn resolve(
     let namespace = policy.namespace().unwrap_or_default();
     let Some(account) = ctx.account(&account_ref.name) else {
         return Ok(Err(Refusal {
-            reason: reason::ACCOUNT_NOT_FOUND,
+            reason: Reason::AccountNotFound,
             message: format!(
                 "AwsAccount {} does not exist; a platform admin creates it (accounts are cluster-scoped)",
                 account_ref.name
@@ -67,7 +68,7 @@ pub async fn resolve(
     };
     if !permitted {
         return Ok(Err(Refusal {
-            reason: reason::NAMESPACE_NOT_PERMITTED,
+            reason: Reason::NamespaceNotPermitted,
             message: format!(
                 "AwsAccount {} does not allow namespace {namespace} (spec.allowedNamespaces); nothing is read or changed in account {}",
                 account_ref.name, account.spec.account_id
@@ -77,7 +78,7 @@ pub async fn resolve(
     let enforces = spec.enforces_anything();
     if enforces && !account.spec.allows_mode(Mode::Enforce) {
         return Ok(Err(Refusal {
-            reason: reason::MODE_NOT_PERMITTED,
+            reason: Reason::ModeNotPermitted,
             message: format!(
                 "AwsAccount {} allows only Audit (spec.allowedModes), and this policy enforces; use mode: Audit or ask a platform admin to allow Enforce",
                 account_ref.name
@@ -86,7 +87,7 @@ pub async fn resolve(
     }
     if !account.spec.allows_mode(Mode::Audit) && !enforces {
         return Ok(Err(Refusal {
-            reason: reason::MODE_NOT_PERMITTED,
+            reason: Reason::ModeNotPermitted,
             message: format!(
                 "AwsAccount {} does not allow Audit (spec.allowedModes)",
                 account_ref.name
@@ -99,7 +100,7 @@ pub async fn resolve(
     };
     if !account.spec.regions.contains(&region) {
         return Ok(Err(Refusal {
-            reason: reason::REGION_NOT_PERMITTED,
+            reason: Reason::RegionNotPermitted,
             message: format!(
                 "region {region} is not one of AwsAccount {}'s regions ({})",
                 account_ref.name,
@@ -111,7 +112,7 @@ pub async fn resolve(
         Ok(id) => id,
         Err(message) => {
             return Ok(Err(Refusal {
-                reason: reason::EXTERNAL_ID_UNAVAILABLE,
+                reason: Reason::ExternalIdUnavailable,
                 message,
             }));
         }
@@ -237,7 +238,7 @@ pub async fn reconcile_account(
         Err(message) => {
             failure = Some(AccountError {
                 region: None,
-                code: reason::EXTERNAL_ID_UNAVAILABLE.into(),
+                code: Reason::ExternalIdUnavailable.as_str().into(),
                 message,
             })
         }
@@ -304,7 +305,7 @@ pub async fn reconcile_account(
     Ok(Action::requeue(again))
 }
 
-async fn verify(ctx: &Context, target: &AccountTarget) -> Result<String, AwsError> {
+async fn verify(ctx: &Context, target: &AccountTarget) -> Result<String, Failure> {
     let aws = AwsRegion::assumed(
         &target.region,
         &target.audit,
@@ -359,9 +360,12 @@ fn account_status(
                 f.message
             );
             let reason = match f.code.as_str() {
-                c if c == reason::EXTERNAL_ID_UNAVAILABLE => c.to_string(),
+                c if c == Reason::ExternalIdUnavailable.as_str() => c.to_string(),
                 c if c == crate::aws::sts::ACCOUNT_MISMATCH => c.to_string(),
-                c => crate::aws::ErrorClass::of_code(c).as_str().to_string(),
+                c => crate::aws::ErrorClass::of_code(c)
+                    .reason()
+                    .as_str()
+                    .to_string(),
             };
             [
                 ("Ready", false, reason.clone(), message.clone()),

@@ -8,14 +8,14 @@ use std::collections::BTreeSet;
 use crate::posture::Plan;
 use crate::posture::report::Outcome;
 
-use super::status::{Failure, reason};
+use crate::posture::failure::{Failure, Reason};
 
 /// An event to publish on the policy.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EventSpec {
     pub warning: bool,
-    /// CamelCase, the same strings as condition reasons and metric labels.
-    pub reason: String,
+    /// The same vocabulary as condition reasons and metric labels.
+    pub reason: Reason,
     /// The AWS call (or `Reconcile`).
     pub action: String,
     pub note: String,
@@ -45,22 +45,25 @@ pub fn for_actions(plan: &Plan, outcomes: &[Outcome]) -> Vec<EventSpec> {
             match outcome {
                 Outcome::Succeeded => Some(EventSpec {
                     warning: false,
-                    reason: reason::REMEDIATED.into(),
+                    reason: Reason::Remediated,
                     action: call.into(),
                     note: note(format!(
                         "{call} for {databases}: {}",
                         action.kind.describe()
                     )),
                 }),
-                Outcome::Failed { code, message } => Some(EventSpec {
+                Outcome::Failed(f) => Some(EventSpec {
                     warning: true,
-                    reason: reason::REMEDIATION_FAILED.into(),
+                    reason: Reason::RemediationFailed,
                     action: call.into(),
-                    note: note(format!("{call} for {databases} failed: {code}: {message}")),
+                    note: note(format!(
+                        "{call} for {databases} failed: {}: {}",
+                        f.code, f.message
+                    )),
                 }),
                 Outcome::Deferred { reason: why } => Some(EventSpec {
                     warning: true,
-                    reason: reason::QUOTA_EXCEEDED.into(),
+                    reason: Reason::QuotaExceeded,
                     action: call.into(),
                     note: note(format!("{call} for {databases} deferred: {why}")),
                 }),
@@ -74,12 +77,9 @@ pub fn for_actions(plan: &Plan, outcomes: &[Outcome]) -> Vec<EventSpec> {
 pub fn for_failure(failure: &Failure) -> EventSpec {
     EventSpec {
         warning: true,
-        reason: failure.reason().into(),
-        action: failure.call.clone(),
-        note: note(format!(
-            "{}: {}: {}",
-            failure.call, failure.code, failure.message
-        )),
+        reason: failure.reason(),
+        action: failure.call.to_string(),
+        note: note(failure.to_string()),
     }
 }
 
@@ -87,7 +87,7 @@ pub fn for_failure(failure: &Failure) -> EventSpec {
 pub fn for_refusal(refusal: &super::status::Refusal) -> EventSpec {
     EventSpec {
         warning: true,
-        reason: refusal.reason.into(),
+        reason: refusal.reason,
         action: "UseAccount".into(),
         note: note(refusal.message.clone()),
     }
@@ -95,16 +95,16 @@ pub fn for_refusal(refusal: &super::status::Refusal) -> EventSpec {
 
 /// An event when the Ready reason changes: Normal when it became `Compliant`, Warning otherwise.
 pub fn for_ready_change(
-    previous_reason: Option<&str>,
-    reason: &str,
+    previous_reason: Option<Reason>,
+    reason: Reason,
     message: &str,
 ) -> Option<EventSpec> {
     if previous_reason == Some(reason) {
         return None;
     }
     Some(EventSpec {
-        warning: reason != super::status::reason::COMPLIANT,
-        reason: reason.to_string(),
+        warning: reason != Reason::Compliant,
+        reason,
         action: "Reconcile".into(),
         note: note(message.to_string()),
     })
@@ -153,10 +153,11 @@ mod tests {
         };
         let outcomes = vec![
             Outcome::Succeeded,
-            Outcome::Failed {
-                code: "InvalidDBInstanceState".into(),
-                message: "busy".into(),
-            },
+            Outcome::Failed(Failure::new(
+                "RebootDBInstance",
+                "InvalidDBInstanceState",
+                "busy",
+            )),
             Outcome::Skipped {
                 reason: "stopped: the policy was deleted".into(),
             },
@@ -164,7 +165,7 @@ mod tests {
         let events = for_actions(&plan, &outcomes);
         assert_eq!(events.len(), 2);
         assert!(!events[0].warning);
-        assert_eq!(events[0].reason, "Remediated");
+        assert_eq!(events[0].reason, Reason::Remediated);
         assert_eq!(events[0].action, "RebootDBInstance");
         assert!(
             events[0]
@@ -182,7 +183,7 @@ mod tests {
     fn repeated_warnings_are_published_once() {
         let w = EventSpec {
             warning: true,
-            reason: "AccessDenied".into(),
+            reason: Reason::AccessDenied,
             action: "DescribeDBInstances".into(),
             note: "x".into(),
         };
@@ -202,10 +203,11 @@ mod tests {
 
     #[test]
     fn ready_changes_only() {
-        assert!(for_ready_change(Some("Compliant"), "Compliant", "m").is_none());
-        let e = for_ready_change(None, "NonCompliant", "m").expect("event");
+        use Reason::{Compliant, NonCompliant};
+        assert!(for_ready_change(Some(Compliant), Compliant, "m").is_none());
+        let e = for_ready_change(None, NonCompliant, "m").expect("event");
         assert!(e.warning);
-        let e = for_ready_change(Some("NonCompliant"), "Compliant", "m").expect("event");
+        let e = for_ready_change(Some(NonCompliant), Compliant, "m").expect("event");
         assert!(!e.warning);
     }
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use crate::aws::executor::{MayAct, collect_garbage};
 use crate::aws::inventory::{Inventory, Needs};
 use crate::aws::sts::Assume;
-use crate::aws::{AwsError, AwsRegion, ErrorClass};
+use crate::aws::{AwsRegion, ErrorClass, Failure};
 use crate::posture::Fleet;
 use crate::posture::managed::garbage;
 
@@ -45,7 +45,7 @@ pub struct FleetView {
 struct Cache {
     sweep: Option<Sweep>,
     /// A failed sweep is not retried by every policy in the window: they share the error.
-    failed: Option<(Instant, AwsError)>,
+    failed: Option<(Instant, Failure)>,
 }
 
 /// One (account, region).
@@ -68,7 +68,7 @@ pub struct Region {
     garbage: Mutex<Garbage>,
     /// The last sweep's failure, and when, when AWS could not be reached (what `/readyz`
     /// reports).
-    unreachable: std::sync::Mutex<Option<(Instant, AwsError)>>,
+    unreachable: std::sync::Mutex<Option<(Instant, Failure)>>,
 }
 
 /// Since when each managed group has been seen unused, and the sweep last collected from.
@@ -121,7 +121,7 @@ impl Region {
     /// The clients a policy of this region executes its plan with: the Enforce role's when the
     /// policy may act in an account with one, else the reading clients (for an account: a
     /// read-only session, so nothing it could do would write).
-    pub async fn acting(&self, may_act: bool) -> Result<AwsRegion, AwsError> {
+    pub async fn acting(&self, may_act: bool) -> Result<AwsRegion, Failure> {
         match &self.enforce {
             Some((assume, timeout)) if may_act => self
                 .enforce_aws
@@ -153,7 +153,7 @@ impl Region {
         sweep_needs: Needs,
         max_age: Duration,
         metrics: &Metrics,
-    ) -> Result<FleetView, AwsError> {
+    ) -> Result<FleetView, Failure> {
         let mut cache = self.cache.lock().await;
         if let Some(sweep) = cache.sweep.as_ref()
             && !sweep.stale
@@ -175,8 +175,8 @@ impl Region {
         let started = Instant::now();
         let result = match tokio::time::timeout(SWEEP_DEADLINE, self.inventory.sweep(needs)).await {
             Ok(result) => result,
-            Err(_) => Err(AwsError {
-                action: "sweep",
+            Err(_) => Err(Failure {
+                call: "sweep",
                 class: ErrorClass::Unreachable,
                 code: crate::aws::code::TIMEOUT.into(),
                 message: format!(
@@ -279,7 +279,7 @@ impl Region {
     /// Why this region makes the operator not ready: its last sweep could not reach AWS. A
     /// failure older than two sweep deadlines is forgotten (a region whose policies are gone
     /// sweeps no more; one with policies sweeps at least every five minutes).
-    pub fn unreachable(&self) -> Option<AwsError> {
+    pub fn unreachable(&self) -> Option<Failure> {
         let unreachable = self.unreachable.lock().ok()?;
         let (at, e) = unreachable.as_ref()?;
         (at.elapsed() < 2 * SWEEP_DEADLINE).then(|| e.clone())
@@ -329,7 +329,7 @@ enum SlotState {
     Ready(Arc<Region>),
     Failed {
         until: Instant,
-        error: AwsError,
+        error: Failure,
         failures: u32,
     },
 }
@@ -380,7 +380,7 @@ impl Regions {
         &self,
         target: &AccountTarget,
         metrics: &Metrics,
-    ) -> Result<Arc<Region>, AwsError> {
+    ) -> Result<Arc<Region>, Failure> {
         let key = Key {
             account: target.name.clone(),
             region: target.region.clone(),
@@ -429,7 +429,7 @@ impl Regions {
         }
     }
 
-    async fn connect(&self, target: &AccountTarget) -> Result<Arc<Region>, AwsError> {
+    async fn connect(&self, target: &AccountTarget) -> Result<Arc<Region>, Failure> {
         let aws = AwsRegion::assumed(
             &target.region,
             &target.audit,
@@ -448,7 +448,7 @@ impl Regions {
 
     /// Drops an account region's clients after AWS refused them (revoked or expired
     /// credentials): the role is assumed again after the backoff.
-    pub async fn refused(&self, key: &Key, error: &AwsError) {
+    pub async fn refused(&self, key: &Key, error: &Failure) {
         if key.account.is_empty() {
             return;
         }
@@ -499,7 +499,7 @@ impl Regions {
     }
 
     /// The region's clients, created on first use.
-    pub async fn get(&self, region: Option<&str>) -> Result<Arc<Region>, AwsError> {
+    pub async fn get(&self, region: Option<&str>) -> Result<Arc<Region>, Failure> {
         let mut regions = self.regions.lock().await;
         let name = region.map(str::to_string).or_else(|| self.default_region());
         if let Some(r) = name.as_ref().and_then(|n| regions.get(n)) {
@@ -537,9 +537,9 @@ impl Regions {
     }
 }
 
-fn poisoned() -> AwsError {
-    AwsError {
-        action: "configure",
+fn poisoned() -> Failure {
+    Failure {
+        call: "configure",
         class: ErrorClass::Other,
         code: crate::aws::code::SDK_FAILURE.into(),
         message: "the account table is unavailable (a thread panicked)".into(),

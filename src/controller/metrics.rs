@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 use crate::api::DatabaseResult;
 use crate::aws::CallStats;
+use crate::posture::failure::Reason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -23,6 +24,8 @@ pub struct ResultLabels {
 pub struct FindingLabels {
     pub policy: String,
     pub control: String,
+    /// The control's severity, so alerts can page on `Critical` only.
+    pub severity: String,
     pub status: String,
 }
 
@@ -40,6 +43,12 @@ pub struct AwsCallLabels {
     pub service: String,
     pub action: String,
     pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ReportLabels {
+    pub api: String,
+    pub operation: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
@@ -81,6 +90,7 @@ pub struct Metrics {
     pub managed_groups_deleted: Family<RegionLabels, Counter>,
     /// Failures to assume or verify an account's role, by account and AWS code.
     pub account_failures: Family<AccountLabels, Counter>,
+    pub report_writes: Family<ReportLabels, Counter>,
     /// The finding series each policy set last time, to drop the ones that went away.
     finding_series: Mutex<BTreeMap<String, BTreeSet<FindingLabels>>>,
     /// The AWS call counts already exported, per region.
@@ -170,8 +180,15 @@ impl Metrics {
             "Failures of an AwsAccount's credentials (the role not assumed, the identity not confirmed, or the session refused), by account and AWS error code",
             account_failures.clone(),
         );
+        let report_writes = Family::<ReportLabels, Counter>::default();
+        registry.register(
+            "policy_report_writes",
+            "Policy report writes by API group and operation (apply, delete); 0 in steady state: a report is written only when its content changes",
+            report_writes.clone(),
+        );
         Metrics {
             registry,
+            report_writes,
             account_failures,
             managed_groups,
             managed_groups_deleted,
@@ -189,10 +206,20 @@ impl Metrics {
         }
     }
 
+    /// Counts one write of a policy report.
+    pub fn report_written(&self, api: &str, operation: &str) {
+        self.report_writes
+            .get_or_create(&ReportLabels {
+                api: api.to_string(),
+                operation: operation.to_string(),
+            })
+            .inc();
+    }
+
     /// Records one reconcile.
-    pub fn reconciled(&self, result: &str, seconds: f64) {
+    pub fn reconciled(&self, result: Reason, seconds: f64) {
         let labels = ResultLabels {
-            result: result.to_string(),
+            result: result.as_str().to_string(),
         };
         self.reconciles.get_or_create(&labels).inc();
         self.reconcile_duration
@@ -209,6 +236,7 @@ impl Metrics {
                     .entry(FindingLabels {
                         policy: policy.to_string(),
                         control: finding.control.as_str().to_string(),
+                        severity: finding.severity.as_str().to_string(),
                         status: finding.status.as_str().to_string(),
                     })
                     .or_insert(0) += 1;
@@ -236,11 +264,11 @@ impl Metrics {
         }
     }
 
-    pub fn remediation(&self, control: &str, result: &str) {
+    pub fn remediation(&self, control: &str, result: Reason) {
         self.remediations
             .get_or_create(&RemediationLabels {
                 control: control.to_string(),
-                result: result.to_string(),
+                result: result.as_str().to_string(),
             })
             .inc();
     }
@@ -345,6 +373,7 @@ mod tests {
             compliant: status.is_compliant(),
             findings: vec![Finding {
                 control: ControlId::ForceSsl,
+                severity: crate::api::Severity::High,
                 status,
                 observed: String::new(),
                 expected: String::new(),
@@ -359,7 +388,7 @@ mod tests {
         m.set_findings("ns/p", &[result(FindingStatus::NonCompliant)]);
         let text = m.encode();
         assert!(text.contains(
-            "pgbaseline_findings{policy=\"ns/p\",control=\"transport.forceSsl\",status=\"NonCompliant\"} 1"
+            "pgbaseline_findings{policy=\"ns/p\",control=\"transport.forceSsl\",severity=\"High\",status=\"NonCompliant\"} 1"
         ));
         m.set_findings("ns/p", &[result(FindingStatus::Compliant)]);
         let text = m.encode();
@@ -372,8 +401,8 @@ mod tests {
     #[test]
     fn exposition_has_every_family() {
         let m = Metrics::new();
-        m.reconciled("Compliant", 0.1);
-        m.remediation("transport.forceSsl", "Remediated");
+        m.reconciled(Reason::Compliant, 0.1);
+        m.remediation("transport.forceSsl", Reason::Remediated);
         m.sweep("", "us-east-1", 1.0, true);
         m.sweep("payments", "eu-west-1", 1.0, true);
         m.account_failure("payments", "AccessDenied");

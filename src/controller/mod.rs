@@ -9,6 +9,7 @@ pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod reconcile;
+pub mod reports;
 pub mod status;
 
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct Options {
     pub aws_timeout: Duration,
     /// How long a managed parameter group stays unused before it is deleted.
     pub managed_group_grace: Duration,
+    /// Which policy report API to write.
+    pub policy_reports: reports::ReportsMode,
 }
 
 /// The AWS SDK and kube both link rustls, with different crypto back-ends; kube's client needs
@@ -113,6 +116,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         options.requests_per_second,
     );
     ctx.managed_group_grace = options.managed_group_grace;
+    ctx.reports = reports::Reports::new(options.policy_reports);
     let leadership = options
         .leader_election
         .then(|| Arc::new(lease::Leadership::default()));
@@ -319,13 +323,23 @@ type RunResult = Result<
     controller::Error<reconcile::Error, watcher::Error>,
 >;
 
-fn handle_result(ctx: &Context, result: RunResult) {
+fn handle_result(ctx: &Arc<Context>, result: RunResult) {
     match result {
         Ok(_) => {}
         Err(controller::Error::ObjectNotFound(obj)) => {
             // The policy was deleted: nothing more is done on its behalf.
             tracing::info!(policy = %obj.name, "policy deleted; forgetting it");
-            ctx.forget(obj.namespace.as_deref(), &obj.name);
+            if let (Some(uid), Some(namespace)) = (
+                ctx.forget(obj.namespace.as_deref(), &obj.name),
+                obj.namespace,
+            ) {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    ctx.reports
+                        .forget(&ctx.client, &ctx.metrics, &namespace, &uid)
+                        .await;
+                });
+            }
         }
         Err(controller::Error::ReconcilerFailed(_, _)) => {
             // Logged by the error policy.

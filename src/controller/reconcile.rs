@@ -17,10 +17,10 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{Instrument, info_span};
 
 use crate::api::{AwsAccount, DatabaseSecurityPolicy, Mode};
-use crate::aws::AwsError;
 use crate::aws::executor::MayAct;
 use crate::aws::inventory::Needs;
 use crate::engine;
+use crate::posture::failure::{Failure, Reason};
 use crate::posture::report::Outcome;
 
 use super::accounts::{self, Target};
@@ -28,7 +28,8 @@ use super::events::{self, EventSpec};
 use super::fleet::{FleetView, Key, Region, Regions};
 use super::lease::Leadership;
 use super::metrics::Metrics;
-use super::status::{self, Failure, Observation, Refusal};
+use super::reports::{Reports, ReportsMode};
+use super::status::{self, Observation, Refusal};
 
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "pgbaseline";
@@ -42,20 +43,17 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An AWS failure already reported in status; retried with backoff.
-    #[error("AWS: {reason}: {detail}")]
-    Aws {
-        reason: &'static str,
-        detail: String,
-    },
+    #[error("AWS: {reason}: {0}", reason = .0.reason())]
+    Aws(Failure),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 }
 
 impl Error {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Error::Aws { reason, .. } => reason,
-            Error::Kube(_) => "KubernetesError",
+            Error::Aws(failure) => failure.reason(),
+            Error::Kube(_) => Reason::KubernetesError,
         }
     }
 }
@@ -78,7 +76,7 @@ struct Memory {
     /// Warnings published last time (so a persisting failure is published once).
     warnings: BTreeSet<EventSpec>,
     /// The Ready reason last published.
-    ready_reason: Option<String>,
+    ready_reason: Option<Reason>,
 }
 
 /// An account's uid and generation when verified, and when it is due again.
@@ -106,6 +104,8 @@ pub struct Context {
     /// When each account (by name: uid, generation) is next verified; its own status writes are
     /// no reason to call STS again.
     pub account_checks: Mutex<HashMap<String, AccountCheck>>,
+    /// Policy reports (the API group found by discovery).
+    pub reports: Reports,
     memory: Mutex<HashMap<ObjectRef<DatabaseSecurityPolicy>, Memory>>,
 }
 
@@ -126,6 +126,7 @@ impl Context {
             leadership: None,
             accounts: RwLock::new(None),
             account_checks: Mutex::new(HashMap::new()),
+            reports: Reports::new(ReportsMode::Auto),
             memory: Mutex::new(HashMap::new()),
         }
     }
@@ -245,13 +246,21 @@ impl Context {
         Some(f(memory.entry(key.clone()).or_default()))
     }
 
-    /// Forgets a deleted policy (memory and metric series).
-    pub fn forget(&self, namespace: Option<&str>, name: &str) {
+    /// Forgets a deleted policy (memory and metric series); its uid, when it was known.
+    pub fn forget(&self, namespace: Option<&str>, name: &str) -> Option<String> {
+        let mut uid = None;
         if let Ok(mut memory) = self.memory.lock() {
-            memory.retain(|k, _| !(k.name == name && k.namespace.as_deref() == namespace));
+            memory.retain(|k, m| {
+                let this = k.name == name && k.namespace.as_deref() == namespace;
+                if this {
+                    uid = m.uid.clone();
+                }
+                !this
+            });
         }
         self.metrics
             .forget_policy(&format!("{}/{name}", namespace.unwrap_or_default()));
+        uid
     }
 
     async fn publish(&self, policy: &DatabaseSecurityPolicy, event: &EventSpec) {
@@ -267,7 +276,7 @@ impl Context {
                     } else {
                         EventType::Normal
                     },
-                    reason: event.reason.clone(),
+                    reason: event.reason.to_string(),
                     note: Some(event.note.clone()),
                     action: event.action.clone(),
                     secondary: None,
@@ -325,22 +334,13 @@ fn display_name(policy: &DatabaseSecurityPolicy) -> String {
     )
 }
 
-fn failure_of(e: &AwsError) -> Failure {
-    Failure {
-        call: e.action.to_string(),
-        code: e.code.clone(),
-        message: e.message.clone(),
-    }
-}
-
 /// `e` as a failure that names the `AwsAccount` it happened in (status and Events say which;
 /// empty: the operator's own identity).
-fn failure_in(account: &str, e: &AwsError) -> Failure {
-    let mut f = failure_of(e);
+fn failure_in(account: &str, mut e: Failure) -> Failure {
     if !account.is_empty() {
-        f.message = format!("{} (AwsAccount {account})", f.message);
+        e.message = format!("{} (AwsAccount {account})", e.message);
     }
-    f
+    e
 }
 
 /// May a run of this policy (as reconciled: this uid and generation) still change AWS? Asked by
@@ -403,7 +403,7 @@ pub async fn reconcile(
     let result = reconcile_stages(&policy, &ctx, &key).instrument(span).await;
     let seconds = started.elapsed().as_secs_f64();
     match &result {
-        Ok((_, reason)) => ctx.metrics.reconciled(reason, seconds),
+        Ok((_, reason)) => ctx.metrics.reconciled(*reason, seconds),
         Err(e) => ctx.metrics.reconciled(e.reason(), seconds),
     }
     tracing::debug!(policy = %name, seconds, "reconciled");
@@ -414,7 +414,7 @@ async fn reconcile_stages(
     policy: &DatabaseSecurityPolicy,
     ctx: &Context,
     key: &ObjectRef<DatabaseSecurityPolicy>,
-) -> Result<(Action, String), Error> {
+) -> Result<(Action, Reason), Error> {
     let spec = &policy.spec;
     let name = display_name(policy);
     let generation = policy.meta().generation;
@@ -428,7 +428,7 @@ async fn reconcile_stages(
     let mut event_specs = Vec::new();
     let mut acted = false;
     // Stage 0: the account guard (Kubernetes reads only; a refused policy calls no AWS).
-    let region: Result<Result<Arc<Region>, (String, AwsError)>, Refusal> =
+    let region: Result<Result<Arc<Region>, (String, Failure)>, Refusal> =
         match accounts::resolve(ctx, policy).await? {
             Err(refusal) => Err(refusal),
             Ok(Target::Own(region)) => Ok(ctx
@@ -444,11 +444,11 @@ async fn reconcile_stages(
         };
     match region {
         Err(refusal) => {
-            tracing::warn!(policy = %name, reason = refusal.reason, message = %refusal.message, "account refused");
+            tracing::warn!(policy = %name, reason = %refusal.reason, message = %refusal.message, "account refused");
             observation = Observation::Refused(refusal);
         }
         Ok(Err((account, e))) => {
-            observation = Observation::InventoryFailed(failure_in(&account, &e));
+            observation = Observation::InventoryFailed(failure_in(&account, e));
         }
         Ok(Ok(region)) => {
             let guard = if may_act {
@@ -472,7 +472,7 @@ async fn reconcile_stages(
                         ctx.metrics.account_failure(&region.account, &e.code);
                         ctx.regions.refused(&region.key(), &e).await;
                     }
-                    observation = Observation::InventoryFailed(failure_in(&region.account, &e));
+                    observation = Observation::InventoryFailed(failure_in(&region.account, e));
                 }
                 Ok(FleetView { fleet, at, swept }) => {
                     fleet_age = at.elapsed();
@@ -488,10 +488,7 @@ async fn reconcile_stages(
                         Ok(aws) => aws,
                         Err(e) => {
                             drop(guard);
-                            return Err(Error::Aws {
-                                reason: e.class.as_str(),
-                                detail: e.to_string(),
-                            });
+                            return Err(Error::Aws(e));
                         }
                     };
                     let run =
@@ -569,7 +566,8 @@ async fn reconcile_stages(
         spec.remediation.reboot,
         now,
     );
-    let ready_reason = status::ready_reason(&next).to_string();
+    // next_status always writes a Ready condition from a Reason.
+    let ready_reason = status::ready_reason(&next).unwrap_or(Reason::RemediationFailed);
     let ready_message = next
         .conditions
         .iter()
@@ -585,12 +583,10 @@ async fn reconcile_stages(
         event_specs.push(events::for_refusal(refusal));
     }
     let previous_ready = ctx
-        .with_memory(key, |m| m.ready_reason.clone())
+        .with_memory(key, |m| m.ready_reason)
         .flatten()
-        .or_else(|| current.map(|s| status::ready_reason(s).to_string()));
-    if let Some(e) =
-        events::for_ready_change(previous_ready.as_deref(), &ready_reason, &ready_message)
-    {
+        .or_else(|| current.and_then(status::ready_reason));
+    if let Some(e) = events::for_ready_change(previous_ready, ready_reason, &ready_message) {
         event_specs.push(e);
     }
     let published = ctx
@@ -620,6 +616,21 @@ async fn reconcile_stages(
         tracing::info!(policy = %name, ready = %ready_reason, "status updated");
     }
 
+    // Stage 4b: policy reports, one per selected database, written only when they change. A
+    // failure is logged and retried next time; it does not fail the reconcile.
+    if let Observation::Evaluated { results, .. } = &observation {
+        match ctx
+            .reports
+            .sync(&ctx.client, &ctx.metrics, policy, results)
+            .await
+        {
+            Ok(w) => {
+                tracing::debug!(policy = %name, applied = w.applied, deleted = w.deleted, unchanged = w.unchanged, "policy reports")
+            }
+            Err(e) => tracing::warn!(policy = %name, error = %e, "could not write policy reports"),
+        }
+    }
+
     // Stage 5: schedule.
     let failure = match &observation {
         Observation::InventoryFailed(f) => Some(f.clone()),
@@ -632,14 +643,11 @@ async fn reconcile_stages(
         m.generation = generation;
         m.account = account;
         m.warnings = warnings;
-        m.ready_reason = Some(ready_reason.clone());
+        m.ready_reason = Some(ready_reason);
     });
     if let Some(f) = failure {
         // Reported in status and events; the error policy backs off.
-        return Err(Error::Aws {
-            reason: f.reason(),
-            detail: format!("{}: {}: {}", f.call, f.code, f.message),
-        });
+        return Err(Error::Aws(f));
     }
     let delay = if acted {
         next_resync(resync, fleet_age).min(VERIFY_AFTER)
@@ -662,7 +670,7 @@ async fn stopped(
     key: &ObjectRef<DatabaseSecurityPolicy>,
     run: &engine::PolicyRun,
     reason: &str,
-) -> (Action, String) {
+) -> (Action, Reason) {
     let (done, _) = count_remediations(ctx, run);
     tracing::warn!(
         policy = %display_name(policy),
@@ -677,7 +685,10 @@ async fn stopped(
         }
     }
     ctx.with_memory(key, |m| m.due = None);
-    (Action::requeue(Duration::from_secs(1)), STOPPED.to_string())
+    (
+        Action::requeue(Duration::from_secs(1)),
+        Reason::RemediationStopped,
+    )
 }
 
 /// Counts each executed action in the metrics, by control and result. Returns how many
@@ -689,17 +700,16 @@ fn count_remediations(ctx: &Context, run: &engine::PolicyRun) -> (usize, Vec<Fai
         let result = match outcome {
             Outcome::Succeeded => {
                 succeeded += 1;
-                status::reason::REMEDIATED
+                Reason::Remediated
             }
-            Outcome::Failed { code, message } => {
+            Outcome::Failed(f) => {
                 failures.push(Failure {
-                    call: action.kind.aws_call().to_string(),
-                    code: code.clone(),
-                    message: message.clone(),
+                    call: action.kind.aws_call(),
+                    ..f.clone()
                 });
-                status::reason::REMEDIATION_FAILED
+                Reason::RemediationFailed
             }
-            Outcome::Deferred { .. } => status::reason::QUOTA_EXCEEDED,
+            Outcome::Deferred { .. } => Reason::QuotaExceeded,
             Outcome::Skipped { .. } => continue,
         };
         let controls: BTreeSet<_> = action.causes.iter().map(|c| c.control).collect();
@@ -709,9 +719,6 @@ fn count_remediations(ctx: &Context, run: &engine::PolicyRun) -> (usize, Vec<Fai
     }
     (succeeded, failures)
 }
-
-/// The result label of a reconcile whose run was stopped.
-const STOPPED: &str = "RemediationStopped";
 
 /// Per-object exponential backoff.
 pub fn error_policy(

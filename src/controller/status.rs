@@ -14,74 +14,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::api::{
     ControlId, DatabaseResult, DatabaseSecurityPolicyStatus, FindingStatus, RebootPolicy, Summary,
 };
-use crate::aws::ErrorClass;
+use crate::posture::failure::{Failure, Reason};
 use crate::posture::report::bounded;
 
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 
-/// Reasons (condition reasons, event reasons and metric labels alike).
-pub mod reason {
-    pub const COMPLIANT: &str = "Compliant";
-    pub const NON_COMPLIANT: &str = "NonCompliant";
-    pub const PENDING_REBOOT: &str = "PendingReboot";
-    pub const REMEDIATION_FAILED: &str = "RemediationFailed";
-    pub const NO_DATABASES_SELECTED: &str = "NoDatabasesSelected";
-    /// The policy checked no control on the databases it selected (its posture switches every
-    /// control off): a vacuous pass, never `Ready=True`.
-    pub const NOTHING_CHECKED: &str = "NothingChecked";
-    pub const REMEDIATED: &str = "Remediated";
-    pub const REMEDIATING: &str = "Remediating";
-    pub const AWAITING_REBOOT: &str = "AwaitingReboot";
-    pub const RETRYING: &str = "Retrying";
-    pub const IDLE: &str = "Idle";
-    pub const HEALTHY: &str = "Healthy";
-    pub const ACCESS_DENIED: &str = "AccessDenied";
-    pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
-    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
-    pub const ACCOUNT_NOT_FOUND: &str = "AccountNotFound";
-    pub const NAMESPACE_NOT_PERMITTED: &str = "NamespaceNotPermitted";
-    pub const MODE_NOT_PERMITTED: &str = "ModeNotPermitted";
-    pub const REGION_NOT_PERMITTED: &str = "RegionNotPermitted";
-    pub const EXTERNAL_ID_UNAVAILABLE: &str = "ExternalIdUnavailable";
-}
-
 /// Longest condition message; longer ones are cut (status stays small and readable).
 const MAX_MESSAGE: usize = 1024;
 /// Databases named in a condition message.
 const NAMED_IN_MESSAGE: usize = 5;
-
-/// An AWS failure as status and events see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    /// The AWS API call that failed (`DescribeDBInstances`, `ModifyDBParameterGroup`…).
-    pub call: String,
-    /// The AWS error code (`AccessDenied`, `Throttling`…).
-    pub code: String,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn class(&self) -> ErrorClass {
-        ErrorClass::of_code(&self.code)
-    }
-
-    /// Whether a human must act before a retry can succeed (access denied, no credentials, an
-    /// unknown region or endpoint).
-    pub fn needs_human(&self) -> bool {
-        self.class().needs_human()
-    }
-
-    /// The CamelCase reason for this failure.
-    pub fn reason(&self) -> &'static str {
-        self.class().as_str()
-    }
-
-    fn describe(&self) -> String {
-        format!("{}: {}: {}", self.call, self.code, self.message)
-    }
-}
 
 /// What one reconcile of a policy saw.
 #[derive(Clone, Debug, PartialEq)]
@@ -108,7 +51,7 @@ pub enum Observation {
 pub struct Refusal {
     /// `AccountNotFound`, `NamespaceNotPermitted`, `ModeNotPermitted`, `RegionNotPermitted` or
     /// `ExternalIdUnavailable`.
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -117,7 +60,7 @@ pub struct Refusal {
 pub struct ConditionState {
     pub type_: &'static str,
     pub status: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -132,7 +75,7 @@ pub fn conditions(
         cond(
             RECONCILING,
             false,
-            reason::IDLE,
+            Reason::Idle,
             "nothing in progress; the databases are checked again at the next resync".into(),
         )
     };
@@ -140,7 +83,7 @@ pub fn conditions(
         cond(
             STALLED,
             false,
-            reason::HEALTHY,
+            Reason::Healthy,
             "nothing needs a person to act".into(),
         )
     };
@@ -151,7 +94,7 @@ pub fn conditions(
             cond(STALLED, true, refusal.reason, refusal.message.clone()),
         ],
         Observation::InventoryFailed(failure) => {
-            let message = failure.describe();
+            let message = failure.to_string();
             if failure.needs_human() {
                 [
                     cond(READY, false, failure.reason(), message.clone()),
@@ -170,7 +113,7 @@ pub fn conditions(
                 };
                 [
                     ready,
-                    cond(RECONCILING, true, reason::RETRYING, message),
+                    cond(RECONCILING, true, Reason::Retrying, message),
                     healthy(),
                 ]
             }
@@ -183,14 +126,11 @@ pub fn conditions(
         } => {
             let ready = ready_condition(results, summary);
             let stalled = match failures.iter().find(|f| f.needs_human()) {
-                Some(f) => cond(STALLED, true, f.reason(), f.describe()),
+                Some(f) => cond(STALLED, true, f.reason(), f.to_string()),
                 // Only a change of the policy can make it check something.
-                None if ready.reason == reason::NOTHING_CHECKED => cond(
-                    STALLED,
-                    true,
-                    reason::NOTHING_CHECKED,
-                    ready.message.clone(),
-                ),
+                None if ready.reason == Reason::NothingChecked => {
+                    cond(STALLED, true, Reason::NothingChecked, ready.message.clone())
+                }
                 None => healthy(),
             };
             let reconciling = if stalled.status {
@@ -199,14 +139,14 @@ pub fn conditions(
                 cond(
                     RECONCILING,
                     true,
-                    reason::RETRYING,
-                    failures.first().map(Failure::describe).unwrap_or_default(),
+                    Reason::Retrying,
+                    failures.first().map(Failure::to_string).unwrap_or_default(),
                 )
             } else if *actions_succeeded > 0 {
                 cond(
                     RECONCILING,
                     true,
-                    reason::REMEDIATING,
+                    Reason::Remediating,
                     format!(
                         "{actions_succeeded} remediation action(s) applied; verifying on the next sweep"
                     ),
@@ -215,7 +155,7 @@ pub fn conditions(
                 cond(
                     RECONCILING,
                     true,
-                    reason::AWAITING_REBOOT,
+                    Reason::AwaitingReboot,
                     format!(
                         "{} database(s) wait for a reboot the policy allows (remediation.reboot: {})",
                         summary.pending_reboot,
@@ -233,44 +173,26 @@ pub fn conditions(
 /// Whether a reason read back from the object is that of a failure a human must fix (it is not
 /// kept once that failure is replaced by another).
 fn needs_human_reason(reason: &str) -> bool {
-    [
-        ErrorClass::AccessDenied,
-        ErrorClass::NoCredentials,
-        ErrorClass::InvalidConfiguration,
-    ]
-    .iter()
-    .any(|c| c.as_str() == reason)
-        || [
-            reason::ACCOUNT_NOT_FOUND,
-            reason::NAMESPACE_NOT_PERMITTED,
-            reason::MODE_NOT_PERMITTED,
-            reason::REGION_NOT_PERMITTED,
-            reason::EXTERNAL_ID_UNAVAILABLE,
-        ]
-        .contains(&reason)
+    Reason::parse(reason).is_some_and(Reason::needs_human)
 }
 
-/// Maps a reason read back from the object to our static string.
-fn known_reason(s: &str) -> Option<&'static str> {
-    [
-        reason::COMPLIANT,
-        reason::NON_COMPLIANT,
-        reason::PENDING_REBOOT,
-        reason::REMEDIATION_FAILED,
-        reason::NO_DATABASES_SELECTED,
-        reason::NOTHING_CHECKED,
-        reason::QUOTA_EXCEEDED,
-    ]
-    .into_iter()
-    .find(|r| *r == s)
+/// The Ready verdicts of an evaluation, the reasons a transient failure keeps.
+const VERDICTS: [Reason; 7] = [
+    Reason::Compliant,
+    Reason::NonCompliant,
+    Reason::PendingReboot,
+    Reason::RemediationFailed,
+    Reason::NoDatabasesSelected,
+    Reason::NothingChecked,
+    Reason::QuotaExceeded,
+];
+
+/// A Ready verdict read back from the object.
+fn known_reason(s: &str) -> Option<Reason> {
+    Reason::parse(s).filter(|r| VERDICTS.contains(r))
 }
 
-fn cond(
-    type_: &'static str,
-    status: bool,
-    reason: &'static str,
-    message: String,
-) -> ConditionState {
+fn cond(type_: &'static str, status: bool, reason: Reason, message: String) -> ConditionState {
     ConditionState {
         type_,
         status,
@@ -317,7 +239,7 @@ fn ready_condition(results: &[DatabaseResult], summary: &Summary) -> ConditionSt
         return cond(
             READY,
             false,
-            reason::NO_DATABASES_SELECTED,
+            Reason::NoDatabasesSelected,
             "the selector matches no PostgreSQL database".into(),
         );
     }
@@ -325,7 +247,7 @@ fn ready_condition(results: &[DatabaseResult], summary: &Summary) -> ConditionSt
         return cond(
             READY,
             false,
-            reason::NOTHING_CHECKED,
+            Reason::NothingChecked,
             format!(
                 "the policy checks nothing: its posture switches on no control, so none of the {} selected database(s) was checked; switch on at least one control in spec.posture (the apiserver rejects such a policy now; this one was stored before)",
                 summary.selected
@@ -337,7 +259,7 @@ fn ready_condition(results: &[DatabaseResult], summary: &Summary) -> ConditionSt
         return cond(
             READY,
             false,
-            reason::REMEDIATION_FAILED,
+            Reason::RemediationFailed,
             format!("{failed} database(s) could not be checked or fixed: {text}"),
         );
     }
@@ -345,7 +267,7 @@ fn ready_condition(results: &[DatabaseResult], summary: &Summary) -> ConditionSt
         return cond(
             READY,
             false,
-            reason::QUOTA_EXCEEDED,
+            Reason::QuotaExceeded,
             format!(
                 "{} database(s) could not be remediated: the account's parameter-group quota in this region is used up; their findings say which groups",
                 summary.deferred
@@ -360,7 +282,7 @@ fn ready_condition(results: &[DatabaseResult], summary: &Summary) -> ConditionSt
         return cond(
             READY,
             false,
-            reason::NON_COMPLIANT,
+            Reason::NonCompliant,
             format!(
                 "{non_compliant} of {} selected database(s) do not comply: {text}",
                 summary.selected
@@ -372,14 +294,14 @@ fn ready_condition(results: &[DatabaseResult], summary: &Summary) -> ConditionSt
         return cond(
             READY,
             false,
-            reason::PENDING_REBOOT,
+            Reason::PendingReboot,
             format!("{pending} database(s) comply once rebooted: {text}"),
         );
     }
     cond(
         READY,
         true,
-        reason::COMPLIANT,
+        Reason::Compliant,
         format!("all {} selected database(s) comply", summary.selected),
     )
 }
@@ -407,7 +329,7 @@ pub fn next_status(
             Condition {
                 type_: state.type_.to_string(),
                 status: status.to_string(),
-                reason: state.reason.to_string(),
+                reason: state.reason.as_str().to_string(),
                 message: state.message,
                 observed_generation: generation,
                 last_transition_time,
@@ -460,11 +382,10 @@ pub fn differs(
     strip(current) != strip(next)
 }
 
-/// The Ready reason of a status (the `result` label of the reconcile metric).
-pub fn ready_reason(status: &DatabaseSecurityPolicyStatus) -> &str {
-    find(&status.conditions, READY)
-        .map(|c| c.reason.as_str())
-        .unwrap_or("Unknown")
+/// The Ready reason of a status (the `result` label of the reconcile metric), when it has one
+/// pgbaseline knows.
+pub fn ready_reason(status: &DatabaseSecurityPolicyStatus) -> Option<Reason> {
+    find(&status.conditions, READY).and_then(|c| Reason::parse(&c.reason))
 }
 
 #[cfg(test)]
@@ -481,6 +402,7 @@ mod tests {
             .iter()
             .map(|(control, status)| Finding {
                 control: *control,
+                severity: crate::posture::catalogue::severity(*control),
                 status: *status,
                 observed: "o".into(),
                 expected: "e".into(),
@@ -620,11 +542,11 @@ mod tests {
         assert_eq!(get(&s, STALLED).status, "True");
         assert_eq!(get(&s, STALLED).reason, "NothingChecked");
         // A throttled sweep afterwards keeps the reason.
-        let throttled = Observation::InventoryFailed(Failure {
-            call: "DescribeDBInstances".into(),
-            code: "Throttling".into(),
-            message: "Rate exceeded".into(),
-        });
+        let throttled = Observation::InventoryFailed(Failure::new(
+            "DescribeDBInstances",
+            "Throttling",
+            "Rate exceeded",
+        ));
         let s2 = next_status(Some(&s), Some(1), &throttled, RebootPolicy::Never, t(2));
         assert_eq!(get(&s2, READY).reason, "NothingChecked");
         assert_eq!(get(&s2, READY).status, "False");
@@ -689,11 +611,11 @@ mod tests {
     fn access_denied_stalls_with_the_aws_code_and_keeps_results() {
         let good = evaluated(vec![db("a", &[(SSL, FindingStatus::Compliant)])]);
         let s1 = next_status(None, Some(1), &good, RebootPolicy::Never, t(1));
-        let denied = Observation::InventoryFailed(Failure {
-            call: "DescribeDBInstances".into(),
-            code: "AccessDenied".into(),
-            message: "not authorized".into(),
-        });
+        let denied = Observation::InventoryFailed(Failure::new(
+            "DescribeDBInstances",
+            "AccessDenied",
+            "not authorized",
+        ));
         let s2 = next_status(Some(&s1), Some(1), &denied, RebootPolicy::Never, t(2));
         assert_eq!(get(&s2, STALLED).status, "True");
         assert_eq!(get(&s2, STALLED).reason, "AccessDenied");
@@ -720,11 +642,11 @@ mod tests {
             ("NoRegion", "InvalidConfiguration"),
             ("InvalidClientTokenId", "AccessDenied"),
         ] {
-            let failed = Observation::InventoryFailed(Failure {
-                call: "DescribeDBInstances".into(),
-                code: code.into(),
-                message: "no AWS credentials: no provider gave any".into(),
-            });
+            let failed = Observation::InventoryFailed(Failure::new(
+                "DescribeDBInstances",
+                code,
+                "no AWS credentials: no provider gave any",
+            ));
             let s2 = next_status(Some(&s1), Some(1), &failed, RebootPolicy::Never, t(2));
             assert_eq!(get(&s2, STALLED).status, "True", "{code}");
             assert_eq!(get(&s2, STALLED).reason, reason, "{code}");
@@ -734,11 +656,11 @@ mod tests {
             assert!(!message.contains('\n'), "{message}");
             assert!(message.starts_with(&format!("DescribeDBInstances: {code}: ")));
             // A transient error next does not keep the Ready of the failure a human fixed.
-            let throttled = Observation::InventoryFailed(Failure {
-                call: "DescribeDBInstances".into(),
-                code: "Timeout".into(),
-                message: "no answer in time".into(),
-            });
+            let throttled = Observation::InventoryFailed(Failure::new(
+                "DescribeDBInstances",
+                "Timeout",
+                "no answer in time",
+            ));
             let s3 = next_status(Some(&s2), Some(1), &throttled, RebootPolicy::Never, t(3));
             assert_eq!(get(&s3, READY).reason, "AwsUnreachable", "{code}");
             assert_eq!(get(&s3, STALLED).status, "False", "{code}");
@@ -750,11 +672,11 @@ mod tests {
     fn transient_errors_keep_ready_and_mark_reconciling() {
         let good = evaluated(vec![db("a", &[(SSL, FindingStatus::Compliant)])]);
         let s1 = next_status(None, Some(1), &good, RebootPolicy::Never, t(1));
-        let throttled = Observation::InventoryFailed(Failure {
-            call: "DescribeDBParameters".into(),
-            code: "Throttling".into(),
-            message: "Rate exceeded".into(),
-        });
+        let throttled = Observation::InventoryFailed(Failure::new(
+            "DescribeDBParameters",
+            "Throttling",
+            "Rate exceeded",
+        ));
         let s2 = next_status(Some(&s1), Some(1), &throttled, RebootPolicy::Never, t(2));
         assert_eq!(get(&s2, READY), get(&s1, READY));
         assert_eq!(get(&s2, RECONCILING).status, "True");
@@ -811,11 +733,7 @@ mod tests {
                 results,
                 summary,
                 actions_succeeded: 0,
-                failures: vec![Failure {
-                    call: "ModifyDBInstance".into(),
-                    code: code.into(),
-                    message: "m".into(),
-                }],
+                failures: vec![Failure::new("ModifyDBInstance", code, "m")],
             }
         };
         let s = next_status(
@@ -867,11 +785,11 @@ mod tests {
             evaluated(vec![db("a", &[(SSL, FindingStatus::Compliant)])]),
             evaluated(vec![db("a", &[(SSL, FindingStatus::PendingReboot)])]),
             evaluated(vec![]),
-            Observation::InventoryFailed(Failure {
-                call: "DescribeDBInstances".into(),
-                code: "Timeout".into(),
-                message: "no answer in time".into(),
-            }),
+            Observation::InventoryFailed(Failure::new(
+                "DescribeDBInstances",
+                "Timeout",
+                "no answer in time",
+            )),
         ];
         for obs in &observations {
             for reboot in [RebootPolicy::Never, RebootPolicy::MaintenanceWindow] {

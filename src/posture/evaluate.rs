@@ -112,6 +112,7 @@ impl Evaluation {
         Evaluation {
             finding: Finding {
                 control,
+                severity: super::catalogue::severity(control),
                 status,
                 observed,
                 expected,
@@ -489,7 +490,7 @@ fn unread<'a>(
             Some(key) if !(key.starts_with("arn:") && key.contains(":key/")) => &errors.kms_aliases,
             _ => return None,
         },
-        c if !super::catalogue::info(c).parameters.is_empty() => &errors.parameters,
+        c if super::catalogue::reads_parameters(c) => &errors.parameters,
         _ => return None,
     };
     failed.as_deref()

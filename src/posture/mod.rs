@@ -3,11 +3,15 @@
 //! AWS SDK: everything here is a pure function of its inputs and tested exhaustively.
 
 pub mod catalogue;
+pub mod drift;
 pub mod evaluate;
 pub mod exposure;
+pub mod failure;
 pub mod managed;
 pub mod model;
+pub mod modify;
 pub mod plan;
+pub mod policy_report;
 pub mod report;
 pub mod select;
 pub mod simulate;

@@ -14,7 +14,7 @@ use crate::api::{
     ParameterGroupStrategy, RebootPolicy,
 };
 
-use super::catalogue;
+use super::catalogue::{self, Remediation};
 use super::evaluate::{AttributeChange, Evaluation, Fix, Target};
 use super::managed::{MANAGED_PREFIX, is_legacy_name};
 use super::model::{ApplyType, Database, Fleet, IngressRule, ParameterGroup};
@@ -178,6 +178,38 @@ fn describe_changes(changes: &[ParameterChange]) -> String {
         .join(", ")
 }
 
+impl Action {
+    /// `Err` when the catalogue does not fix a cause's control this way (a parameter change for
+    /// a report-only control, a revoke for a parameter…): the executor refuses such an action,
+    /// whatever planned it.
+    pub fn within_catalogue(&self) -> Result<(), String> {
+        for cause in &self.causes {
+            let remediation = catalogue::info(cause.control).remediation;
+            let allowed = match &self.kind {
+                ActionKind::SetParameters { .. }
+                | ActionKind::MoveToManagedGroup { .. }
+                | ActionKind::Reboot { .. } => remediation == Remediation::SetParameters,
+                ActionKind::ModifyAttributes { .. } => matches!(
+                    remediation,
+                    Remediation::Modify
+                        | Remediation::ModifyRestarts
+                        | Remediation::ModifyRotatesPassword
+                ),
+                ActionKind::RevokeIngress { .. } => remediation == Remediation::RevokeRule,
+            };
+            if !allowed {
+                return Err(format!(
+                    "{} is not how {} is fixed ({})",
+                    self.kind.aws_call(),
+                    cause.control,
+                    catalogue::info(cause.control).fix
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The finding an action works towards.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Cause {
@@ -260,7 +292,7 @@ pub fn plan(
                     }
                     Fix::Reboot => reboot_for.push(control),
                     Fix::Attribute { target, change } => {
-                        if matches!(change, AttributeChange::SetCaCertificate(_))
+                        if catalogue::info(control).remediation == Remediation::ModifyRestarts
                             && !restart_allowed
                         {
                             builder.notes.insert(
@@ -430,9 +462,7 @@ fn enforced_parameter_controls(
     evaluations
         .iter()
         .map(|e| e.finding.control)
-        .filter(|c| {
-            spec.mode_for(*c) == Mode::Enforce && !catalogue::info(*c).parameters.is_empty()
-        })
+        .filter(|c| spec.mode_for(*c) == Mode::Enforce && catalogue::reads_parameters(*c))
         .collect()
 }
 

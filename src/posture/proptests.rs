@@ -440,6 +440,11 @@ fn assert_safe(
     };
     let groups = groups_by_name(fleet);
     for action in &plan.actions {
+        prop_assert!(
+            action.within_catalogue().is_ok(),
+            "{:?}",
+            action.within_catalogue()
+        );
         match &action.kind {
             ActionKind::SetParameters {
                 group,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use crate::api::{DatabaseResult, FindingStatus, MAX_DATABASES_IN_STATUS, Summary};
 
 use super::evaluate::Evaluation;
+use super::failure::Failure;
 use super::model::Database;
 use super::plan::{ActionKind, Cause, DbKey, Plan};
 
@@ -23,9 +24,6 @@ pub fn ellipsize(mut text: String, max: usize) -> String {
     text
 }
 
-/// Codes of the failures pgbaseline decides itself (a refusal, not an AWS error).
-pub const REFUSAL_PREFIX: &str = "Refused";
-
 /// How one action went.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -35,11 +33,8 @@ pub enum Outcome {
     Skipped {
         reason: String,
     },
-    /// Failed with the AWS error code and message.
-    Failed {
-        code: String,
-        message: String,
-    },
+    /// Failed: an AWS call failed, or pgbaseline refused the change.
+    Failed(Failure),
     /// Not done because it does not fit the account's quotas (reported; tried again next pass).
     Deferred {
         reason: String,
@@ -50,7 +45,7 @@ impl Outcome {
     /// Whether AWS may now differ from the fleet the plan was made from (a failed action may
     /// have done part of its calls); a skipped or deferred one made no change.
     pub fn may_have_changed_aws(&self) -> bool {
-        matches!(self, Outcome::Succeeded | Outcome::Failed { .. })
+        matches!(self, Outcome::Succeeded | Outcome::Failed(_))
     }
 }
 
@@ -96,12 +91,15 @@ pub fn results(
             if acted && !actions.is_empty() {
                 let failure = actions.iter().find_map(|(kind, outcome)| match outcome {
                     // pgbaseline's own refusals made no failing call: say what was refused.
-                    Outcome::Failed { code, message } if code.starts_with(REFUSAL_PREFIX) => {
-                        Some(format!("not remediated: {message}"))
+                    Outcome::Failed(f) if f.is_refusal() => {
+                        Some(format!("not remediated: {}", f.message))
                     }
-                    Outcome::Failed { code, message } => {
-                        Some(format!("{} failed: {code}: {message}", kind.aws_call()))
-                    }
+                    Outcome::Failed(f) => Some(format!(
+                        "{} failed: {}: {}",
+                        kind.aws_call(),
+                        f.code,
+                        f.message
+                    )),
                     _ => None,
                 });
                 let deferred = actions.iter().find_map(|(_, outcome)| match outcome {

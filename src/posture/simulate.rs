@@ -8,6 +8,7 @@ use crate::api::DatabaseKind;
 use super::evaluate::{AttributeChange, Target};
 use super::managed::{Contents, FullParameter, content_digest, managed_name};
 use super::model::{ApplyStatus, Attached, Fleet, ParameterGroup};
+use super::modify::Modification;
 use super::plan::{ActionKind, ApplyMethod, Plan};
 
 /// Applies every action of `plan` to `fleet`, following AWS semantics: a static change or a
@@ -192,56 +193,22 @@ pub fn apply(fleet: &mut Fleet, plan: &Plan) {
 }
 
 fn modify(fleet: &mut Fleet, target: &Target, change: &AttributeChange) {
+    let modification = Modification::of(target, std::slice::from_ref(change));
     for db in &mut fleet.databases {
-        let whole = match target {
-            Target::Instance(id) => db.kind == DatabaseKind::Instance && &db.id == id,
-            Target::Cluster(id) => db.kind == DatabaseKind::Cluster && &db.id == id,
-        };
-        let member = match target {
+        match target {
+            Target::Instance(id) if db.kind == DatabaseKind::Instance && &db.id == id => {
+                modification.apply_to(&mut db.attributes)
+            }
+            Target::Cluster(id) if db.kind == DatabaseKind::Cluster && &db.id == id => {
+                modification.apply_to(&mut db.attributes)
+            }
+            // Instance-level settings of Aurora are planned on the member instances.
             Target::Instance(id) if db.kind == DatabaseKind::Cluster => {
-                db.members.iter().position(|m| &m.id == id)
+                for member in db.members.iter_mut().filter(|m| &m.id == id) {
+                    modification.apply_to_member(member);
+                }
             }
-            _ => None,
-        };
-        if !whole && member.is_none() {
-            continue;
-        }
-        let a = &mut db.attributes;
-        match (change, member) {
-            (AttributeChange::DisablePublicAccess, Some(i)) => {
-                db.members[i].publicly_accessible = false
-            }
-            (AttributeChange::EnableAutoMinorVersionUpgrade, Some(i)) => {
-                db.members[i].auto_minor_version_upgrade = true
-            }
-            (AttributeChange::SetCaCertificate(ca), Some(i)) => {
-                db.members[i].ca_certificate = Some(super::model::CaCertificate {
-                    identifier: ca.clone(),
-                    valid_till: None,
-                });
-            }
-            (_, Some(_)) => {}
-            (AttributeChange::DisablePublicAccess, None) => a.publicly_accessible = false,
-            (AttributeChange::EnableIamAuth, None) => a.iam_auth = true,
-            (AttributeChange::EnableLogExports(logs), None) => {
-                a.cloudwatch_exports.extend(logs.iter().cloned())
-            }
-            (AttributeChange::EnableDeletionProtection, None) => a.deletion_protection = true,
-            (AttributeChange::RaiseBackupRetention(days), None) => {
-                a.backup_retention_days = a.backup_retention_days.max(*days)
-            }
-            (AttributeChange::EnableAutoMinorVersionUpgrade, None) => {
-                a.auto_minor_version_upgrade = true
-            }
-            (AttributeChange::SetCaCertificate(ca), None) => {
-                a.ca_certificate = Some(super::model::CaCertificate {
-                    identifier: ca.clone(),
-                    valid_till: None,
-                });
-            }
-            (AttributeChange::EnableManagedMasterPassword, None) => {
-                a.managed_master_password = true
-            }
+            _ => {}
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::api::controls::Switch;
 use crate::api::*;
 
 use super::evaluate::{AttributeChange, EvalContext, Evaluation, Fix, Target, evaluate};
+use super::failure::Failure;
 use super::model::{
     ApplyStatus, ApplyType, Database, Fleet, IngressRule, IngressSource, NaclEntry, SecurityGroup,
 };
@@ -656,6 +657,7 @@ fn more_than_twenty_parameters_are_split_into_calls_of_twenty() {
     let evaluation = Evaluation {
         finding: Finding {
             control: ControlId::ForceSsl,
+            severity: Severity::High,
             status: FindingStatus::NonCompliant,
             observed: String::new(),
             expected: String::new(),
@@ -1289,10 +1291,11 @@ fn report_marks_remediations_failures_and_counts() {
     assert_eq!(p.actions.len(), 2);
     let outcomes = vec![
         Outcome::Succeeded,
-        Outcome::Failed {
-            code: "AccessDenied".into(),
-            message: "not authorized".into(),
-        },
+        Outcome::Failed(Failure::new(
+            "ModifyDBParameterGroup",
+            "AccessDenied",
+            "not authorized",
+        )),
     ];
     let (res, summary) = results(&evaluated, &p, &outcomes);
     assert_eq!(summary.selected, 2);
@@ -1339,10 +1342,11 @@ fn deferred_and_refused_remediations_are_reported_with_their_reason() {
         Outcome::Deferred {
             reason: "QuotaExceeded: the quota is used up".into(),
         },
-        Outcome::Failed {
-            code: "RefusedManagedGroup".into(),
-            message: "pgbaseline-x exists but it was not created by pgbaseline".into(),
-        },
+        Outcome::Failed(Failure::refused(
+            "ModifyDBInstance",
+            super::failure::code::REFUSED_MANAGED_GROUP,
+            "pgbaseline-x exists but it was not created by pgbaseline",
+        )),
     ];
     let (res, summary) = results(&evaluated, &p, &outcomes);
     assert_eq!(summary.deferred, 1);

@@ -80,6 +80,13 @@ if out=$(k apply --server-side -f "$ROOT/charts/pgbaseline/crds/awsaccounts.pgba
 else
   bad "AwsAccount CRD accepted by kube-apiserver" "$out"; finish
 fi
+# The two policy report APIs (upstream CRDs): the operator writes openreports.io and clears
+# wgpolicyk8s.io, with nothing but the chart's RBAC.
+for f in openreports.io_reports wgpolicyk8s.io_policyreports; do
+  k apply --server-side -f "$ROOT/tests/fixtures/policy-report-crds/$f.yaml" >/dev/null \
+    && k wait --for=condition=Established --timeout=60s "crd/${f#*_}.${f%%_*}" >/dev/null \
+    || { bad "policy report CRD $f" "$(k get crd 2>&1)"; finish; }
+done
 
 render_rbac() { # render_rbac [helm args...]: the ServiceAccount and every RBAC object of the chart
   "$HELM" template pgbaseline "$ROOT/charts/pgbaseline" -n "$NS" \
@@ -132,6 +139,12 @@ expect_yes=(
   "patch databasesecuritypolicies.pgbaseline.io/status -n other-team"
   "create events.events.k8s.io -n $POLICY_NS"
   "patch events.events.k8s.io -n $POLICY_NS"
+  "create reports.openreports.io -n $POLICY_NS"
+  "patch reports.openreports.io -n $POLICY_NS"
+  "list reports.openreports.io -n $POLICY_NS"
+  "delete reports.openreports.io -n $POLICY_NS"
+  "patch policyreports.wgpolicyk8s.io -n $POLICY_NS"
+  "delete policyreports.wgpolicyk8s.io -n $POLICY_NS"
   "create leases.coordination.k8s.io -n $NS"
   "get leases.coordination.k8s.io/pgbaseline-leader -n $NS"
   "update leases.coordination.k8s.io/pgbaseline-leader -n $NS"
@@ -154,6 +167,8 @@ expect_no=(
   "list secrets -A"
   "watch secrets -n $POLICY_NS"
   "get configmaps -n $NS"
+  "update reports.openreports.io -n $POLICY_NS"
+  "deletecollection policyreports.wgpolicyk8s.io -n $POLICY_NS"
   "create events -n $POLICY_NS"
   "delete events.events.k8s.io -n $POLICY_NS"
   "list leases.coordination.k8s.io -n $NS"
@@ -356,6 +371,8 @@ holder=$(k get lease pgbaseline-leader -n "$NS" -o jsonpath='{.spec.holderIdenti
 [[ $holder == pgbaseline-rbac-test-* ]] && ok "leader Lease $NS/pgbaseline-leader held by $holder" || bad "leader Lease" "$holder"
 ev=$(k get events.events.k8s.io -n "$POLICY_NS" -o jsonpath='{range .items[*]}{.reason}{" "}{end}' 2>&1)
 [[ -n ${ev// /} ]] && ok "Events written (events.k8s.io): $(tr ' ' '\n' <<<"$ev" | grep . | sort | uniq -c | awk '{printf "%s×%s ", $2, $1}')" || bad "Events written" "$ev"
+reps=$(k get reports.openreports.io -n "$POLICY_NS" -o jsonpath='{range .items[*]}{.metadata.labels.pgbaseline\.io/database}{" "}{end}' 2>&1)
+[[ -n ${reps// /} ]] && ok "policy reports written with the SA token (openreports.io): $reps" || bad "policy reports written" "$reps"
 probe=""
 for p in /healthz /readyz /metrics; do
   code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$METRICS_PORT$p"); probe+="$p=$code "

@@ -94,6 +94,7 @@ VARIANTS = {
                       "--set", "leaderElection.enabled=false"],
     "all-optional": ["--set", "networkPolicy.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
                      "--set", "podDisruptionBudget.enabled=true",
+                     "--set", "metrics.prometheusRule.enabled=true", "--set", "grafanaDashboard.enabled=true",
                      "--set", "aws.roleArn=arn:aws:iam::123456789012:role/pgbaseline",
                      "--set", "aws.region=eu-west-1"],
 }
@@ -152,6 +153,8 @@ EXPECTED_POLICY_RULES = [
     {"apiGroups": ["pgbaseline.io"], "resources": ["databasesecuritypolicies"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["pgbaseline.io"], "resources": ["databasesecuritypolicies/status"], "verbs": ["get", "patch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": ["openreports.io"], "resources": ["reports"], "verbs": ["list", "create", "patch", "delete"]},
+    {"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"], "verbs": ["list", "create", "patch", "delete"]},
 ]
 
 
@@ -187,6 +190,16 @@ def test_rbac_has_exactly_the_operator_verbs(helm):
             if d is not external:
                 assert "secrets" not in r["resources"]
             assert "*" not in r["verbs"] and "*" not in r["resources"]
+
+
+def test_policy_reports_off_drops_their_rbac_and_sets_the_flag(helm):
+    docs = render(helm, "--set", "operator.policyReports=off")
+    roles = {r["metadata"]["name"]: r for r in by_kind(docs, "ClusterRole")}
+    assert roles["pgb-pgbaseline"]["rules"] == EXPECTED_POLICY_RULES[:3]
+    (dep,) = by_kind(docs, "Deployment")
+    assert "--policy-reports=off" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    (dep,) = by_kind(render(helm), "Deployment")
+    assert "--policy-reports=auto" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 def test_watch_namespaces_give_namespaced_roles(helm):
@@ -231,6 +244,7 @@ def test_optional_objects_and_irsa(helm):
     ["--set", "watchNamespaces={Not_A_Namespace}"],
     ["--set", "aws.roleArn=not-an-arn"],
     ["--set", "unknownKey=1"],
+    ["--set", "operator.policyReports=both"],
 ])
 def test_values_schema_rejects(helm, bad):
     p = subprocess.run([helm, "template", "pgb", str(CHART), *bad], capture_output=True, text=True)

@@ -74,4 +74,13 @@ read and watch policies, write only their status, record events.
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if ne .Values.operator.policyReports "off" }}
+# Policy reports: server-side apply (create + patch), list by label, delete.
+- apiGroups: [openreports.io]
+  resources: [reports]
+  verbs: [list, create, patch, delete]
+- apiGroups: [wgpolicyk8s.io]
+  resources: [policyreports]
+  verbs: [list, create, patch, delete]
+{{- end }}
 {{- end -}}
