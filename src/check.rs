@@ -12,6 +12,7 @@ use crate::api::{
     DatabaseKind, DatabaseResult, DatabaseSecurityPolicy, DatabaseSecurityPolicySpec,
     FindingStatus, Mode,
 };
+use crate::aws::sts::{Assume, session_name};
 use crate::aws::{
     AwsRegion, Failure,
     inventory::{Inventory, Needs},
@@ -84,6 +85,61 @@ pub struct Options {
     pub db: crate::postgres::Settings,
     /// Where `secretRef`s are read: DIR/<name>/<key>.
     pub secrets_dir: Option<std::path::PathBuf>,
+    /// Assume this role (another account's), read-only unless `fix`.
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    /// Regions for the policies that name none (the environment's when empty).
+    pub regions: Vec<String>,
+}
+
+impl Options {
+    /// Options that check with the environment's identity and region.
+    pub fn new(fix: bool, requests_per_second: u32, call_timeout: std::time::Duration) -> Options {
+        Options {
+            fix,
+            requests_per_second,
+            call_timeout,
+            role_arn: None,
+            external_id: None,
+            regions: Vec::new(),
+            db: crate::postgres::Settings::default(),
+            secrets_dir: None,
+        }
+    }
+
+    /// The clients for `region`: the environment's identity, or the assumed role's (with the
+    /// operator's read-only session policy unless fixing).
+    async fn clients(&self, region: Option<&str>) -> Result<AwsRegion, Failure> {
+        let Some(role) = &self.role_arn else {
+            return AwsRegion::from_env(region, self.requests_per_second, self.call_timeout).await;
+        };
+        let region = match region {
+            Some(r) => r.to_string(),
+            None => {
+                AwsRegion::from_env(None, self.requests_per_second, self.call_timeout)
+                    .await?
+                    .region
+            }
+        };
+        let account_id = role.split(':').nth(4).unwrap_or_default().to_string();
+        let assume = Assume {
+            account_id: account_id.clone(),
+            role_arn: role.clone(),
+            external_id: self.external_id.clone(),
+            session_name: session_name(&["pgbaseline-check", &account_id]),
+            read_only: !self.fix,
+            session_length: std::time::Duration::from_secs(3600),
+        };
+        let aws = AwsRegion::assumed(
+            &region,
+            &assume,
+            self.requests_per_second,
+            self.call_timeout,
+        )
+        .await?;
+        aws.verify_account(&account_id).await?;
+        Ok(aws)
+    }
 }
 
 /// How a policy logs in to its databases, as `check` resolves it: an IAM user as is, a
@@ -147,17 +203,35 @@ pub enum Exit {
 /// Evaluates (and with `fix`, remediates) every policy against its region.
 pub async fn run(
     policies: &[DatabaseSecurityPolicy],
-    options: Options,
+    options: &Options,
 ) -> Result<(Report, Vec<std::sync::Arc<crate::aws::CallStats>>), Failure> {
     let mut by_region: BTreeMap<Option<String>, Vec<&DatabaseSecurityPolicy>> = BTreeMap::new();
     for policy in policies {
-        by_region
-            .entry(policy.spec.region().map(str::to_string))
-            .or_default()
-            .push(policy);
+        if let Some(account) = &policy.spec.account_ref
+            && options.role_arn.is_none()
+        {
+            return Err(Failure {
+                call: "configure",
+                class: crate::aws::ErrorClass::InvalidConfiguration,
+                code: "AccountNotGiven".into(),
+                message: format!(
+                    "policy {} names AwsAccount {}, which check cannot read outside the cluster: give that account's role with --role-arn (and --external-id)",
+                    policy_key(policy),
+                    account.name
+                ),
+            });
+        }
+        let regions: Vec<Option<String>> = match policy.spec.region() {
+            Some(r) => vec![Some(r.to_string())],
+            None if options.regions.is_empty() => vec![None],
+            None => options.regions.iter().cloned().map(Some).collect(),
+        };
+        for region in regions {
+            by_region.entry(region).or_default().push(policy);
+        }
     }
     let mut merged: BTreeMap<(String, DatabaseKind, String), ReportDatabase> = BTreeMap::new();
-    let mut unmatched = Vec::new();
+    let mut selected: BTreeMap<String, u32> = BTreeMap::new();
     let mut unchecked = Vec::new();
     let mut stats = Vec::new();
     let layer = policies
@@ -165,12 +239,7 @@ pub async fn run(
         .any(|p| indb::needed(&p.spec))
         .then(|| Layer::new(options.db.clone()));
     for (region, policies) in by_region {
-        let aws = AwsRegion::from_env(
-            region.as_deref(),
-            options.requests_per_second,
-            options.call_timeout,
-        )
-        .await?;
+        let aws = options.clients(region.as_deref()).await?;
         stats.push(aws.stats.clone());
         let inventory = Inventory::new(aws.clone());
         let specs: Vec<_> = policies
@@ -198,10 +267,9 @@ pub async fn run(
             let run = engine::run_policy(spec, &fleet, &aws, db, Utc::now()).await;
             let acted = run.outcomes.iter().any(Outcome::may_have_changed_aws);
             let name = policy_key(policy);
-            if run.summary.selected == 0 {
-                unmatched.push(name.clone());
-            }
-            if checked_nothing(spec, &run.results) {
+            // A policy checked in several regions is unmatched only if no region matched.
+            *selected.entry(name.clone()).or_insert(0) += run.summary.selected;
+            if checked_nothing(spec, &run.results) && !unchecked.contains(&name) {
                 unchecked.push(name.clone());
             }
             for result in run.results {
@@ -233,6 +301,12 @@ pub async fn run(
             }
         }
     }
+    let mut unmatched: Vec<String> = policies
+        .iter()
+        .map(policy_key)
+        .filter(|name| selected.get(name).copied().unwrap_or(0) == 0)
+        .collect();
+    unmatched.dedup();
     let mut report = Report {
         unmatched_policies: unmatched,
         unchecked_policies: unchecked,

@@ -52,8 +52,12 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print the DatabaseSecurityPolicy CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML (DatabaseSecurityPolicy by default).
+    Crd {
+        /// Which CRD: `policy` (DatabaseSecurityPolicy) or `account` (AwsAccount).
+        #[arg(long, value_enum, default_value_t = CrdKind::Policy)]
+        kind: CrdKind,
+    },
     /// Evaluate policy manifests against AWS once (exit 0 compliant, 1 non-compliant, 2 error,
     /// 3 a policy selected or checked nothing).
     #[command(after_long_help = CHECK_EXIT_CODES, after_help = CHECK_EXIT_CODES)]
@@ -200,6 +204,44 @@ pub struct CheckArgs {
     /// of a mounted Secret (check runs outside the cluster and reads no Secret from it).
     #[arg(long, value_name = "DIR")]
     pub db_secrets_dir: Option<PathBuf>,
+    /// Check another account: assume this role (as the operator does for an AwsAccount). The
+    /// session is read-only unless `--fix` is given.
+    #[arg(long, value_name = "ARN", value_parser = parse_role_arn)]
+    pub role_arn: Option<String>,
+    /// The external id the role's trust policy requires (or set PGBASELINE_EXTERNAL_ID, which
+    /// keeps it out of the process list).
+    #[arg(
+        long,
+        env = "PGBASELINE_EXTERNAL_ID",
+        hide_env_values = true,
+        requires = "role_arn"
+    )]
+    pub external_id: Option<String>,
+    /// A region to check policies that name none in (repeatable); the environment's region by
+    /// default.
+    #[arg(long = "region", value_name = "REGION")]
+    pub regions: Vec<String>,
+}
+
+/// `arn:aws…:iam::<12 digits>:role/<name>`.
+fn parse_role_arn(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("arn:")
+        .and_then(|r| r.split_once(":iam::"))
+        .filter(|(partition, _)| partition.starts_with("aws"))
+        .map(|(_, rest)| rest);
+    match rest.and_then(|r| r.split_once(":role/")) {
+        Some((account, role))
+            if account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && !role.is_empty() =>
+        {
+            Ok(text.to_string())
+        }
+        _ => Err(format!(
+            "{text}: not an IAM role ARN (arn:aws:iam::<account id>:role/<name>)"
+        )),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -221,7 +263,10 @@ pub fn main() -> ExitCode {
     init_tracing(cli.log_json, default_level);
     match cli.command {
         Command::Run(args) => run_operator(args),
-        Command::Crd => match crd_yaml() {
+        Command::Crd { kind } => match match kind {
+            CrdKind::Policy => crd_yaml(),
+            CrdKind::Account => account_crd_yaml(),
+        } {
             Ok(yaml) => match write_stdout(&yaml) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => e,
@@ -397,8 +442,11 @@ fn run_check(args: CheckArgs) -> ExitCode {
         call_timeout: args.aws_timeout,
         db: args.db.settings(),
         secrets_dir: args.db_secrets_dir.clone(),
+        role_arn: args.role_arn.clone(),
+        external_id: args.external_id.clone(),
+        regions: args.regions.clone(),
     };
-    let (mut report, stats) = match runtime.block_on(check::run(&policies, options)) {
+    let (mut report, stats) = match runtime.block_on(check::run(&policies, &options)) {
         Ok(r) => r,
         Err(e) => return fail(&format!("AWS {e}")),
     };
@@ -448,6 +496,19 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .worker_threads(2)
         .enable_all()
         .build()
+}
+
+/// The CRDs `pgbaseline crd` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CrdKind {
+    Policy,
+    Account,
+}
+
+/// The `AwsAccount` CRD exactly as `crds/` holds it.
+pub fn account_crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    let options = serde_saphyr::ser_options! { folded_wrap_chars: usize::MAX / 2 };
+    serde_saphyr::to_string_with_options(&crate::api::AwsAccount::crd(), options)
 }
 
 /// The CRD exactly as `crds/` holds it: long lines are not folded, multi-line text is a literal

@@ -18,6 +18,17 @@ fn crds_directory_holds_the_generated_crd() {
 }
 
 #[test]
+fn crds_directory_holds_the_generated_account_crd() {
+    let file = "crds/awsaccounts.pgbaseline.io.yaml";
+    let generated = pgbaseline::cli::account_crd_yaml().expect("crd serialises");
+    let committed = std::fs::read_to_string(file).expect("crd file exists");
+    assert!(
+        generated == committed,
+        "{file} is stale: run `cargo run -- crd --kind account > {file}`"
+    );
+}
+
+#[test]
 fn every_example_is_a_valid_policy() {
     let mut count = 0;
     for entry in std::fs::read_dir("examples").expect("examples dir") {

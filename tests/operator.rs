@@ -1347,18 +1347,7 @@ fn fetch_calls(url: &str) -> Option<Vec<common::Call>> {
         .body_mut()
         .read_json()
         .ok()?;
-    Some(
-        body["calls"]
-            .as_array()?
-            .iter()
-            .map(|c| common::Call {
-                service: c["service"].as_str().unwrap_or_default().to_string(),
-                action: c["action"].as_str().unwrap_or_default().to_string(),
-                status: c["status"].as_u64().unwrap_or(0) as u16,
-                throttled: c["throttled"].as_bool().unwrap_or(false),
-            })
-            .collect(),
-    )
+    common::parse_calls(&body)
 }
 
 impl CallWatch {

@@ -4,6 +4,7 @@
 //! these types, so `kubectl explain` shows the doc comments and the apiserver rejects bad input
 //! before the operator ever sees it.
 
+pub mod account;
 pub mod controls;
 pub mod status;
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::posture::exposure::{self, Family};
 
+pub use account::{AccountRef, AwsAccount, AwsAccountSpec, AwsAccountStatus};
 pub use controls::ControlId;
 pub use status::*;
 
@@ -38,6 +40,12 @@ pub use status::*;
         type_ = "string",
         json_path = ".spec.mode",
         description = "Audit or Enforce"
+    ),
+    printcolumn(
+        name = "Account",
+        type_ = "string",
+        json_path = ".spec.accountRef.name",
+        description = "The AwsAccount, when not the operator's own"
     ),
     printcolumn(
         name = "Selected",
@@ -92,6 +100,12 @@ pub struct DatabaseSecurityPolicySpec {
     /// How remediation may change databases.
     #[serde(default)]
     pub remediation: Remediation,
+
+    /// The `AwsAccount` whose databases this policy governs. Without it, the operator's own
+    /// identity and region are used. The account must allow this policy's namespace and mode;
+    /// otherwise the policy is Stalled and nothing is read or changed in that account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_ref: Option<AccountRef>,
 
     /// How often AWS is re-read, in seconds.
     #[serde(default = "default_resync_seconds")]

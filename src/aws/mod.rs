@@ -6,6 +6,7 @@ pub mod convert;
 pub mod executor;
 pub mod groups;
 pub mod inventory;
+pub mod sts;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -13,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 use aws_sdk_rds::error::ProvideErrorMetadata;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -159,10 +159,14 @@ fn dispatch_failure(
                     code::CREDENTIALS_MISCONFIGURED.to_string(),
                     format!("the AWS credential configuration is invalid: {detail}"),
                 ),
-                _ => (
-                    code::CONNECTION_FAILED.to_string(),
-                    format!("AWS credentials could not be loaded: {detail}"),
-                ),
+                _ => match sts::assume_role_refusal(credentials) {
+                    // STS answered: its code (AccessDenied, ExpiredToken…) says what to fix.
+                    Some(refusal) => refusal,
+                    None => (
+                        code::CONNECTION_FAILED.to_string(),
+                        format!("AWS credentials could not be loaded: {detail}"),
+                    ),
+                },
             };
         }
         source = e.source();
@@ -382,6 +386,7 @@ pub struct AwsRegion {
     pub(crate) rds: aws_sdk_rds::Client,
     pub(crate) ec2: aws_sdk_ec2::Client,
     pub(crate) kms: aws_sdk_kms::Client,
+    pub(crate) sts: aws_sdk_sts::Client,
     limiter: Arc<DefaultDirectRateLimiter>,
     pub stats: Arc<CallStats>,
     /// The endpoint every client uses when one is configured (`AWS_ENDPOINT_URL`); else AWS's
@@ -400,33 +405,21 @@ impl std::fmt::Debug for AwsRegion {
 }
 
 impl AwsRegion {
-    /// Clients from the standard environment (`AWS_ENDPOINT_URL`, credential chain), for
-    /// `region` or the environment's region; every call ends within `call_timeout`.
-    pub async fn from_env(
-        region: Option<&str>,
-        requests_per_second: u32,
-        call_timeout: Duration,
-    ) -> Result<AwsRegion, Failure> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            // Throttling is expected under a shared budget: retry patiently.
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(6)
-                    .with_max_backoff(Duration::from_secs(5)),
-            )
-            // A hung endpoint must not hold a sweep (and every policy waiting on it) forever.
-            .timeout_config(timeout_config(call_timeout));
-        if let Some(region) = region {
-            loader = loader.region(Region::new(region.to_string()));
-        }
-        let config = loader.load().await;
-        AwsRegion::from_config(&config, requests_per_second)
-    }
-
     /// Clients from an explicit SDK configuration (tests, benchmarks).
     pub fn from_config(
         config: &aws_config::SdkConfig,
         requests_per_second: u32,
+    ) -> Result<AwsRegion, Failure> {
+        let rate = NonZeroU32::new(requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+        let limiter = Arc::new(RateLimiter::direct(Quota::per_second(rate)));
+        AwsRegion::from_config_sharing(config, limiter, Arc::new(CallStats::default()))
+    }
+
+    /// Clients from `config` counting into `stats` and sharing `limiter`.
+    fn from_config_sharing(
+        config: &aws_config::SdkConfig,
+        limiter: Arc<DefaultDirectRateLimiter>,
+        stats: Arc<CallStats>,
     ) -> Result<AwsRegion, Failure> {
         let region = config
             .region()
@@ -437,7 +430,6 @@ impl AwsRegion {
                 code: code::NO_REGION.into(),
                 message: "no AWS region: set AWS_REGION or the policy's selector.region".into(),
             })?;
-        let stats = Arc::new(CallStats::default());
         let interceptor = || CountingInterceptor {
             stats: stats.clone(),
         };
@@ -456,13 +448,17 @@ impl AwsRegion {
                 .interceptor(interceptor())
                 .build(),
         );
-        let rate = NonZeroU32::new(requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
-        let limiter = Arc::new(RateLimiter::direct(Quota::per_second(rate)));
+        let sts = aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(config)
+                .interceptor(interceptor())
+                .build(),
+        );
         Ok(AwsRegion {
             region,
             rds,
             ec2,
             kms,
+            sts,
             limiter,
             stats,
             endpoint: config.endpoint_url().map(str::to_string),
@@ -490,7 +486,7 @@ impl AwsRegion {
             .hostname(host)
             .port(u64::from(port))
             .username(user)
-            .region(Region::new(self.region.clone()))
+            .region(aws_config::Region::new(self.region.clone()))
             .expires_in(900);
         if let Some(credentials) = self.sdk.credentials_provider() {
             builder = builder.credentials(credentials);

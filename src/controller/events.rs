@@ -83,6 +83,16 @@ pub fn for_failure(failure: &Failure) -> EventSpec {
     }
 }
 
+/// A warning when a policy may not use its account.
+pub fn for_refusal(refusal: &super::status::Refusal) -> EventSpec {
+    EventSpec {
+        warning: true,
+        reason: refusal.reason,
+        action: "UseAccount".into(),
+        note: note(refusal.message.clone()),
+    }
+}
+
 /// An event when the Ready reason changes: Normal when it became `Compliant`, Warning otherwise.
 pub fn for_ready_change(
     previous_reason: Option<Reason>,

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::aws::executor::{MayAct, collect_garbage};
 use crate::aws::inventory::{Inventory, Needs};
+use crate::aws::sts::Assume;
 use crate::aws::{AwsRegion, ErrorClass, Failure};
 use crate::posture::Fleet;
 use crate::posture::managed::garbage;
@@ -49,7 +50,14 @@ struct Cache {
 
 /// One (account, region).
 pub struct Region {
+    /// The `AwsAccount` this region is reached through; empty for the operator's own identity.
+    pub account: String,
+    /// The clients that read (for an account: its Audit role, in a read-only session).
     pub aws: AwsRegion,
+    /// The role that remediates, when not the reading clients' (an account that allows
+    /// Enforce), and its clients once first needed.
+    enforce: Option<(Assume, Duration)>,
+    enforce_aws: tokio::sync::OnceCell<AwsRegion>,
     inventory: Inventory,
     cache: Mutex<Cache>,
     /// Held by a policy that may act from its evaluation to the end of its execution, so two
@@ -87,13 +95,48 @@ pub fn union(a: Needs, b: Needs) -> Needs {
 
 impl Region {
     pub fn new(aws: AwsRegion) -> Region {
+        Region::of_account(String::new(), aws, None)
+    }
+
+    /// The region of an account: `aws` reads, `enforce` (the role and the call time limit)
+    /// remediates.
+    pub fn of_account(
+        account: String,
+        aws: AwsRegion,
+        enforce: Option<(Assume, Duration)>,
+    ) -> Region {
         Region {
+            account,
+            enforce,
+            enforce_aws: tokio::sync::OnceCell::new(),
             inventory: Inventory::new(aws.clone()),
             aws,
             cache: Mutex::new(Cache::default()),
             act: Mutex::new(()),
             garbage: Mutex::new((BTreeMap::new(), None)),
             unreachable: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The clients a policy of this region executes its plan with: the Enforce role's when the
+    /// policy may act in an account with one, else the reading clients (for an account: a
+    /// read-only session, so nothing it could do would write).
+    pub async fn acting(&self, may_act: bool) -> Result<AwsRegion, Failure> {
+        match &self.enforce {
+            Some((assume, timeout)) if may_act => self
+                .enforce_aws
+                .get_or_try_init(|| self.aws.assumed_alongside(assume, *timeout))
+                .await
+                .cloned(),
+            _ => Ok(self.aws.clone()),
+        }
+    }
+
+    /// The key of this region.
+    pub fn key(&self) -> Key {
+        Key {
+            account: self.account.clone(),
+            region: self.aws.region.clone(),
         }
     }
 
@@ -150,8 +193,8 @@ impl Region {
             };
         }
         let seconds = started.elapsed().as_secs_f64();
-        metrics.sweep(&self.aws.region, seconds, result.is_ok());
-        metrics.sync_aws_calls(&self.aws.region, &self.aws.stats);
+        metrics.sweep(&self.account, &self.aws.region, seconds, result.is_ok());
+        metrics.sync_aws_calls(&self.account, &self.aws.region, &self.aws.stats);
         let fleet = match result {
             Ok(fleet) => Arc::new(fleet),
             Err(e) => {
@@ -160,6 +203,7 @@ impl Region {
             }
         };
         tracing::debug!(
+            account = %self.account,
             region = %self.aws.region,
             databases = fleet.databases.len(),
             seconds,
@@ -167,6 +211,7 @@ impl Region {
         );
         if needs.group_listing {
             metrics.managed_groups(
+                &self.account,
                 &self.aws.region,
                 fleet
                     .parameter_groups
@@ -217,7 +262,14 @@ impl Region {
         if candidates.is_empty() {
             return Vec::new();
         }
-        let deleted = collect_garbage(&self.aws, &candidates, may_act).await;
+        let aws = match self.acting(true).await {
+            Ok(aws) => aws,
+            Err(e) => {
+                tracing::warn!(account = %self.account, region = %self.aws.region, error = %e, "no Enforce session for garbage collection");
+                return Vec::new();
+            }
+        };
+        let deleted = collect_garbage(&aws, &candidates, may_act).await;
         if !deleted.is_empty() {
             self.invalidate().await;
         }
@@ -241,6 +293,60 @@ impl Region {
     }
 }
 
+/// An (account, region): the unit of sweeping, throttling, backoff and sharding. `account` is
+/// the `AwsAccount`'s name, empty for the operator's own identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub account: String,
+    pub region: String,
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.account.is_empty() {
+            write!(f, "{}", self.region)
+        } else {
+            write!(f, "{}/{}", self.account, self.region)
+        }
+    }
+}
+
+/// How to reach an account in one region (from its `AwsAccount` and the external id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountTarget {
+    /// The `AwsAccount`'s name.
+    pub name: String,
+    pub region: String,
+    /// The read-only Audit session.
+    pub audit: Assume,
+    /// The Enforce session, when the account allows Enforce.
+    pub enforce: Option<Assume>,
+}
+
+/// One account region's clients, or why they are not available and until when.
+enum SlotState {
+    Empty,
+    Ready(Arc<Region>),
+    Failed {
+        until: Instant,
+        error: Failure,
+        failures: u32,
+    },
+}
+
+struct Slot {
+    target: AccountTarget,
+    state: Mutex<SlotState>,
+}
+
+/// Backoff of an account region whose role could not be assumed or verified: 5 s doubling to
+/// 5 min. Only that account's policies wait; others never share its lock.
+fn account_backoff(failures: u32) -> Duration {
+    Duration::from_secs(5)
+        .saturating_mul(1 << failures.saturating_sub(1).min(6))
+        .min(Duration::from_secs(300))
+}
+
 /// Regions by name; a policy without `selector.region` uses the environment's region, and
 /// shares its inventory with policies that name that region.
 pub struct Regions {
@@ -250,6 +356,9 @@ pub struct Regions {
     regions: Mutex<HashMap<String, Arc<Region>>>,
     /// The environment's region, once known.
     default_region: std::sync::RwLock<Option<String>>,
+    /// Account regions: each behind its own lock, so one account's slow or failing STS never
+    /// holds another's.
+    accounts: std::sync::Mutex<HashMap<Key, Arc<Slot>>>,
 }
 
 impl Regions {
@@ -259,7 +368,124 @@ impl Regions {
             call_timeout: crate::aws::DEFAULT_CALL_TIMEOUT,
             regions: Mutex::new(HashMap::new()),
             default_region: std::sync::RwLock::new(None),
+            accounts: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The clients of an account region, created on first use: the Audit role is assumed and
+    /// `GetCallerIdentity` must name the account. A failure is shared by every policy of the
+    /// account region and retried after a backoff; a changed target (the `AwsAccount` or its
+    /// external id changed) starts afresh.
+    pub async fn account(
+        &self,
+        target: &AccountTarget,
+        metrics: &Metrics,
+    ) -> Result<Arc<Region>, Failure> {
+        let key = Key {
+            account: target.name.clone(),
+            region: target.region.clone(),
+        };
+        let slot = {
+            let mut accounts = self.accounts.lock().map_err(|_| poisoned())?;
+            let slot = accounts.entry(key).or_insert_with(|| {
+                Arc::new(Slot {
+                    target: target.clone(),
+                    state: Mutex::new(SlotState::Empty),
+                })
+            });
+            if slot.target != *target {
+                *slot = Arc::new(Slot {
+                    target: target.clone(),
+                    state: Mutex::new(SlotState::Empty),
+                });
+            }
+            slot.clone()
+        };
+        let mut state = slot.state.lock().await;
+        let failures = match &*state {
+            SlotState::Ready(region) => return Ok(region.clone()),
+            SlotState::Failed { until, error, .. } if Instant::now() < *until => {
+                return Err(error.clone());
+            }
+            SlotState::Failed { failures, .. } => *failures,
+            SlotState::Empty => 0,
+        };
+        match self.connect(target).await {
+            Ok(region) => {
+                *state = SlotState::Ready(region.clone());
+                Ok(region)
+            }
+            Err(error) => {
+                let failures = failures.saturating_add(1);
+                metrics.account_failure(&target.name, &error.code);
+                tracing::warn!(account = %target.name, region = %target.region, %error, failures, "account region unavailable");
+                *state = SlotState::Failed {
+                    until: Instant::now() + account_backoff(failures),
+                    error: error.clone(),
+                    failures,
+                };
+                Err(error)
+            }
+        }
+    }
+
+    async fn connect(&self, target: &AccountTarget) -> Result<Arc<Region>, Failure> {
+        let aws = AwsRegion::assumed(
+            &target.region,
+            &target.audit,
+            self.requests_per_second,
+            self.call_timeout,
+        )
+        .await?;
+        let arn = aws.verify_account(&target.audit.account_id).await?;
+        tracing::info!(account = %target.name, region = %target.region, caller = %arn, "assumed the account's Audit role");
+        Ok(Arc::new(Region::of_account(
+            target.name.clone(),
+            aws,
+            target.enforce.clone().map(|a| (a, self.call_timeout)),
+        )))
+    }
+
+    /// Drops an account region's clients after AWS refused them (revoked or expired
+    /// credentials): the role is assumed again after the backoff.
+    pub async fn refused(&self, key: &Key, error: &Failure) {
+        if key.account.is_empty() {
+            return;
+        }
+        let slot = match self.accounts.lock() {
+            Ok(accounts) => accounts.get(key).cloned(),
+            Err(_) => None,
+        };
+        if let Some(slot) = slot {
+            let mut state = slot.state.lock().await;
+            if matches!(&*state, SlotState::Ready(_)) {
+                *state = if crate::aws::sts::is_expiry(&error.code) {
+                    // Expired: the next attempt assumes the role afresh, at once.
+                    SlotState::Empty
+                } else {
+                    SlotState::Failed {
+                        until: Instant::now() + account_backoff(1),
+                        error: error.clone(),
+                        failures: 1,
+                    }
+                };
+            }
+        }
+    }
+
+    /// Forgets account regions no policy uses any more (`keep` says which are used).
+    pub fn retain_accounts(&self, keep: impl Fn(&Key) -> bool) {
+        if let Ok(mut accounts) = self.accounts.lock() {
+            accounts.retain(|k, _| keep(k));
+        }
+    }
+
+    pub fn requests_per_second(&self) -> u32 {
+        self.requests_per_second
+    }
+
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
     }
 
     /// Limits each AWS call (retries included) of the regions created from now on.
@@ -292,9 +518,31 @@ impl Regions {
         Ok(r)
     }
 
-    /// Every region created so far.
+    /// Every region created so far (account regions whose clients are ready included).
     pub async fn all(&self) -> Vec<Arc<Region>> {
-        self.regions.lock().await.values().cloned().collect()
+        let mut all: Vec<Arc<Region>> = self.regions.lock().await.values().cloned().collect();
+        let slots: Vec<Arc<Slot>> = match self.accounts.lock() {
+            Ok(accounts) => accounts.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        for slot in slots {
+            // A slot being connected is skipped rather than waited for.
+            if let Ok(state) = slot.state.try_lock()
+                && let SlotState::Ready(region) = &*state
+            {
+                all.push(region.clone());
+            }
+        }
+        all
+    }
+}
+
+fn poisoned() -> Failure {
+    Failure {
+        call: "configure",
+        class: ErrorClass::Other,
+        code: crate::aws::code::SDK_FAILURE.into(),
+        message: "the account table is unavailable (a thread panicked)".into(),
     }
 }
 

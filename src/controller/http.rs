@@ -26,7 +26,7 @@ async fn metrics(Extract(state): Extract<State>) -> impl IntoResponse {
     for region in state.ctx.regions.all().await {
         state
             .metrics
-            .sync_aws_calls(&region.aws.region, &region.aws.stats);
+            .sync_aws_calls(&region.account, &region.aws.region, &region.aws.stats);
     }
     (
         [(
@@ -51,7 +51,7 @@ async fn readyz(Extract(state): Extract<State>) -> (StatusCode, String) {
         );
     }
     let mut regions = state.ctx.regions.all().await;
-    regions.sort_by(|a, b| a.aws.region.cmp(&b.aws.region));
+    regions.sort_by_key(|r| r.key());
     let unreachable: Vec<String> = regions
         .iter()
         .filter_map(|r| r.unreachable())

@@ -38,6 +38,8 @@ pub struct RemediationLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct AwsCallLabels {
     pub region: String,
+    /// The `AwsAccount` (empty: the operator's own identity).
+    pub account: String,
     pub service: String,
     pub action: String,
     pub outcome: String,
@@ -52,6 +54,14 @@ pub struct ReportLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct RegionLabels {
     pub region: String,
+    /// The `AwsAccount` (empty: the operator's own identity).
+    pub account: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct AccountLabels {
+    pub account: String,
+    pub code: String,
 }
 
 fn reconcile_histogram() -> Histogram {
@@ -62,7 +72,7 @@ fn sweep_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.05, 2.0, 12))
 }
 
-type AwsKey = (String, String, String, &'static str);
+type AwsKey = (String, String, String, String, &'static str);
 
 /// Every metric the operator exports.
 pub struct Metrics {
@@ -78,6 +88,8 @@ pub struct Metrics {
     pub status_writes: Counter,
     pub managed_groups: Family<RegionLabels, Gauge>,
     pub managed_groups_deleted: Family<RegionLabels, Counter>,
+    /// Failures to assume or verify an account's role, by account and AWS code.
+    pub account_failures: Family<AccountLabels, Counter>,
     pub report_writes: Family<ReportLabels, Counter>,
     /// The finding series each policy set last time, to drop the ones that went away.
     finding_series: Mutex<BTreeMap<String, BTreeSet<FindingLabels>>>,
@@ -162,6 +174,12 @@ impl Metrics {
             "Unused managed parameter groups deleted after the grace period",
             managed_groups_deleted.clone(),
         );
+        let account_failures = Family::<AccountLabels, Counter>::default();
+        registry.register(
+            "account_failures",
+            "Failures of an AwsAccount's credentials (the role not assumed, the identity not confirmed, or the session refused), by account and AWS error code",
+            account_failures.clone(),
+        );
         let report_writes = Family::<ReportLabels, Counter>::default();
         registry.register(
             "policy_report_writes",
@@ -171,6 +189,7 @@ impl Metrics {
         Metrics {
             registry,
             report_writes,
+            account_failures,
             managed_groups,
             managed_groups_deleted,
             reconciles,
@@ -255,26 +274,29 @@ impl Metrics {
     }
 
     /// Managed groups of a region at the last listing, and how many were just deleted.
-    pub fn managed_groups_deleted(&self, region: &str, deleted: usize) {
+    pub fn managed_groups_deleted(&self, account: &str, region: &str, deleted: usize) {
         let labels = RegionLabels {
             region: region.to_string(),
+            account: account.to_string(),
         };
         self.managed_groups_deleted
             .get_or_create(&labels)
             .inc_by(u64::try_from(deleted).unwrap_or(u64::MAX));
     }
 
-    pub fn managed_groups(&self, region: &str, count: usize) {
+    pub fn managed_groups(&self, account: &str, region: &str, count: usize) {
         self.managed_groups
             .get_or_create(&RegionLabels {
                 region: region.to_string(),
+                account: account.to_string(),
             })
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    pub fn sweep(&self, region: &str, seconds: f64, ok: bool) {
+    pub fn sweep(&self, account: &str, region: &str, seconds: f64, ok: bool) {
         let labels = RegionLabels {
             region: region.to_string(),
+            account: account.to_string(),
         };
         self.sweep_duration.get_or_create(&labels).observe(seconds);
         if ok {
@@ -286,20 +308,39 @@ impl Metrics {
         }
     }
 
+    /// One failure to assume or verify an account's role.
+    pub fn account_failure(&self, account: &str, code: &str) {
+        self.account_failures
+            .get_or_create(&AccountLabels {
+                account: account.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
     /// Brings the AWS call counters up to date with a region's [`CallStats`].
-    pub fn sync_aws_calls(&self, region: &str, stats: &CallStats) {
+    pub fn sync_aws_calls(&self, account: &str, region: &str, stats: &CallStats) {
         let Ok(mut seen) = self.aws_seen.lock() else {
             return;
         };
         for ((service, action, outcome), n) in stats.snapshot() {
-            let key = (region.to_string(), service, action, outcome);
+            let key = (
+                account.to_string(),
+                region.to_string(),
+                service,
+                action,
+                outcome,
+            );
             let before = seen.get(&key).copied().unwrap_or(0);
+            // Fewer than before: the account region's clients were made afresh (new counts).
+            let before = if n < before { 0 } else { before };
             if n > before {
                 self.aws_calls
                     .get_or_create(&AwsCallLabels {
-                        region: key.0.clone(),
-                        service: key.1.clone(),
-                        action: key.2.clone(),
+                        region: key.1.clone(),
+                        account: key.0.clone(),
+                        service: key.2.clone(),
+                        action: key.3.clone(),
                         outcome: outcome.to_string(),
                     })
                     .inc_by(n - before);
@@ -362,14 +403,18 @@ mod tests {
         let m = Metrics::new();
         m.reconciled(Reason::Compliant, 0.1);
         m.remediation("transport.forceSsl", Reason::Remediated);
-        m.sweep("us-east-1", 1.0, true);
+        m.sweep("", "us-east-1", 1.0, true);
+        m.sweep("payments", "eu-west-1", 1.0, true);
+        m.account_failure("payments", "AccessDenied");
         let text = m.encode();
         for name in [
             "pgbaseline_reconciles_total{result=\"Compliant\"} 1",
             "pgbaseline_reconcile_duration_seconds_bucket",
             "pgbaseline_remediations_total{control=\"transport.forceSsl\",result=\"Remediated\"} 1",
-            "pgbaseline_sweep_duration_seconds_count{region=\"us-east-1\"} 1",
-            "pgbaseline_last_successful_sweep_timestamp_seconds{region=\"us-east-1\"}",
+            "pgbaseline_sweep_duration_seconds_count{region=\"us-east-1\",account=\"\"} 1",
+            "pgbaseline_sweep_duration_seconds_count{region=\"eu-west-1\",account=\"payments\"} 1",
+            "pgbaseline_last_successful_sweep_timestamp_seconds{region=\"us-east-1\",account=\"\"}",
+            "pgbaseline_account_failures_total{account=\"payments\",code=\"AccessDenied\"} 1",
             "pgbaseline_leader",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");

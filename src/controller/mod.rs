@@ -2,6 +2,7 @@
 //! `Controller` over `DatabaseSecurityPolicy`, a shared per-region inventory, status through
 //! server-side apply, Events, Prometheus metrics, leader election and graceful shutdown.
 
+pub mod accounts;
 pub mod events;
 pub mod fleet;
 pub mod http;
@@ -22,7 +23,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
-use crate::api::DatabaseSecurityPolicy;
+use crate::api::{AwsAccount, DatabaseSecurityPolicy};
 
 use self::metrics::Metrics;
 use self::reconcile::Context;
@@ -222,21 +223,67 @@ async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::
     };
     let mut stores = Vec::new();
     let mut runs = Vec::new();
+    // Accounts: verified (status) by their own controller, whose cache the guard reads.
+    let accounts = Controller::new(
+        Api::<AwsAccount>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(ControllerConfig::default().concurrency(2))
+    .trigger_backoff(WatchBackoff::default())
+    .graceful_shutdown_on(stopped(stop.clone()));
+    let account_store = accounts.store();
+    if let Ok(mut s) = ctx.accounts.write() {
+        *s = Some(account_store.clone());
+    }
+    runs.push(
+        accounts
+            .run(
+                accounts::reconcile_account,
+                accounts::account_error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| futures::future::ready(()))
+            .boxed(),
+    );
     for api in apis {
+        let ctx_for_accounts = ctx.clone();
         let controller = Controller::new(api, watcher::Config::default())
             .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
             .trigger_backoff(WatchBackoff::default())
+            // A changed account is looked at again by the policies that name it.
+            .watches(
+                Api::<AwsAccount>::all(ctx.client.clone()),
+                watcher::Config::default(),
+                move |account| {
+                    let name = kube::ResourceExt::name_any(&account);
+                    ctx_for_accounts
+                        .policies()
+                        .into_iter()
+                        .filter(|p| p.spec.account_ref.as_ref().is_some_and(|r| r.name == name))
+                        .map(|p| kube::runtime::reflector::ObjectRef::from_obj(&*p))
+                        .collect::<Vec<_>>()
+                },
+            )
             .graceful_shutdown_on(stopped(stop.clone()));
         stores.push(controller.store());
         let ctx_for_results = ctx.clone();
+        let account_store = account_store.clone();
+        let ctx_run = ctx.clone();
         runs.push(
-            controller
-                .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
-                .for_each(move |result| {
-                    handle_result(&ctx_for_results, result);
-                    futures::future::ready(())
-                })
-                .boxed(),
+            async move {
+                // A policy naming an account is judged against a complete account cache.
+                if account_store.wait_until_ready().await.is_err() {
+                    return;
+                }
+                controller
+                    .run(reconcile::reconcile, reconcile::error_policy, ctx_run)
+                    .for_each(move |result| {
+                        handle_result(&ctx_for_results, result);
+                        futures::future::ready(())
+                    })
+                    .await
+            }
+            .boxed(),
         );
     }
     if let Ok(mut s) = ctx.stores.write() {

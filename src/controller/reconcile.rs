@@ -16,19 +16,20 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{Instrument, info_span};
 
-use crate::api::{DatabaseSecurityPolicy, Mode};
+use crate::api::{AwsAccount, DatabaseSecurityPolicy, Mode};
 use crate::aws::executor::MayAct;
 use crate::aws::inventory::Needs;
 use crate::engine;
 use crate::posture::failure::{Failure, Reason};
 use crate::posture::report::Outcome;
 
+use super::accounts::{self, Target};
 use super::events::{self, EventSpec};
-use super::fleet::{FleetView, Regions};
+use super::fleet::{FleetView, Key, Region, Regions};
 use super::lease::Leadership;
 use super::metrics::Metrics;
 use super::reports::{Reports, ReportsMode};
-use super::status::{self, Observation};
+use super::status::{self, Observation, Refusal};
 
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "pgbaseline";
@@ -64,6 +65,9 @@ struct Memory {
     uid: Option<String>,
     /// The generation last reconciled.
     generation: Option<i64>,
+    /// The `AwsAccount` (uid and generation) last reconciled against: a changed account is a
+    /// reason to reconcile before the policy is due.
+    account: Option<String>,
     /// When the next reconcile is due; watch events before then (our own status writes, a
     /// re-list after an apiserver restart) are not a reason to read AWS again.
     due: Option<Instant>,
@@ -74,6 +78,9 @@ struct Memory {
     /// The Ready reason last published.
     ready_reason: Option<Reason>,
 }
+
+/// An account's uid and generation when verified, and when it is due again.
+pub type AccountCheck = (Option<String>, Option<i64>, Instant);
 
 /// Shared by every reconcile.
 /// Default grace period before an unused managed parameter group is deleted.
@@ -94,6 +101,11 @@ pub struct Context {
     pub leadership: Option<Arc<Leadership>>,
     /// The in-database layer (connections, TLS, the concurrency cap), shared by every policy.
     pub db: Option<crate::postgres::Layer>,
+    /// The `AwsAccount` cache (kept current by the account controller's watch).
+    pub accounts: RwLock<Option<Store<AwsAccount>>>,
+    /// When each account (by name: uid, generation) is next verified; its own status writes are
+    /// no reason to call STS again.
+    pub account_checks: Mutex<HashMap<String, AccountCheck>>,
     /// Policy reports (the API group found by discovery).
     pub reports: Reports,
     memory: Mutex<HashMap<ObjectRef<DatabaseSecurityPolicy>, Memory>>,
@@ -115,8 +127,72 @@ impl Context {
             stores: RwLock::new(Vec::new()),
             leadership: None,
             db: None,
+            accounts: RwLock::new(None),
+            account_checks: Mutex::new(HashMap::new()),
             reports: Reports::new(ReportsMode::Auto),
             memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// This replica's name (Events, STS session names).
+    pub fn identity(&self) -> String {
+        self.reporter
+            .instance
+            .clone()
+            .unwrap_or_else(|| self.reporter.controller.clone())
+    }
+
+    pub fn requests_per_second(&self) -> u32 {
+        self.regions.requests_per_second()
+    }
+
+    pub fn call_timeout(&self) -> Duration {
+        self.regions.call_timeout()
+    }
+
+    /// The `AwsAccount` named `name`, as the cache holds it now.
+    pub fn account(&self, name: &str) -> Option<Arc<AwsAccount>> {
+        let accounts = self.accounts.read().ok()?;
+        accounts.as_ref()?.get(&ObjectRef::new(name))
+    }
+
+    /// The uid and generation of the account a policy names (`None`: none, or not found).
+    fn account_version(&self, policy: &DatabaseSecurityPolicy) -> Option<String> {
+        let account = self.account(&policy.spec.account_ref.as_ref()?.name)?;
+        Some(format!(
+            "{}/{}",
+            account.meta().uid.as_deref().unwrap_or_default(),
+            account.meta().generation.unwrap_or_default()
+        ))
+    }
+
+    /// The (account, region) a policy's work happens in, as far as the caches tell (the
+    /// guard is not applied: this only groups policies for a shared sweep).
+    pub fn policy_key(&self, policy: &DatabaseSecurityPolicy) -> Option<Key> {
+        match &policy.spec.account_ref {
+            None => Some(Key {
+                account: String::new(),
+                region: policy
+                    .spec
+                    .region()
+                    .map(str::to_string)
+                    .or_else(|| self.regions.default_region())?,
+            }),
+            Some(r) => Some(Key {
+                account: r.name.clone(),
+                region: match policy.spec.region() {
+                    Some(region) => region.to_string(),
+                    None => self.account(&r.name)?.spec.regions.first()?.clone(),
+                },
+            }),
+        }
+    }
+
+    /// Every known policy.
+    pub fn policies(&self) -> Vec<Arc<DatabaseSecurityPolicy>> {
+        match self.stores.read() {
+            Ok(stores) => stores.iter().flat_map(|s| s.state()).collect(),
+            Err(_) => Vec::new(),
         }
     }
 
@@ -132,18 +208,13 @@ impl Context {
         Ok(stores.iter().find_map(|s| s.get(key)))
     }
 
-    /// What every known policy of `region` reads, so one sweep serves them all.
-    fn region_needs(&self, region: &str) -> Needs {
-        let Ok(stores) = self.stores.read() else {
-            return Needs::default();
-        };
-        let default_region = self.regions.default_region();
-        let policies: Vec<Arc<DatabaseSecurityPolicy>> =
-            stores.iter().flat_map(|s| s.state()).collect();
+    /// What every known policy of the (account, region) reads, so one sweep serves them all.
+    fn region_needs(&self, key: &Key) -> Needs {
+        let policies = self.policies();
         Needs::for_policies(
             policies
                 .iter()
-                .filter(|p| p.spec.region().or(default_region.as_deref()) == Some(region))
+                .filter(|p| self.policy_key(p).as_ref() == Some(key))
                 .map(|p| &p.spec),
         )
     }
@@ -154,6 +225,7 @@ impl Context {
         key: &ObjectRef<DatabaseSecurityPolicy>,
         uid: Option<&str>,
         generation: Option<i64>,
+        account: Option<&str>,
     ) -> Option<Duration> {
         let mut memory = self.memory.lock().ok()?;
         let m = memory.get(key)?;
@@ -161,7 +233,7 @@ impl Context {
             memory.remove(key);
             return None;
         }
-        if m.generation != generation {
+        if m.generation != generation || m.account.as_deref() != account {
             return None;
         }
         let wait = m.due?.checked_duration_since(Instant::now())?;
@@ -265,6 +337,15 @@ fn display_name(policy: &DatabaseSecurityPolicy) -> String {
     )
 }
 
+/// `e` as a failure that names the `AwsAccount` it happened in (status and Events say which;
+/// empty: the operator's own identity).
+fn failure_in(account: &str, mut e: Failure) -> Failure {
+    if !account.is_empty() {
+        e.message = format!("{} (AwsAccount {account})", e.message);
+    }
+    e
+}
+
 /// May a run of this policy (as reconciled: this uid and generation) still change AWS? Asked by
 /// the executor before every mutating call: no once the policy is deleted, recreated or its spec
 /// changed (the next reconcile plans from the new spec), or once this replica's leader term is
@@ -310,7 +391,13 @@ pub async fn reconcile(
 ) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*policy);
     let generation = policy.meta().generation;
-    if let Some(wait) = ctx.not_due(&key, policy.meta().uid.as_deref(), generation) {
+    let account = ctx.account_version(&policy);
+    if let Some(wait) = ctx.not_due(
+        &key,
+        policy.meta().uid.as_deref(),
+        generation,
+        account.as_deref(),
+    ) {
         return Ok(Action::requeue(wait));
     }
     let name = display_name(&policy);
@@ -343,11 +430,30 @@ async fn reconcile_stages(
     let observation;
     let mut event_specs = Vec::new();
     let mut acted = false;
-    match ctx.regions.get(spec.region()).await {
-        Err(e) => {
-            observation = Observation::InventoryFailed(e);
+    // Stage 0: the account guard (Kubernetes reads only; a refused policy calls no AWS).
+    let region: Result<Result<Arc<Region>, (String, Failure)>, Refusal> =
+        match accounts::resolve(ctx, policy).await? {
+            Err(refusal) => Err(refusal),
+            Ok(Target::Own(region)) => Ok(ctx
+                .regions
+                .get(region.as_deref())
+                .await
+                .map_err(|e| (String::new(), e))),
+            Ok(Target::Account(target)) => Ok(ctx
+                .regions
+                .account(&target, &ctx.metrics)
+                .await
+                .map_err(|e| (target.name.clone(), e))),
+        };
+    match region {
+        Err(refusal) => {
+            tracing::warn!(policy = %name, reason = %refusal.reason, message = %refusal.message, "account refused");
+            observation = Observation::Refused(refusal);
         }
-        Ok(region) => {
+        Ok(Err((account, e))) => {
+            observation = Observation::InventoryFailed(failure_in(&account, e));
+        }
+        Ok(Ok(region)) => {
             let guard = if may_act {
                 Some(region.act_lock().await)
             } else {
@@ -356,15 +462,20 @@ async fn reconcile_stages(
             let fleet = region
                 .fleet(
                     Needs::for_policies([spec]),
-                    ctx.region_needs(&region.aws.region),
+                    ctx.region_needs(&region.key()),
                     sweep_window(resync),
                     &ctx.metrics,
                 )
                 .await;
             match fleet {
                 Err(e) => {
-                    tracing::warn!(policy = %name, error = %e, "inventory failed");
-                    observation = Observation::InventoryFailed(e);
+                    tracing::warn!(policy = %name, account = %region.account, error = %e, "inventory failed");
+                    if e.class.needs_human() && !region.account.is_empty() {
+                        // Revoked or expired credentials: assume the role afresh next time.
+                        ctx.metrics.account_failure(&region.account, &e.code);
+                        ctx.regions.refused(&region.key(), &e).await;
+                    }
+                    observation = Observation::InventoryFailed(failure_in(&region.account, e));
                 }
                 Ok(FleetView { fleet, at, swept }) => {
                     fleet_age = at.elapsed();
@@ -375,6 +486,13 @@ async fn reconcile_stages(
                         key,
                         uid: policy.meta().uid.as_deref(),
                         generation,
+                    };
+                    let aws = match region.acting(may_act).await {
+                        Ok(aws) => aws,
+                        Err(e) => {
+                            drop(guard);
+                            return Err(Error::Aws(e));
+                        }
                     };
                     let namespace = policy.namespace().unwrap_or_default();
                     let login = match &ctx.db {
@@ -390,22 +508,19 @@ async fn reconcile_stages(
                         layer,
                         login: &login,
                     });
-                    let run = engine::run_policy_while(
-                        spec,
-                        &fleet,
-                        &region.aws,
-                        db,
-                        Utc::now(),
-                        &still_wanted,
-                    )
-                    .await;
+                    let run =
+                        engine::run_policy_while(spec, &fleet, &aws, db, Utc::now(), &still_wanted)
+                            .await;
                     let attempted = run.outcomes.iter().any(Outcome::may_have_changed_aws);
                     if let Some(reason) = &run.stopped {
                         // Part of an action may have been done: nobody plans from this fleet.
                         region.invalidate().await;
                         drop(guard);
-                        ctx.metrics
-                            .sync_aws_calls(&region.aws.region, &region.aws.stats);
+                        ctx.metrics.sync_aws_calls(
+                            &region.account,
+                            &region.aws.region,
+                            &region.aws.stats,
+                        );
                         return Ok(stopped(ctx, policy, key, &run, reason).await);
                     }
                     if attempted {
@@ -422,12 +537,18 @@ async fn reconcile_stages(
                         let deleted = region
                             .collect_garbage(&view, ctx.managed_group_grace, &still_wanted)
                             .await;
-                        ctx.metrics
-                            .managed_groups_deleted(&region.aws.region, deleted.len());
+                        ctx.metrics.managed_groups_deleted(
+                            &region.account,
+                            &region.aws.region,
+                            deleted.len(),
+                        );
                     }
                     drop(guard);
-                    ctx.metrics
-                        .sync_aws_calls(&region.aws.region, &region.aws.stats);
+                    ctx.metrics.sync_aws_calls(
+                        &region.account,
+                        &region.aws.region,
+                        &region.aws.stats,
+                    );
                     tracing::debug!(
                         policy = %name,
                         swept,
@@ -474,6 +595,9 @@ async fn reconcile_stages(
     // Stage 4: events (actions, failures, Ready changes; persisting warnings once).
     if let Observation::InventoryFailed(failure) = &observation {
         event_specs.push(events::for_failure(failure));
+    }
+    if let Observation::Refused(refusal) = &observation {
+        event_specs.push(events::for_refusal(refusal));
     }
     let previous_ready = ctx
         .with_memory(key, |m| m.ready_reason)
@@ -528,10 +652,13 @@ async fn reconcile_stages(
     let failure = match &observation {
         Observation::InventoryFailed(f) => Some(f.clone()),
         Observation::Evaluated { failures, .. } => failures.first().cloned(),
+        Observation::Refused(_) => None,
     };
+    let account = ctx.account_version(policy);
     ctx.with_memory(key, |m| {
         m.uid = policy.meta().uid.clone();
         m.generation = generation;
+        m.account = account;
         m.warnings = warnings;
         m.ready_reason = Some(ready_reason);
     });

@@ -41,6 +41,18 @@ pub enum Observation {
     },
     /// The fleet could not be read.
     InventoryFailed(Failure),
+    /// The policy may not use the account it names (or the account cannot be used): nothing
+    /// was read or changed in it.
+    Refused(Refusal),
+}
+
+/// Why a policy may not use its account; a person must change the policy or the account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// `AccountNotFound`, `NamespaceNotPermitted`, `ModeNotPermitted`, `RegionNotPermitted` or
+    /// `ExternalIdUnavailable`.
+    pub reason: Reason,
+    pub message: String,
 }
 
 /// One condition before timestamps.
@@ -76,6 +88,11 @@ pub fn conditions(
         )
     };
     match observation {
+        Observation::Refused(refusal) => [
+            cond(READY, false, refusal.reason, refusal.message.clone()),
+            idle(),
+            cond(STALLED, true, refusal.reason, refusal.message.clone()),
+        ],
         Observation::InventoryFailed(failure) => {
             let message = failure.to_string();
             if failure.needs_human() {
@@ -329,6 +346,8 @@ pub fn next_status(
         Observation::InventoryFailed(_) => current
             .map(|s| (s.summary.clone(), s.databases.clone(), s.databases_omitted))
             .unwrap_or_default(),
+        // Results read from an account the policy may no longer use are not kept.
+        Observation::Refused(_) => Default::default(),
     };
     DatabaseSecurityPolicyStatus {
         observed_generation: generation,

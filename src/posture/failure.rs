@@ -80,6 +80,16 @@ reasons! {
     Refused,
     /// The Kubernetes API failed.
     KubernetesError,
+    /// The policy names an `AwsAccount` that does not exist.
+    AccountNotFound,
+    /// The policy's namespace may not use the account.
+    NamespaceNotPermitted,
+    /// The account does not allow the policy's mode (Enforce on an Audit-only account).
+    ModeNotPermitted,
+    /// The account does not list the policy's region.
+    RegionNotPermitted,
+    /// The account's external id Secret cannot be read.
+    ExternalIdUnavailable,
 }
 
 impl Reason {
@@ -92,7 +102,14 @@ impl Reason {
     pub fn needs_human(self) -> bool {
         matches!(
             self,
-            Reason::AccessDenied | Reason::NoCredentials | Reason::InvalidConfiguration
+            Reason::AccessDenied
+                | Reason::NoCredentials
+                | Reason::InvalidConfiguration
+                | Reason::AccountNotFound
+                | Reason::NamespaceNotPermitted
+                | Reason::ModeNotPermitted
+                | Reason::RegionNotPermitted
+                | Reason::ExternalIdUnavailable
         )
     }
 }
@@ -335,6 +352,11 @@ mod tests {
             (Reason::AwsError, "AwsError"),
             (Reason::Refused, "Refused"),
             (Reason::KubernetesError, "KubernetesError"),
+            (Reason::AccountNotFound, "AccountNotFound"),
+            (Reason::NamespaceNotPermitted, "NamespaceNotPermitted"),
+            (Reason::ModeNotPermitted, "ModeNotPermitted"),
+            (Reason::RegionNotPermitted, "RegionNotPermitted"),
+            (Reason::ExternalIdUnavailable, "ExternalIdUnavailable"),
         ];
         assert_eq!(expected.len(), Reason::ALL.len());
         for (reason, text) in expected {
@@ -363,12 +385,24 @@ mod tests {
             assert_eq!(class.reason(), reason, "{class:?}");
             assert_eq!(class.needs_human(), human, "{class:?}");
         }
+        // The account guard's refusals need a person too; they come from no AWS call.
+        let account_refusals = [
+            Reason::AccountNotFound,
+            Reason::NamespaceNotPermitted,
+            Reason::ModeNotPermitted,
+            Reason::RegionNotPermitted,
+            Reason::ExternalIdUnavailable,
+        ];
         for reason in Reason::ALL {
             let from_a_class = classes.iter().any(|(_, r, _)| r == reason);
             if reason.needs_human() {
-                assert!(from_a_class, "{reason}");
+                assert!(
+                    from_a_class || account_refusals.contains(reason),
+                    "{reason}"
+                );
             }
         }
+        assert!(account_refusals.iter().all(|r| r.needs_human()));
     }
 
     #[test]

@@ -378,6 +378,7 @@ fn policy_strategy() -> impl Strategy<Value = DatabaseSecurityPolicySpec> {
                     allow_master_password_rotation: rotation,
                     allow_force_ssl_with_plaintext_clients: false,
                 },
+                account_ref: None,
                 resync_seconds: 60,
             }
         })
@@ -883,6 +884,7 @@ fn policy_skeleton() -> DatabaseSecurityPolicySpec {
         control_modes: BTreeMap::new(),
         posture: Posture::default(),
         remediation: Remediation::default(),
+        account_ref: None,
         resync_seconds: 60,
     }
 }

@@ -120,27 +120,32 @@ impl ControlPlane {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Installs the CRD from `crds/` and waits until it is established.
+    /// Installs the CRDs from `crds/` and waits until they are established.
     pub fn install_crd(&self) {
-        let crd = repo_root().join("crds/databasesecuritypolicies.pgbaseline.io.yaml");
-        self.kubectl_ok(
-            &[
-                "apply",
-                "--server-side",
-                "-f",
-                crd.to_str().expect("utf-8 path"),
-            ],
-            None,
-        );
-        self.kubectl_ok(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/databasesecuritypolicies.pgbaseline.io",
-            ],
-            None,
-        );
+        for name in [
+            "databasesecuritypolicies.pgbaseline.io",
+            "awsaccounts.pgbaseline.io",
+        ] {
+            let crd = repo_root().join(format!("crds/{name}.yaml"));
+            self.kubectl_ok(
+                &[
+                    "apply",
+                    "--server-side",
+                    "-f",
+                    crd.to_str().expect("utf-8 path"),
+                ],
+                None,
+            );
+            self.kubectl_ok(
+                &[
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=60s",
+                    &format!("crd/{name}"),
+                ],
+                None,
+            );
+        }
     }
 
     /// Creates a fresh namespace `prefix-N` (namespaces are never reused: there is no

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod controlplane;
+pub mod operator;
 pub mod postgres;
 
 use std::net::TcpListener;
@@ -36,6 +37,11 @@ pub struct Call {
     pub action: String,
     pub status: u16,
     pub throttled: bool,
+    /// The AWS account the call acted in (the emulator's default account for the operator's
+    /// own identity).
+    pub account: String,
+    /// The caller's STS session name (empty for long-term keys).
+    pub session: String,
 }
 
 impl Call {
@@ -43,6 +49,24 @@ impl Call {
     pub fn is_mutating(&self) -> bool {
         !pgbaseline::aws::is_read_operation(&self.action)
     }
+}
+
+/// The calls of a `/_emulator/calls` answer.
+pub fn parse_calls(body: &Value) -> Option<Vec<Call>> {
+    Some(
+        body["calls"]
+            .as_array()?
+            .iter()
+            .map(|c| Call {
+                service: c["service"].as_str().unwrap_or_default().to_string(),
+                action: c["action"].as_str().unwrap_or_default().to_string(),
+                status: c["status"].as_u64().unwrap_or(0) as u16,
+                throttled: c["throttled"].as_bool().unwrap_or(false),
+                account: c["account"].as_str().unwrap_or_default().to_string(),
+                session: c["session"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect(),
+    )
 }
 
 impl Emulator {
@@ -109,17 +133,7 @@ impl Emulator {
             .body_mut()
             .read_json()
             .expect("json");
-        body["calls"]
-            .as_array()
-            .expect("calls array")
-            .iter()
-            .map(|c| Call {
-                service: c["service"].as_str().unwrap_or_default().to_string(),
-                action: c["action"].as_str().unwrap_or_default().to_string(),
-                status: c["status"].as_u64().unwrap_or(0) as u16,
-                throttled: c["throttled"].as_bool().unwrap_or(false),
-            })
-            .collect()
+        parse_calls(&body).expect("calls array")
     }
 
     pub fn mutating_calls(&self) -> Vec<Call> {
@@ -130,6 +144,32 @@ impl Emulator {
         ureq::post(&format!("{}/_emulator/calls/reset", self.url))
             .send_empty()
             .expect("reset calls");
+    }
+
+    /// Registers roles' trust requirements, revocations and expiries (`/_emulator/roles`).
+    pub fn set_roles(&self, roles: Value) {
+        ureq::post(&format!("{}/_emulator/roles", self.url))
+            .send_json(roles)
+            .expect("roles");
+    }
+
+    /// SDK clients acting in `account` (the emulator isolates accounts by the assumed role's
+    /// account), for seeding another account's fleet.
+    pub async fn sdk_config_in(&self, account: &str, region: &str) -> aws_config::SdkConfig {
+        let base = self.sdk_config().await;
+        let provider = aws_config::sts::AssumeRoleProvider::builder(format!(
+            "arn:aws:iam::{account}:role/seeder"
+        ))
+        .configure(&base)
+        .session_name("test-seeder")
+        .build()
+        .await;
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.url)
+            .region(aws_config::Region::new(region.to_string()))
+            .credentials_provider(provider)
+            .load()
+            .await
     }
 
     pub fn set_faults(&self, faults: Value) {

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "pgbaseline"
 DEPLOY = ROOT / "deploy"
 CRD_NAME = "databasesecuritypolicies.pgbaseline.io.yaml"
+ACCOUNT_CRD_NAME = "awsaccounts.pgbaseline.io.yaml"
 
 
 def bin_dir() -> Path:

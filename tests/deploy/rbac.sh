@@ -74,6 +74,12 @@ PYEOF
   fi
 fi
 k wait --for=condition=Established --timeout=60s crd/databasesecuritypolicies.pgbaseline.io >/dev/null
+if out=$(k apply --server-side -f "$ROOT/charts/pgbaseline/crds/awsaccounts.pgbaseline.io.yaml" 2>&1) \
+   && k wait --for=condition=Established --timeout=60s crd/awsaccounts.pgbaseline.io >/dev/null; then
+  ok "AwsAccount CRD (charts/pgbaseline/crds) accepted by kube-apiserver"
+else
+  bad "AwsAccount CRD accepted by kube-apiserver" "$out"; finish
+fi
 # The two policy report APIs (upstream CRDs): the operator writes openreports.io and clears
 # wgpolicyk8s.io, with nothing but the chart's RBAC.
 for f in openreports.io_reports wgpolicyk8s.io_policyreports; do
@@ -85,7 +91,7 @@ done
 render_rbac() { # render_rbac [helm args...]: the ServiceAccount and every RBAC object of the chart
   "$HELM" template pgbaseline "$ROOT/charts/pgbaseline" -n "$NS" \
     --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \
-    --show-only templates/leader-election-rbac.yaml "$@"
+    --show-only templates/leader-election-rbac.yaml --show-only templates/accounts-rbac.yaml "$@"
 }
 k create namespace "$NS" >/dev/null && k create namespace "$POLICY_NS" >/dev/null && k create namespace other-team >/dev/null
 if out=$(render_rbac | k apply --server-side -f - 2>&1); then
@@ -143,6 +149,12 @@ expect_yes=(
   "get leases.coordination.k8s.io/pgbaseline-leader -n $NS"
   "update leases.coordination.k8s.io/pgbaseline-leader -n $NS"
   "patch leases.coordination.k8s.io/pgbaseline-leader -n $NS"
+  "get awsaccounts.pgbaseline.io"
+  "list awsaccounts.pgbaseline.io"
+  "watch awsaccounts.pgbaseline.io"
+  "patch awsaccounts.pgbaseline.io/status"
+  "get namespaces/$POLICY_NS"
+  "get secrets/pgbaseline-external-ids -n $NS"
 )
 expect_no=(
   "delete databasesecuritypolicies.pgbaseline.io -n $POLICY_NS"
@@ -172,6 +184,13 @@ expect_no=(
   "bind clusterroles.rbac.authorization.k8s.io"
   "impersonate users"
   "create rolebindings.rbac.authorization.k8s.io -n $NS"
+  "create awsaccounts.pgbaseline.io"
+  "update awsaccounts.pgbaseline.io"
+  "patch awsaccounts.pgbaseline.io"
+  "delete awsaccounts.pgbaseline.io"
+  "get secrets/pgbaseline-external-ids -n $POLICY_NS"
+  "get secrets/another-secret -n $NS"
+  "update namespaces/$POLICY_NS"
 )
 split_sub() { # 'verb res/sub rest' -> can-i args (subresource via --subresource)
   local verb=$1 res=$2; shift 2

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import CHART, CRD_NAME, DEPLOY, ROOT
+from conftest import ACCOUNT_CRD_NAME, CHART, CRD_NAME, DEPLOY, ROOT
 
 
 def render(helm, ns, *args, release="pgb") -> str:
@@ -41,11 +41,12 @@ def crd(controlplane):
     controlplane.kubectl("apply", "--server-side", "-f", str(ROOT / "tests/deploy/fixtures/servicemonitor-crd.yaml"))
     controlplane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                          "crd/servicemonitors.monitoring.coreos.com")
-    p = controlplane.kubectl("apply", "--server-side", "-f", str(CHART / "crds" / CRD_NAME), check=False)
-    if p.returncode != 0:
-        return p.stderr.strip()
-    controlplane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                         "crd/databasesecuritypolicies.pgbaseline.io")
+    for name in (CRD_NAME, ACCOUNT_CRD_NAME):
+        p = controlplane.kubectl("apply", "--server-side", "-f", str(CHART / "crds" / name), check=False)
+        if p.returncode != 0:
+            return p.stderr.strip()
+        controlplane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                             "crd/" + name.removesuffix(".yaml"))
     return None
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CHART, CRD_NAME, DEPLOY, ROOT
+from conftest import ACCOUNT_CRD_NAME, CHART, CRD_NAME, DEPLOY, ROOT
 
 # ---------------------------------------------------------------- Dockerfile
 
@@ -72,10 +72,12 @@ def test_cargo_binary_matches_image():
 # ---------------------------------------------------------------- CRD copies
 
 
-@pytest.mark.parametrize("copy", [CHART / "crds" / CRD_NAME, DEPLOY / "crds" / CRD_NAME])
-def test_crd_copies_are_identical(copy):
-    source = (ROOT / "crds" / CRD_NAME).read_bytes()
-    assert copy.read_bytes() == source, f"{copy.relative_to(ROOT)} differs from crds/{CRD_NAME}: copy it again"
+@pytest.mark.parametrize("name", [CRD_NAME, ACCOUNT_CRD_NAME])
+@pytest.mark.parametrize("where", [CHART / "crds", DEPLOY / "crds"])
+def test_crd_copies_are_identical(where, name):
+    copy = where / name
+    source = (ROOT / "crds" / name).read_bytes()
+    assert copy.read_bytes() == source, f"{copy.relative_to(ROOT)} differs from crds/{name}: copy it again"
 
 
 def test_chart_app_version_is_the_crate_version():
@@ -156,24 +158,44 @@ EXPECTED_POLICY_RULES = [
 ]
 
 
+EXPECTED_ACCOUNT_RULES = [
+    {"apiGroups": ["pgbaseline.io"], "resources": ["awsaccounts"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["pgbaseline.io"], "resources": ["awsaccounts/status"], "verbs": ["get", "patch"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+]
+EXTERNAL_ID_RULES = [
+    {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["pgbaseline-external-ids"], "verbs": ["get"]},
+]
+
+
 def test_rbac_has_exactly_the_operator_verbs(helm):
     docs = render(helm)
-    (cr,) = by_kind(docs, "ClusterRole")
-    assert cr["rules"] == EXPECTED_POLICY_RULES
-    (lease,) = by_kind(docs, "Role")
+    roles = {r["metadata"]["name"]: r for r in by_kind(docs, "ClusterRole")}
+    assert sorted(roles) == ["pgb-pgbaseline", "pgb-pgbaseline-accounts"]
+    assert roles["pgb-pgbaseline"]["rules"] == EXPECTED_POLICY_RULES
+    assert roles["pgb-pgbaseline-accounts"]["rules"] == EXPECTED_ACCOUNT_RULES
+    named = {r["metadata"]["name"]: r for r in by_kind(docs, "Role")}
+    assert sorted(named) == ["pgb-pgbaseline-external-ids", "pgb-pgbaseline-leader-election"]
+    lease = named["pgb-pgbaseline-leader-election"]
     assert lease["metadata"]["namespace"] == "pgbaseline-system"
     verbs = sorted(v for r in lease["rules"] for v in r["verbs"])
     assert verbs == ["create", "get", "patch", "update"]
     assert all(r["apiGroups"] == ["coordination.k8s.io"] and r["resources"] == ["leases"] for r in lease["rules"])
+    # The only Secret access: get, by name, of the external-id Secrets, in the release namespace.
+    external = named["pgb-pgbaseline-external-ids"]
+    assert external["metadata"]["namespace"] == "pgbaseline-system"
+    assert external["rules"] == EXTERNAL_ID_RULES
     for d in docs:
         for r in d.get("rules", []):
-            assert "secrets" not in r["resources"] and "*" not in r["verbs"] and "*" not in r["resources"]
+            if d is not external:
+                assert "secrets" not in r["resources"]
+            assert "*" not in r["verbs"] and "*" not in r["resources"]
 
 
 def test_policy_reports_off_drops_their_rbac_and_sets_the_flag(helm):
     docs = render(helm, "--set", "operator.policyReports=off")
-    (cr,) = by_kind(docs, "ClusterRole")
-    assert cr["rules"] == EXPECTED_POLICY_RULES[:3]
+    roles = {r["metadata"]["name"]: r for r in by_kind(docs, "ClusterRole")}
+    assert roles["pgb-pgbaseline"]["rules"] == EXPECTED_POLICY_RULES[:3]
     (dep,) = by_kind(docs, "Deployment")
     assert "--policy-reports=off" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
     (dep,) = by_kind(render(helm), "Deployment")
@@ -182,7 +204,9 @@ def test_policy_reports_off_drops_their_rbac_and_sets_the_flag(helm):
 
 def test_watch_namespaces_give_namespaced_roles(helm):
     docs = render(helm, *VARIANTS["namespaced-ha"])
-    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    # Nothing cluster-wide about policies; AwsAccounts are cluster-scoped, so reading them is.
+    assert [r["rules"] for r in by_kind(docs, "ClusterRole")] == [EXPECTED_ACCOUNT_RULES]
+    assert [b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding")] == ["pgb-pgbaseline-accounts"]
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in by_kind(docs, "Role")}
     for ns in ("team-a", "team-b"):
         assert roles[(ns, "pgb-pgbaseline")]["rules"] == EXPECTED_POLICY_RULES
@@ -252,6 +276,12 @@ def test_kustomize_base_equals_chart_defaults(helm, kubectl):
         tmpl.pop("app.kubernetes.io/managed-by", None)
         return d
 
+    # kustomize's namespace transformer does not know the admission policy kinds are
+    # cluster-scoped and gives them the namespace, which the apiserver ignores.
+    cluster_scoped = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    for d in kust:
+        if d["kind"] in cluster_scoped:
+            d["metadata"].pop("namespace", None)
     key = lambda d: (d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"])
     k = {key(d): strip(d) for d in kust if d["kind"] != "Namespace"}
     c = {key(d): strip(d) for d in chart}
@@ -354,7 +384,8 @@ def test_iam_policy_covers_exactly_the_calls_in_the_code():
     assert acts - calls == DEPENDENT_ACTIONS, f"extra: {sorted(acts - calls - DEPENDENT_ACTIONS)}"
     # Cross-check: the operation names the code reports its errors under.
     aws = "".join(p.read_text() for p in (ROOT / "src" / "aws").rglob("*.rs"))
-    reported = set(re.findall(r'from_sdk\(\s*"(\w+)"', aws))
+    # sts:GetCallerIdentity needs no permission (AWS allows it to every identity).
+    reported = set(re.findall(r'from_sdk\(\s*"(\w+)"', aws)) - {"GetCallerIdentity"}
     assert reported <= {a.split(":")[1] for a in acts}, sorted(reported - {a.split(":")[1] for a in acts})
 
 

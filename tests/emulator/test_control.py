@@ -33,11 +33,16 @@ def test_call_log_records_service_action_status(emu: str, rds: Any, kms: Any, ec
         rds.describe_db_instances(DBInstanceIdentifier="missing")
     calls = _calls(emu)
     assert calls == [
-        {"service": "rds", "action": "CreateDBInstance", "status": 200, "throttled": False},
-        {"service": "rds", "action": "DescribeDBInstances", "status": 200, "throttled": False},
-        {"service": "kms", "action": "ListAliases", "status": 200, "throttled": False},
-        {"service": "ec2", "action": "DescribeSecurityGroups", "status": 200, "throttled": False},
-        {"service": "rds", "action": "DescribeDBInstances", "status": 404, "throttled": False},
+        {"service": "rds", "action": "CreateDBInstance", "status": 200, "throttled": False,
+         "account": "123456789012", "session": ""},
+        {"service": "rds", "action": "DescribeDBInstances", "status": 200, "throttled": False,
+         "account": "123456789012", "session": ""},
+        {"service": "kms", "action": "ListAliases", "status": 200, "throttled": False,
+         "account": "123456789012", "session": ""},
+        {"service": "ec2", "action": "DescribeSecurityGroups", "status": 200, "throttled": False,
+         "account": "123456789012", "session": ""},
+        {"service": "rds", "action": "DescribeDBInstances", "status": 404, "throttled": False,
+         "account": "123456789012", "session": ""},
     ]
     assert PASSWORD not in json.dumps(calls)
     assert http("POST", f"{emu}/_emulator/calls/reset")[0] == 200

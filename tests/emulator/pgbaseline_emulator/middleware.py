@@ -17,6 +17,7 @@ import uuid
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
+from .accounts import Accounts
 from .quotas import QUOTAS, Quotas
 
 _CRED_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/([^/,\s]+)/aws4_request")
@@ -228,6 +229,7 @@ class EmulatorMiddleware:
         self.app = app
         self.calls = CallLog()
         self.faults = Faults()
+        self.accounts = Accounts()
         # The RDS patches read the process-wide table, so that's the one to configure.
         self.quotas = quotas if quotas is not None else QUOTAS
         self.on_reset = on_reset
@@ -236,6 +238,7 @@ class EmulatorMiddleware:
         self.calls.clear()
         self.faults.reset()
         self.quotas.reset()
+        self.accounts.reset()
 
     # -- control endpoints ---------------------------------------------------------------
     @staticmethod
@@ -258,7 +261,8 @@ class EmulatorMiddleware:
         if path == "/_emulator/calls/reset" and method == "POST":
             self.calls.clear()
             return _json(start_response, "200 OK", {"ok": True})
-        for name, settings in (("faults", self.faults), ("quotas", self.quotas)):
+        for name, settings in (("faults", self.faults), ("quotas", self.quotas),
+                               ("roles", self.accounts)):
             if path == f"/_emulator/{name}":
                 if method == "GET":
                     return _json(start_response, "200 OK", settings.as_dict())
@@ -303,14 +307,25 @@ class EmulatorMiddleware:
         environ.pop("wsgi.input_terminated", None)
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         service, action = classify(environ, body)
+        account, session = self.accounts.caller(environ)
+
+        def log(status: int, throttled: bool) -> None:
+            self.calls.add({"service": service, "action": action, "status": status,
+                            "throttled": throttled, "account": account, "session": session})
+
+        refused = self.accounts.refuse(environ, service, action, body)
+        if refused is not None:
+            status, headers, payload = refused
+            log(int(status.split()[0]), False)
+            start_response(status, headers)
+            return [payload]
 
         if (self.faults.reject_parameter_filter and service == "rds"
                 and action in ("DescribeDBParameters", "DescribeDBClusterParameters")
                 and b"Filters.Filter" in body):
             status, headers, payload = filter_rejected_response()
             headers.append(("Content-Length", str(len(payload))))
-            self.calls.add({"service": service, "action": action,
-                            "status": int(status.split()[0]), "throttled": False})
+            log(int(status.split()[0]), False)
             start_response(status, headers)
             return [payload]
 
@@ -320,8 +335,7 @@ class EmulatorMiddleware:
         if throttle:
             status, headers, payload = throttle_response(service)
             headers.append(("Content-Length", str(len(payload))))
-            self.calls.add({"service": service, "action": action,
-                            "status": int(status.split()[0]), "throttled": True})
+            log(int(status.split()[0]), True)
             start_response(status, headers)
             return [payload]
 
@@ -340,11 +354,15 @@ class EmulatorMiddleware:
         try:
             result = self.app(environ, _start)
         except Exception:
-            self.calls.add({"service": service, "action": action, "status": 500,
-                            "throttled": False})
+            log(500, False)
             raise
         finally:
             received_body.value = None
-        self.calls.add({"service": service, "action": action,
-                        "status": seen.get("status", 500), "throttled": False})
+        if service == "sts" and action == "AssumeRole" and seen.get("status") == 200:
+            response = b"".join(result)
+            if hasattr(result, "close"):
+                result.close()
+            self.accounts.assumed(body, response)
+            result = [response]
+        log(seen.get("status", 500), False)
         return result
