@@ -1992,15 +1992,7 @@ fn install_report_crd(cp: &ControlPlane, file: &str, name: &str) {
         ],
         None,
     );
-    cp.kubectl_ok(
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            &format!("crd/{name}"),
-        ],
-        None,
-    );
+    cp.wait_established(name);
 }
 
 /// The reports of `resource` (`policyreports.wgpolicyk8s.io`…) in `ns`: name → object.
