@@ -3,6 +3,7 @@
 //! AWS SDK: everything here is a pure function of its inputs and tested exhaustively.
 
 pub mod catalogue;
+pub mod drift;
 pub mod evaluate;
 pub mod exposure;
 pub mod failure;

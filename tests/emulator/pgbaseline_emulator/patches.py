@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from moto.core.responses import ActionResult, EmptyResult
+from moto.events.utils import EventTemplateParser
 from moto.rds import models as rds_models
 from moto.rds import responses as rds_responses
 from moto.rds.exceptions import (
@@ -980,6 +981,13 @@ RESPONSE_PATCHES = {
 }
 
 
+_EVENT_TEMPLATE_WITH_ACCOUNT = (
+    '{"version": "0", "id": "<id>", "detail-type": "<detail-type>", "source": "<source>", '
+    '"account": "<account>", "time": <time>, "region": "<region>", "resources": <resources>, '
+    '"detail": <detail>}'
+)
+
+
 def apply() -> None:
     """Install every patch. Idempotent."""
     global _applied
@@ -1011,3 +1019,8 @@ def apply() -> None:
 
     for name, fn in RESPONSE_PATCHES.items():
         setattr(RDSResponse, name, fn)
+
+    # EventBridge delivers the whole event to a target without an input transformer, "account"
+    # included (the drift consumer ignores events of accounts it does not watch); moto's default
+    # template drops it.
+    EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE = _EVENT_TEMPLATE_WITH_ACCOUNT
