@@ -671,7 +671,14 @@ async fn audit_then_enforce_then_reboot_then_steady_state() {
     let writes_before = op.metric("pgbaseline_status_writes_total");
     let reconciles_before = op.metric("pgbaseline_reconciles_total");
     emulator.reset_calls();
-    tokio::time::sleep(Duration::from_secs(3 * RESYNC + 2)).await;
+    // Three resyncs, counted by the operator itself rather than guessed from the clock.
+    wait_reconciles(
+        &op,
+        reconciles_before + 3.0,
+        Duration::from_secs(6 * RESYNC),
+        "three resyncs in steady state",
+    )
+    .await;
     let p = api.get("legacy").await.expect("policy");
     assert_eq!(rv(&p), before, "status was written in steady state");
     assert_eq!(op.metric("pgbaseline_status_writes_total"), writes_before);
@@ -687,8 +694,7 @@ async fn audit_then_enforce_then_reboot_then_steady_state() {
         .count();
     assert!(
         (2..=4).contains(&reads),
-        "expected one sweep per resync (2-4 in {}s), saw {reads}",
-        3 * RESYNC + 2
+        "expected one sweep per resync (2-4 in three resyncs of {RESYNC}s), saw {reads}"
     );
     assert!(op.metric("pgbaseline_reconciles_total") >= reconciles_before + 2.0);
     let metrics = op.metrics();
@@ -1030,8 +1036,15 @@ async fn with_leader_election_exactly_one_remediates_and_the_standby_takes_over(
         is(p, "Ready", "True", "Compliant")
     })
     .await;
-    // Let the standby have every chance to act too.
-    tokio::time::sleep(Duration::from_secs(RESYNC)).await;
+    // Let the standby have every chance to act too: one more resync of the leader.
+    let reconciles = leader.metric("pgbaseline_reconciles_total");
+    wait_reconciles(
+        leader,
+        reconciles + 1.0,
+        Duration::from_secs(3 * RESYNC),
+        "one more resync of the leader",
+    )
+    .await;
     let modifies: Vec<String> = mutating(&emulator);
     assert_eq!(
         modifies,
@@ -1615,6 +1628,20 @@ fn start_leader_elected(cp: &ControlPlane, emulator: &Emulator, args: &[String])
     )
 }
 
+/// Waits until the operator has counted at least `count` reconciles (of every result): the
+/// observable end of a "nothing should happen meanwhile" window.
+async fn wait_reconciles(op: &Operator, count: f64, timeout: Duration, what: &str) {
+    let deadline = Instant::now() + timeout;
+    while op.metric("pgbaseline_reconciles_total") < count {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}\n{}",
+            op.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn wait_metric(op: &Operator, name: &str, value: f64, timeout: Duration, what: &str) {
     let deadline = Instant::now() + timeout;
     while op.metric(name) != value {
@@ -1954,15 +1981,7 @@ fn install_report_crd(cp: &ControlPlane, file: &str, name: &str) {
         ],
         None,
     );
-    cp.kubectl_ok(
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            &format!("crd/{name}"),
-        ],
-        None,
-    );
+    cp.wait_established(name);
 }
 
 /// The reports of `resource` (`policyreports.wgpolicyk8s.io`…) in `ns`: name → object.

@@ -136,16 +136,31 @@ impl ControlPlane {
                 ],
                 None,
             );
-            self.kubectl_ok(
-                &[
-                    "wait",
-                    "--for=condition=Established",
-                    "--timeout=60s",
-                    &format!("crd/{name}"),
-                ],
-                None,
-            );
+            self.wait_established(name);
         }
+    }
+
+    /// Waits until the CRD `name` is established. `kubectl wait` fails at once ("accessor
+    /// error") on a CRD whose status has no conditions yet, right after it is applied: first
+    /// wait for the apiserver to give it some.
+    pub fn wait_established(&self, name: &str) {
+        let crd = format!("crd/{name}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self
+            .kubectl(&["get", &crd, "-o", "jsonpath={.status.conditions}"], None)
+            .stdout
+            .is_empty()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{crd} has no status after 60s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        self.kubectl_ok(
+            &["wait", "--for=condition=Established", "--timeout=60s", &crd],
+            None,
+        );
     }
 
     /// Creates a fresh namespace `prefix-N` (namespaces are never reused: there is no

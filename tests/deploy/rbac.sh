@@ -73,9 +73,19 @@ PYEOF
     bad "workaround CRD" "$out"; finish
   fi
 fi
-k wait --for=condition=Established --timeout=60s crd/databasesecuritypolicies.pgbaseline.io >/dev/null
+# `kubectl wait` fails at once ("accessor error") on a CRD whose status has no conditions yet,
+# right after the apply: wait for the apiserver to give it some, then for Established.
+crd_established() { # crd_established NAME: Established within 60s
+  local i
+  for ((i = 0; i < 120; i++)); do
+    [[ -n $(k get "crd/$1" -o 'jsonpath={.status.conditions}' 2>/dev/null) ]] && break
+    sleep 0.5
+  done
+  k wait --for=condition=Established --timeout=60s "crd/$1" >/dev/null
+}
+crd_established databasesecuritypolicies.pgbaseline.io
 if out=$(k apply --server-side -f "$ROOT/charts/pgbaseline/crds/awsaccounts.pgbaseline.io.yaml" 2>&1) \
-   && k wait --for=condition=Established --timeout=60s crd/awsaccounts.pgbaseline.io >/dev/null; then
+   && crd_established awsaccounts.pgbaseline.io; then
   ok "AwsAccount CRD (charts/pgbaseline/crds) accepted by kube-apiserver"
 else
   bad "AwsAccount CRD accepted by kube-apiserver" "$out"; finish
@@ -84,7 +94,7 @@ fi
 # wgpolicyk8s.io, with nothing but the chart's RBAC.
 for f in openreports.io_reports wgpolicyk8s.io_policyreports; do
   k apply --server-side -f "$ROOT/tests/fixtures/policy-report-crds/$f.yaml" >/dev/null \
-    && k wait --for=condition=Established --timeout=60s "crd/${f#*_}.${f%%_*}" >/dev/null \
+    && crd_established "${f#*_}.${f%%_*}" \
     || { bad "policy report CRD $f" "$(k get crd 2>&1)"; finish; }
 done
 
