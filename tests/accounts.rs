@@ -205,7 +205,10 @@ async fn world(cp: &ControlPlane) -> World {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_see_only_their_account_and_the_guard_calls_nothing_in_a_refused_one() {
-    let cp = ControlPlane::shared();
+    // A control plane of its own: AwsAccounts are cluster-scoped, and another test's operator
+    // running alongside would see (and verify) this test's accounts.
+    let cp = &ControlPlane::start();
+    cp.install_crd();
     let w = world(cp).await;
     let op = Operator::start(cp, &w.emulator, &[]);
     let client = cp.client().await;
@@ -383,7 +386,10 @@ async fn tenants_see_only_their_account_and_the_guard_calls_nothing_in_a_refused
 /// is swept all along.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_and_expired_credentials_hit_only_their_account_and_recover() {
-    let cp = ControlPlane::shared();
+    // A control plane of its own: AwsAccounts are cluster-scoped, and another test's operator
+    // running alongside would see (and verify) this test's accounts.
+    let cp = &ControlPlane::start();
+    cp.install_crd();
     let w = world(cp).await;
     let op = Operator::start(cp, &w.emulator, &[]);
     let client = cp.client().await;

@@ -8,12 +8,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::controlplane::ControlPlane;
-use common::{Emulator, free_port, repo_root};
+use common::operator::{Operator, sum_metric};
+use common::{Emulator, repo_root};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -22,134 +21,6 @@ use serde_json::{Value, json};
 
 /// The policies' resync interval in these tests.
 const RESYNC: u64 = 10;
-
-// ------------------------------------------------------------------------------------------
-// Harness: the operator as a child process.
-
-struct Operator {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Operator {
-    fn start(cp: &ControlPlane, emulator: &Emulator, args: &[&str]) -> Operator {
-        Operator::start_with_env(cp, emulator, args, &[])
-    }
-
-    /// Like [`Operator::start`], with environment variables set (`Some`) or removed (`None`)
-    /// over the emulator's.
-    fn start_with_env(
-        cp: &ControlPlane,
-        emulator: &Emulator,
-        args: &[&str],
-        env: &[(&str, Option<&str>)],
-    ) -> Operator {
-        let port = free_port();
-        let log = std::env::temp_dir().join(format!("pgbaseline-operator-{port}.log"));
-        let out = std::fs::File::create(&log).expect("operator log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgbaseline"));
-        cmd.current_dir(repo_root())
-            .arg("run")
-            .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(args)
-            .env("KUBECONFIG", &cp.kubeconfig)
-            .env("RUST_LOG", "info,pgbaseline=debug,aws_config=error")
-            .env_remove("AWS_PROFILE")
-            .env_remove("POD_NAME")
-            .env_remove("POD_NAMESPACE")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("clone"))
-            .stderr(out);
-        for (k, v) in emulator.env() {
-            cmd.env(k, v);
-        }
-        for (k, v) in env {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
-        let child = cmd.spawn().expect("start pgbaseline run");
-        let mut op = Operator {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = op.child.try_wait() {
-                panic!("operator exited with {status}:\n{}", op.log_tail());
-            }
-            if ureq::get(&format!("{}/healthz", op.base)).call().is_ok() {
-                return op;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "operator did not start:\n{}",
-                op.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut resp = ureq::get(&format!("{}{path}", self.base))
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .call()
-            .ok()?;
-        let status = resp.status().as_u16();
-        Some((status, resp.body_mut().read_to_string().ok()?))
-    }
-
-    fn metrics(&self) -> String {
-        self.get("/metrics").map(|(_, b)| b).unwrap_or_default()
-    }
-
-    /// Sum of the samples whose line starts with `prefix` (a name, optionally with labels).
-    fn metric(&self, prefix: &str) -> f64 {
-        sum_metric(&self.metrics(), prefix)
-    }
-
-    fn signal(&self, signal: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status();
-    }
-
-    fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = self.log_text();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn sum_metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next())
-        .filter_map(|v| v.parse::<f64>().ok())
-        .sum()
-}
 
 // ------------------------------------------------------------------------------------------
 // Helpers on policies.
@@ -1295,8 +1166,7 @@ async fn unused_managed_groups_are_deleted_after_the_grace_period_only_when_tagg
     // Seen unused once, within the grace period: kept. A restart here forgets when it was
     // first seen, so the grace period starts over (never shorter).
     assert!(group_exists(&emulator, "pgbaseline-postgres16-00000000000000aa").await);
-    op.signal("KILL");
-    let _ = op.child.wait();
+    op.kill();
     let op = Operator::start(cp, &emulator, &grace);
     let deadline = Instant::now() + Duration::from_secs(3 * RESYNC + 10);
     while group_exists(&emulator, "pgbaseline-postgres16-00000000000000aa").await {

@@ -19,8 +19,18 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts `pgbaseline run ARGS` and waits until `/healthz` answers.
     pub fn start(cp: &ControlPlane, emulator: &Emulator, args: &[&str]) -> Operator {
+        Operator::start_with_env(cp, emulator, args, &[])
+    }
+
+    /// Like [`Operator::start`], with environment variables set (`Some`) or removed (`None`)
+    /// over the emulator's.
+    pub fn start_with_env(
+        cp: &ControlPlane,
+        emulator: &Emulator,
+        args: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Operator {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("pgbaseline-operator-{port}.log"));
         let out = std::fs::File::create(&log).expect("operator log");
@@ -40,6 +50,12 @@ impl Operator {
             .stderr(out);
         for (k, v) in emulator.env() {
             cmd.env(k, v);
+        }
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
         }
         let child = cmd.spawn().expect("start pgbaseline run");
         let mut op = Operator {
@@ -64,12 +80,35 @@ impl Operator {
         }
     }
 
-    pub fn metrics(&self) -> String {
-        ureq::get(&format!("{}/metrics", self.base))
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut resp = ureq::get(&format!("{}{path}", self.base))
+            .config()
+            .http_status_as_error(false)
+            .build()
             .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .unwrap_or_default()
+            .ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.body_mut().read_to_string().ok()?))
+    }
+
+    pub fn metrics(&self) -> String {
+        self.get("/metrics").map(|(_, b)| b).unwrap_or_default()
+    }
+
+    /// Sum of the samples whose line starts with `prefix` (a name, optionally with labels).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        sum_metric(&self.metrics(), prefix)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// SIGKILL: the process dies without releasing anything (a crashed replica).
@@ -98,6 +137,15 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sum of the samples whose line starts with `prefix` (a name, optionally with labels).
+pub fn sum_metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum()
 }
 
 /// Polls `name` until `pred` holds; panics after `timeout` with the last object and the
