@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::controlplane::ControlPlane;
-use common::operator::{Operator, sum_metric};
+use common::operator::{Operator, sum_metric, wait_for};
 use common::{Emulator, repo_root};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
@@ -44,34 +44,6 @@ fn current(p: &DatabaseSecurityPolicy, type_: &str) -> Option<(String, String)> 
 
 fn is(p: &DatabaseSecurityPolicy, type_: &str, status: &str, reason: &str) -> bool {
     current(p, type_) == Some((status.to_string(), reason.to_string()))
-}
-
-async fn wait_policy(
-    api: &Api<DatabaseSecurityPolicy>,
-    name: &str,
-    timeout: Duration,
-    what: &str,
-    op: &Operator,
-    pred: impl Fn(&DatabaseSecurityPolicy) -> bool,
-) -> DatabaseSecurityPolicy {
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        if let Ok(p) = api.get(name).await {
-            if pred(&p) {
-                return p;
-            }
-            last = Some(p);
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for {name}: {what}\nlast status: {}\noperator log:\n{}",
-                serde_json::to_string_pretty(&last.and_then(|p| p.status)).unwrap_or_default(),
-                op.log_tail()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 fn policy_yaml(ns: &str, name: &str, spec: &str) -> String {
@@ -348,7 +320,7 @@ async fn audit_then_enforce_then_reboot_then_steady_state() {
         &["apply", "-f", "-"],
         Some(&policy_yaml(&ns, "legacy", &spec)),
     );
-    let p = wait_policy(
+    let p = wait_for(
         &api,
         "legacy",
         Duration::from_secs(60),
@@ -425,7 +397,7 @@ async fn audit_then_enforce_then_reboot_then_steady_state() {
     // Enforce: remediated, then Ready=True.
     let t1 = Instant::now();
     patch_spec(&api, "legacy", json!({"mode": "Enforce"})).await;
-    wait_policy(
+    wait_for(
         &api,
         "legacy",
         Duration::from_secs(60),
@@ -473,7 +445,7 @@ async fn audit_then_enforce_then_reboot_then_steady_state() {
         json!({"posture": {"audit": {"pgaudit": {"classes": ["ddl"]}}}}),
     )
     .await;
-    let p = wait_policy(
+    let p = wait_for(
         &api,
         "legacy",
         Duration::from_secs(60),
@@ -506,7 +478,7 @@ async fn audit_then_enforce_then_reboot_then_steady_state() {
         json!({"remediation": {"reboot": "Immediately"}}),
     )
     .await;
-    wait_policy(
+    wait_for(
         &api,
         "legacy",
         Duration::from_secs(60),
@@ -522,7 +494,7 @@ async fn audit_then_enforce_then_reboot_then_steady_state() {
     assert!(mutating(&emulator).contains(&"rds:RebootDBInstance".to_string()));
 
     // Steady state: several resyncs, no status write, no mutating call.
-    let p = wait_policy(
+    let p = wait_for(
         &api,
         "legacy",
         Duration::from_secs(30),
@@ -663,7 +635,7 @@ async fn drift_is_detected_within_one_resync_and_deleted_policies_cost_nothing()
         &["apply", "-f", "-"],
         Some(&policy_yaml(&ns, "payments", &spec)),
     );
-    wait_policy(
+    wait_for(
         &api,
         "payments",
         Duration::from_secs(60),
@@ -684,7 +656,7 @@ async fn drift_is_detected_within_one_resync_and_deleted_policies_cost_nothing()
         .await
         .expect("inject drift");
     let injected = Instant::now();
-    let p = wait_policy(
+    let p = wait_for(
         &api,
         "payments",
         Duration::from_secs(RESYNC + 10),
@@ -739,7 +711,7 @@ async fn drift_is_detected_within_one_resync_and_deleted_policies_cost_nothing()
         &["apply", "-f", "-"],
         Some(&policy_yaml(&ns, "payments", &spec)),
     );
-    wait_policy(
+    wait_for(
         &api,
         "payments",
         Duration::from_secs(RESYNC),
@@ -788,7 +760,7 @@ async fn two_policies_on_one_database_converge_without_flapping() {
                     .all(|f| f.status == FindingStatus::Compliant)
             })
     };
-    let pa = wait_policy(
+    let pa = wait_for(
         &api,
         "a",
         Duration::from_secs(60),
@@ -797,7 +769,7 @@ async fn two_policies_on_one_database_converge_without_flapping() {
         settled,
     )
     .await;
-    let pb = wait_policy(
+    let pb = wait_for(
         &api,
         "b",
         Duration::from_secs(60),
@@ -903,7 +875,7 @@ async fn with_leader_election_exactly_one_remediates_and_the_standby_takes_over(
         "  selector: {{instanceIdentifiers: [sandbox-dev]}}\n  mode: Enforce\n  resyncSeconds: {RESYNC}\n  posture:\n    maintenance: {{deletionProtection: true}}\n"
     );
     cp.kubectl_ok(&["apply", "-f", "-"], Some(&policy_yaml(&ns, "le", &spec)));
-    wait_policy(&api, "le", Duration::from_secs(60), "Ready", leader, |p| {
+    wait_for(&api, "le", Duration::from_secs(60), "Ready", leader, |p| {
         is(p, "Ready", "True", "Compliant")
     })
     .await;
@@ -964,7 +936,7 @@ async fn with_leader_election_exactly_one_remediates_and_the_standby_takes_over(
     assert!(standby.is_running());
     let calls = mutating(&emulator);
     assert_eq!(calls, vec!["rds:ModifyDBInstance".to_string()]);
-    wait_policy(
+    wait_for(
         &api,
         "le",
         Duration::from_secs(30),
@@ -1004,7 +976,7 @@ async fn operator_recovers_after_an_apiserver_restart() {
     );
     {
         let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
-        wait_policy(
+        wait_for(
             &api,
             "orders",
             Duration::from_secs(60),
@@ -1022,7 +994,7 @@ async fn operator_recovers_after_an_apiserver_restart() {
     let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
     let t = Instant::now();
     patch_spec(&api, "orders", json!({"mode": "Enforce"})).await;
-    wait_policy(
+    wait_for(
         &api,
         "orders",
         Duration::from_secs(90),
@@ -1061,7 +1033,7 @@ async fn twenty_policies_share_one_sweep_per_resync() {
     let t = Instant::now();
     cp.kubectl_ok(&["apply", "-f", "-"], Some(&manifests.join("\n---\n")));
     for i in 0..N {
-        wait_policy(
+        wait_for(
             &api,
             &format!("p{i:02}"),
             Duration::from_secs(60),
@@ -1159,7 +1131,7 @@ async fn unused_managed_groups_are_deleted_after_the_grace_period_only_when_tagg
     let mut op = Operator::start(cp, &emulator, &grace);
     let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
     cp.kubectl_ok(&["apply", "-f", "-"], Some(&policy_yaml(&ns, "gc", &spec)));
-    wait_policy(&api, "gc", Duration::from_secs(60), "Ready", &op, |p| {
+    wait_for(&api, "gc", Duration::from_secs(60), "Ready", &op, |p| {
         is(p, "Ready", "True", "Compliant")
     })
     .await;
@@ -1422,7 +1394,7 @@ async fn remediation_stops_when(interruption: Interruption) {
             }
         }
         Interruption::SwitchToAudit | Interruption::NarrowSelector => {
-            wait_policy(
+            wait_for(
                 &api,
                 "big",
                 Duration::from_secs(120),
@@ -1683,7 +1655,7 @@ async fn with_aws_hanging_spec_changes_are_observed_readyz_fails_and_sigterm_exi
         &["apply", "-f", "-"],
         Some(&policy_yaml(&ns, "hung", &spec)),
     );
-    wait_policy(&api, "hung", Duration::from_secs(60), "Ready", &op, |p| {
+    wait_for(&api, "hung", Duration::from_secs(60), "Ready", &op, |p| {
         is(p, "Ready", "True", "Compliant")
     })
     .await;
@@ -1693,7 +1665,7 @@ async fn with_aws_hanging_spec_changes_are_observed_readyz_fails_and_sigterm_exi
     emulator.set_faults(json!({"latency_ms": 600_000}));
     patch_spec(&api, "hung", json!({"resyncSeconds": RESYNC + 1})).await;
     let t = Instant::now();
-    let p = wait_policy(
+    let p = wait_for(
         &api,
         "hung",
         Duration::from_secs(45),
@@ -1729,7 +1701,7 @@ async fn with_aws_hanging_spec_changes_are_observed_readyz_fails_and_sigterm_exi
     // Every later change is observed too, within a call's timeout.
     patch_spec(&api, "hung", json!({"resyncSeconds": RESYNC + 2})).await;
     let generation = api.get("hung").await.expect("policy").metadata.generation;
-    wait_policy(
+    wait_for(
         &api,
         "hung",
         Duration::from_secs(20),
@@ -1802,7 +1774,7 @@ async fn missing_credentials_stall_the_policy_with_a_one_line_reason() {
         "  selector: {{instanceIdentifiers: [payments-prod]}}\n  resyncSeconds: {RESYNC}\n  posture:\n    maintenance: {{deletionProtection: true}}\n"
     );
     cp.kubectl_ok(&["apply", "-f", "-"], Some(&policy_yaml(&ns, "p", &spec)));
-    let p = wait_policy(&api, "p", Duration::from_secs(60), "Stalled", &op, |p| {
+    let p = wait_for(&api, "p", Duration::from_secs(60), "Stalled", &op, |p| {
         is(p, "Stalled", "True", "NoCredentials")
     })
     .await;
@@ -1935,7 +1907,7 @@ async fn policy_reports_follow_discovery_change_only_with_their_content_and_go_w
         &["apply", "-f", "-"],
         Some(&policy_yaml(&ns, "baseline", &spec)),
     );
-    let policy = wait_policy(
+    let policy = wait_for(
         &api,
         "baseline",
         Duration::from_secs(60),
