@@ -18,8 +18,8 @@ use crate::aws::{
     inventory::{Inventory, Needs},
 };
 use crate::engine;
-use crate::postgres::{Layer, Login, Password};
-use crate::posture::indb::{self, Reason};
+use crate::postgres::{Layer, Login};
+use crate::posture::indb;
 use crate::posture::report::Outcome;
 
 mod junit;
@@ -145,50 +145,22 @@ impl Options {
 /// How a policy logs in to its databases, as `check` resolves it: an IAM user as is, a
 /// `secretRef` from the secrets directory (never from the cluster).
 pub fn login_of(spec: &DatabaseSecurityPolicySpec, secrets_dir: Option<&std::path::Path>) -> Login {
-    let Some(connection) = spec
-        .posture
-        .database
-        .as_ref()
-        .and_then(|d| d.connection.as_ref())
-    else {
-        return Login::Unavailable {
-            reason: Reason::CredentialsUnavailable,
-            message: "the policy has no database.connection".into(),
-        };
-    };
-    if let Some(user) = &connection.iam_user {
-        return Login::Iam { user: user.clone() };
-    }
-    let Some(secret) = &connection.secret_ref else {
-        return Login::Unavailable {
-            reason: Reason::CredentialsUnavailable,
-            message: "database.connection names no credentials".into(),
-        };
+    let secret = match Login::of_spec(spec) {
+        Ok(login) => return login,
+        Err(secret) => secret,
     };
     let Some(dir) = secrets_dir else {
-        return Login::Unavailable {
-            reason: Reason::CredentialsUnavailable,
-            message: format!(
-                "secret {} is read from --db-secrets-dir, which was not given",
-                secret.name
-            ),
-        };
+        return Login::unavailable(format!(
+            "secret {} is read from --db-secrets-dir, which was not given",
+            secret.name
+        ));
     };
     let read = |key: &str| {
         std::fs::read_to_string(dir.join(&secret.name).join(key))
             .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
             .map_err(|e| format!("secret {} key {key}: {}", secret.name, e.kind()))
     };
-    match (read(&secret.username_key), read(&secret.password_key)) {
-        (Ok(user), Ok(password)) => Login::Password {
-            user,
-            password: Password::new(password),
-        },
-        (Err(why), _) | (_, Err(why)) => Login::Unavailable {
-            reason: Reason::CredentialsUnavailable,
-            message: why,
-        },
-    }
+    Login::from_secret(read(&secret.username_key), read(&secret.password_key))
 }
 
 /// How the run ended.

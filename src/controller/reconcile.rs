@@ -769,25 +769,11 @@ async fn login_of(
     namespace: &str,
     spec: &crate::api::DatabaseSecurityPolicySpec,
 ) -> crate::postgres::Login {
-    use crate::postgres::{Login, Password};
-    use crate::posture::indb::Reason;
-    let unavailable = |message: String| Login::Unavailable {
-        reason: Reason::CredentialsUnavailable,
-        message,
-    };
-    let Some(connection) = spec
-        .posture
-        .database
-        .as_ref()
-        .and_then(|d| d.connection.as_ref())
-    else {
-        return unavailable("the policy has no database.connection".into());
-    };
-    if let Some(user) = &connection.iam_user {
-        return Login::Iam { user: user.clone() };
-    }
-    let Some(secret_ref) = &connection.secret_ref else {
-        return unavailable("database.connection names no credentials".into());
+    use crate::postgres::Login;
+    let unavailable = Login::unavailable;
+    let secret_ref = match Login::of_spec(spec) {
+        Ok(login) => return login,
+        Err(secret) => secret,
     };
     let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
         kube::Api::namespaced(client.clone(), namespace);
@@ -812,16 +798,10 @@ async fn login_of(
             .and_then(|v| String::from_utf8(v.0.clone()).ok())
             .ok_or_else(|| format!("secret {} has no key {key}", secret_ref.name))
     };
-    match (
+    Login::from_secret(
         value(&secret_ref.username_key),
         value(&secret_ref.password_key),
-    ) {
-        (Ok(user), Ok(password)) => Login::Password {
-            user,
-            password: Password::new(password),
-        },
-        (Err(why), _) | (_, Err(why)) => unavailable(why),
-    }
+    )
 }
 
 #[cfg(test)]

@@ -94,6 +94,51 @@ pub enum Login {
     },
 }
 
+impl Login {
+    /// Why credentials could not be had (every database of the policy reports it).
+    pub fn unavailable(message: impl Into<String>) -> Login {
+        Login::Unavailable {
+            reason: Reason::CredentialsUnavailable,
+            message: message.into(),
+        }
+    }
+
+    /// The policy's login when it needs no Secret (an IAM user), or the Secret to read: the
+    /// one decision `check` (secrets directory) and the operator (the policy's namespace) share.
+    pub fn of_spec(
+        spec: &crate::api::DatabaseSecurityPolicySpec,
+    ) -> Result<Login, &crate::api::SecretRef> {
+        let Some(connection) = spec
+            .posture
+            .database
+            .as_ref()
+            .and_then(|d| d.connection.as_ref())
+        else {
+            return Ok(Login::unavailable("the policy has no database.connection"));
+        };
+        if let Some(user) = &connection.iam_user {
+            return Ok(Login::Iam { user: user.clone() });
+        }
+        match &connection.secret_ref {
+            Some(secret) => Err(secret),
+            None => Ok(Login::unavailable(
+                "database.connection names no credentials",
+            )),
+        }
+    }
+
+    /// A password login from a Secret's two values, or why it is unavailable.
+    pub fn from_secret(user: Result<String, String>, password: Result<String, String>) -> Login {
+        match (user, password) {
+            (Ok(user), Ok(password)) => Login::Password {
+                user,
+                password: Password::new(password),
+            },
+            (Err(why), _) | (_, Err(why)) => Login::unavailable(why),
+        }
+    }
+}
+
 /// The layer: TLS configuration, limits and counters, shared by every policy and sweep.
 pub struct Layer {
     settings: Settings,
