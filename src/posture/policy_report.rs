@@ -110,13 +110,9 @@ impl ResultKind {
     }
 }
 
-fn severity(severity: Severity) -> &'static str {
-    match severity {
-        Severity::Low => "low",
-        Severity::Medium => "medium",
-        Severity::High => "high",
-        Severity::Critical => "critical",
-    }
+/// The report schemas spell severities in lower case (`critical|high|medium|low|info`).
+fn severity(severity: Severity) -> String {
+    severity.as_str().to_ascii_lowercase()
 }
 
 /// `pgb-<policy>-<8 hex of region/kind/id>`: unique per policy and database, a valid object name
