@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use chrono::{DateTime, Utc};
 
@@ -62,7 +62,7 @@ pub struct Region {
     cache: Mutex<Cache>,
     /// Held by a policy that may act from its evaluation to the end of its execution, so two
     /// Enforce policies never plan from the same fleet.
-    act: Mutex<()>,
+    act: Arc<Mutex<()>>,
     /// Garbage collection of managed parameter groups: since when each has been seen unused,
     /// and the sweep last collected from (once per sweep however many policies enforce).
     garbage: Mutex<Garbage>,
@@ -112,7 +112,7 @@ impl Region {
             inventory: Inventory::new(aws.clone()),
             aws,
             cache: Mutex::new(Cache::default()),
-            act: Mutex::new(()),
+            act: Arc::new(Mutex::new(())),
             garbage: Mutex::new((BTreeMap::new(), None)),
             unreachable: std::sync::Mutex::new(None),
         }
@@ -140,8 +140,10 @@ impl Region {
         }
     }
 
-    pub async fn act_lock(&self) -> MutexGuard<'_, ()> {
-        self.act.lock().await
+    /// The region's turn to act, held by a policy that may act from before it reads the fleet
+    /// to the end of its execution (owned: the reconcile's stages hand it on).
+    pub async fn act_lock(&self) -> OwnedMutexGuard<()> {
+        Arc::clone(&self.act).lock_owned().await
     }
 
     /// A fleet no older than `max_age` that holds what `needs` asks for; sweeps (reading what

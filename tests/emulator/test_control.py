@@ -90,6 +90,27 @@ def test_throttling_faults_per_service(emu: str) -> None:
     assert http("POST", f"{emu}/_emulator/faults", {"throttle_fraction": 2})[0] == 400
 
 
+def test_a_latency_fault_holds_calls_and_says_how_many_are_held(emu: str) -> None:
+    """The call log counts the requests a latency fault is holding: a test can wait for a call
+    to be hanging instead of sleeping."""
+    import threading
+    import time
+
+    assert http("GET", f"{emu}/_emulator/calls")[1]["delayed"] == 0
+    http("POST", f"{emu}/_emulator/faults", {"latency_ms": 1500, "services": ["rds"]})
+    started = time.monotonic()
+    t = threading.Thread(target=lambda: client(emu, "rds").describe_db_instances())
+    t.start()
+    deadline = time.monotonic() + 5
+    while http("GET", f"{emu}/_emulator/calls")[1]["delayed"] != 1:
+        assert time.monotonic() < deadline, "the held call was never counted"
+        time.sleep(0.05)
+    t.join()
+    assert time.monotonic() - started >= 1.5
+    assert http("GET", f"{emu}/_emulator/calls")[1]["delayed"] == 0
+    http("POST", f"{emu}/_emulator/faults", {"latency_ms": 0})
+
+
 def test_moto_reset_clears_log_faults_and_recreates_defaults(emu: str, rds: Any) -> None:
     """POST /moto-api/reset wipes the fleet, the call log and the faults, and the default
     parameter groups exist again afterwards."""
