@@ -64,6 +64,20 @@ pub struct AccountLabels {
     pub code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct EventLabels {
+    /// `rds` (an RDS event) or `cloudtrail` (an API call record); empty for a malformed message.
+    pub source: String,
+    /// `handled`, or why not: `own_call`, `failed_call`, `unknown_account`, `irrelevant`,
+    /// `malformed`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
 fn reconcile_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
@@ -91,6 +105,16 @@ pub struct Metrics {
     /// Failures to assume or verify an account's role, by account and AWS code.
     pub account_failures: Family<AccountLabels, Counter>,
     pub report_writes: Family<ReportLabels, Counter>,
+    /// Drift-queue messages by source and outcome.
+    pub events: Family<EventLabels, Counter>,
+    /// Targeted re-reads after events, by account and region.
+    pub event_rereads: Family<RegionLabels, Counter>,
+    /// Policies reconciled at once because an event concerned their databases.
+    pub event_wakes: Counter,
+    /// From an event's time to the end of the reconcile it woke.
+    pub event_to_status: Histogram,
+    /// Failed receives and deletes on the drift queues, by AWS code.
+    pub event_queue_errors: Family<CodeLabels, Counter>,
     /// The finding series each policy set last time, to drop the ones that went away.
     finding_series: Mutex<BTreeMap<String, BTreeSet<FindingLabels>>>,
     /// The AWS call counts already exported, per region.
@@ -186,8 +210,43 @@ impl Metrics {
             "Policy report writes by API group and operation (apply, delete); 0 in steady state: a report is written only when its content changes",
             report_writes.clone(),
         );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Messages read from the drift queues, by source (rds, cloudtrail) and outcome (handled, own_call, failed_call, unknown_account, irrelevant, malformed)",
+            events.clone(),
+        );
+        let event_rereads = Family::<RegionLabels, Counter>::default();
+        registry.register(
+            "event_rereads",
+            "Targeted re-reads of the databases events concern (one per debounced batch of an account and region)",
+            event_rereads.clone(),
+        );
+        let event_wakes = Counter::default();
+        registry.register(
+            "event_wakes",
+            "Policies reconciled at once because an event concerned a database they select",
+            event_wakes.clone(),
+        );
+        let event_to_status = Histogram::new(exponential_buckets(0.25, 2.0, 12));
+        registry.register(
+            "event_to_status_seconds",
+            "From an AWS event's time to the end of the reconcile it woke (status written when it changed)",
+            event_to_status.clone(),
+        );
+        let event_queue_errors = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "event_queue_errors",
+            "Failed receives and deletes on the drift queues, by AWS error code",
+            event_queue_errors.clone(),
+        );
         Metrics {
             registry,
+            events,
+            event_rereads,
+            event_wakes,
+            event_to_status,
+            event_queue_errors,
             report_writes,
             account_failures,
             managed_groups,
@@ -204,6 +263,33 @@ impl Metrics {
             finding_series: Mutex::default(),
             aws_seen: Mutex::default(),
         }
+    }
+
+    /// Counts one drift-queue message.
+    pub fn event(&self, source: &str, outcome: &str) {
+        self.events
+            .get_or_create(&EventLabels {
+                source: source.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn event_reread(&self, account: &str, region: &str) {
+        self.event_rereads
+            .get_or_create(&RegionLabels {
+                region: region.to_string(),
+                account: account.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn event_queue_error(&self, code: &str) {
+        self.event_queue_errors
+            .get_or_create(&CodeLabels {
+                code: code.to_string(),
+            })
+            .inc();
     }
 
     /// Counts one write of a policy report.

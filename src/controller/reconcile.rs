@@ -85,6 +85,9 @@ struct Memory {
     warnings: BTreeSet<EventSpec>,
     /// The Ready reason last published.
     ready_reason: Option<Reason>,
+    /// The time of the earliest AWS event that woke this policy and is not yet reported (the
+    /// event-to-status latency).
+    event_at: Option<chrono::DateTime<Utc>>,
 }
 
 /// An account's uid and generation when verified, and when it is due again.
@@ -255,6 +258,32 @@ impl Context {
     ) -> Option<T> {
         let mut memory = self.memory.lock().ok()?;
         Some(f(memory.entry(key.clone()).or_default()))
+    }
+
+    /// Makes the policies of `key` that `concerned` picks due now: an event said some of their
+    /// databases may have changed (and the region's sweep has been refreshed where they are).
+    /// `event_at` is the earliest event's time. Returns how many policies were woken.
+    pub fn wake(
+        &self,
+        key: &Key,
+        event_at: Option<chrono::DateTime<Utc>>,
+        concerned: impl Fn(&DatabaseSecurityPolicy) -> bool,
+    ) -> usize {
+        let woken: Vec<_> = self
+            .policies()
+            .into_iter()
+            .filter(|p| self.policy_key(p).as_ref() == Some(key) && concerned(p))
+            .collect();
+        for policy in &woken {
+            self.with_memory(&ObjectRef::from_obj(&**policy), |m| {
+                m.due = None;
+                m.event_at = match (m.event_at, event_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            });
+        }
+        woken.len()
     }
 
     /// Forgets a deleted policy (memory and metric series); its uid, when it was known.
@@ -795,6 +824,11 @@ async fn report(
             }
             Err(e) => tracing::warn!(policy = %name, error = %e, "could not write policy reports"),
         }
+    }
+    if let Some(at) = ctx.with_memory(key, |m| m.event_at.take()).flatten() {
+        let seconds = (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
+        ctx.metrics.event_to_status.observe(seconds);
+        tracing::info!(policy = %name, seconds, "reconciled after a drift event");
     }
     let account = ctx.account_version(policy);
     let Decision {

@@ -202,6 +202,17 @@ def test_policy_reports_off_drops_their_rbac_and_sets_the_flag(helm):
     assert "--policy-reports=auto" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
+def test_event_queues_become_flags_only_when_set(helm):
+    url = "https://sqs.eu-west-1.amazonaws.com/111122223333/pgbaseline-drift"
+    (dep,) = by_kind(render(helm, "--set", f"operator.eventQueues={{{url}}}",
+                            "--set", "operator.eventDebounce=5s"), "Deployment")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--event-queue={url}" in args and "--event-debounce=5s" in args
+    (dep,) = by_kind(render(helm), "Deployment")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith("--event-")]
+
+
 def test_watch_namespaces_give_namespaced_roles(helm):
     docs = render(helm, *VARIANTS["namespaced-ha"])
     # Nothing cluster-wide about policies; AwsAccounts are cluster-scoped, so reading them is.
@@ -245,6 +256,7 @@ def test_optional_objects_and_irsa(helm):
     ["--set", "aws.roleArn=not-an-arn"],
     ["--set", "unknownKey=1"],
     ["--set", "operator.policyReports=both"],
+    ["--set", "operator.eventQueues={not-a-url}"],
 ])
 def test_values_schema_rejects(helm, bad):
     p = subprocess.run([helm, "template", "pgb", str(CHART), *bad], capture_output=True, text=True)
