@@ -47,6 +47,36 @@ fn is_ready(p: &DatabaseSecurityPolicy, status: &str, reason: &str) -> bool {
     ready(p) == Some((status.to_string(), reason.to_string()))
 }
 
+/// An Audit policy with the resync an hour away: only events make it look again.
+fn audit_policy(cp: &ControlPlane, ns: &str, name: &str, instance: &str) {
+    cp.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  mode: Audit\n  resyncSeconds: 3600\n  selector: {{instanceIdentifiers: [{instance}]}}\n  posture:\n    transport: {{forceSsl: true}}\n"
+        )),
+    );
+}
+
+/// Puts `count` CloudTrail records of a `ModifyDBParameterGroup` of [`GROUP`] by `caller` on
+/// the bus.
+fn group_modified(emulator: &Emulator, count: u32, caller: Option<&str>) {
+    let params = format!(r#"{{"dBParameterGroupName": "{GROUP}"}}"#);
+    let count = count.to_string();
+    let mut args = vec![
+        "cloudtrail",
+        "--name",
+        "ModifyDBParameterGroup",
+        "--params",
+        &params,
+        "--count",
+        &count,
+    ];
+    if let Some(caller) = caller {
+        args.extend(["--caller", caller]);
+    }
+    drift_events(emulator, &args);
+}
+
 /// The RDS and EC2 calls the emulator answered (the queue's own SQS calls left out).
 fn database_reads(emulator: &Emulator) -> Vec<String> {
     emulator
@@ -108,12 +138,7 @@ async fn drift_events_flip_the_status_within_seconds_and_noise_changes_nothing()
         ],
     );
     let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
-    cp.kubectl_ok(
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata:\n  name: tls\n  namespace: {ns}\nspec:\n  mode: Audit\n  resyncSeconds: 3600\n  selector: {{instanceIdentifiers: [payments-prod]}}\n  posture:\n    transport: {{forceSsl: true}}\n"
-        )),
-    );
+    audit_policy(cp, &ns, "tls", "payments-prod");
     wait_for(
         &api,
         "tls",
@@ -124,12 +149,7 @@ async fn drift_events_flip_the_status_within_seconds_and_noise_changes_nothing()
     )
     .await;
     // A policy over a database on another group: events about the first group leave it be.
-    cp.kubectl_ok(
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata:\n  name: other\n  namespace: {ns}\nspec:\n  mode: Audit\n  resyncSeconds: 3600\n  selector: {{instanceIdentifiers: [orders-prod]}}\n  posture:\n    transport: {{forceSsl: true}}\n"
-        )),
-    );
+    audit_policy(cp, &ns, "other", "orders-prod");
     wait_for(
         &api,
         "other",
@@ -144,16 +164,7 @@ async fn drift_events_flip_the_status_within_seconds_and_noise_changes_nothing()
     emulator.reset_calls();
     set_force_ssl(&emulator, GROUP, "0").await;
     let changed = Instant::now();
-    drift_events(
-        &emulator,
-        &[
-            "cloudtrail",
-            "--name",
-            "ModifyDBParameterGroup",
-            "--params",
-            &format!(r#"{{"dBParameterGroupName": "{GROUP}"}}"#),
-        ],
-    );
+    group_modified(&emulator, 1, None);
     wait_for(
         &api,
         "tls",
@@ -189,18 +200,7 @@ async fn drift_events_flip_the_status_within_seconds_and_noise_changes_nothing()
     // A burst of ten records about the group, after it was fixed: one re-read.
     set_force_ssl(&emulator, GROUP, "1").await;
     emulator.reset_calls();
-    drift_events(
-        &emulator,
-        &[
-            "cloudtrail",
-            "--name",
-            "ModifyDBParameterGroup",
-            "--params",
-            &format!(r#"{{"dBParameterGroupName": "{GROUP}"}}"#),
-            "--count",
-            "10",
-        ],
-    );
+    group_modified(&emulator, 10, None);
     wait_for(
         &api,
         "tls",
@@ -231,18 +231,7 @@ async fn drift_events_flip_the_status_within_seconds_and_noise_changes_nothing()
         let who = sts.get_caller_identity().send().await.expect("identity");
         who.arn().expect("arn").to_string()
     };
-    drift_events(
-        &emulator,
-        &[
-            "cloudtrail",
-            "--name",
-            "ModifyDBParameterGroup",
-            "--params",
-            &format!(r#"{{"dBParameterGroupName": "{GROUP}"}}"#),
-            "--caller",
-            &own,
-        ],
-    );
+    group_modified(&emulator, 1, Some(&own));
     let record = |account: &str, error: &str| {
         format!(
             r#"{{"version":"0","id":"x","detail-type":"AWS API Call via CloudTrail","source":"aws.rds","account":"{account}","time":"2026-12-02T05:00:00Z","region":"us-east-1","resources":[],"detail":{{"eventSource":"rds.amazonaws.com","eventName":"ModifyDBParameterGroup","userIdentity":{{"arn":"arn:aws:sts::{account}:assumed-role/admin/alice"}},"requestParameters":{{"dBParameterGroupName":"{GROUP}"}}{error}}}}}"#

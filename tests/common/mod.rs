@@ -128,15 +128,19 @@ impl Emulator {
             .collect()
     }
 
-    /// Every call since the last reset, in order.
-    pub fn calls(&self) -> Vec<Call> {
-        let body: Value = ureq::get(&format!("{}/_emulator/calls", self.url))
+    /// The call log as the emulator serves it (`calls`, `delayed`).
+    fn call_log(&self) -> Value {
+        ureq::get(&format!("{}/_emulator/calls", self.url))
             .call()
             .expect("call log")
             .body_mut()
             .read_json()
-            .expect("json");
-        parse_calls(&body).expect("calls array")
+            .expect("json")
+    }
+
+    /// Every call since the last reset, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        parse_calls(&self.call_log()).expect("calls array")
     }
 
     pub fn mutating_calls(&self) -> Vec<Call> {
@@ -182,13 +186,7 @@ impl Emulator {
 
     /// How many requests a latency fault is holding right now.
     pub fn delayed(&self) -> u64 {
-        let body: Value = ureq::get(&format!("{}/_emulator/calls", self.url))
-            .call()
-            .expect("call log")
-            .body_mut()
-            .read_json()
-            .expect("json");
-        body["delayed"].as_u64().unwrap_or(0)
+        self.call_log()["delayed"].as_u64().unwrap_or(0)
     }
 
     pub fn set_faults(&self, faults: Value) {
