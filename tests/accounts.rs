@@ -647,7 +647,9 @@ async fn the_admission_policy_refuses_namespaces_modes_and_regions_the_account_d
     let try_apply = |ns: &str, mode: &str, region: Option<&str>| {
         let mut text = policy_yaml(ns, "p", &name, mode);
         if let Some(r) = region {
-            text = text.replace("team: shared}", &format!("team: shared}}, region: {r}"));
+            // `[a, b]`: several regions.
+            let field = if r.starts_with('[') { "regions" } else { "region" };
+            text = text.replace("team: shared}", &format!("team: shared}}, {field}: {r}"));
         }
         cp.kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&text))
     };
@@ -682,7 +684,17 @@ async fn the_admission_policy_refuses_namespaces_modes_and_regions_the_account_d
         !out.status.success() && err.contains("spec.selector.region: ap-south-1 is not one of"),
         "{err}"
     );
-    for (ns, region) in [(&allowed, Some("eu-west-1")), (&labelled, None)] {
+    let out = try_apply(&allowed, "Audit", Some("[eu-west-1, ap-south-1]"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("spec.selector.regions: ap-south-1 not among"),
+        "{err}"
+    );
+    for (ns, region) in [
+        (&allowed, Some("eu-west-1")),
+        (&allowed, Some("[us-east-1, eu-west-1]")),
+        (&labelled, None),
+    ] {
         let out = try_apply(ns, "Audit", region);
         assert!(
             out.status.success(),

@@ -166,26 +166,34 @@ impl Context {
         ))
     }
 
-    /// The (account, region) a policy's work happens in, as far as the caches tell (the
-    /// guard is not applied: this only groups policies for a shared sweep).
-    pub fn policy_key(&self, policy: &DatabaseSecurityPolicy) -> Option<Key> {
-        match &policy.spec.account_ref {
-            None => Some(Key {
-                account: String::new(),
-                region: policy
-                    .spec
-                    .region()
-                    .map(str::to_string)
-                    .or_else(|| self.regions.default_region())?,
-            }),
-            Some(r) => Some(Key {
-                account: r.name.clone(),
-                region: match policy.spec.region() {
-                    Some(region) => region.to_string(),
-                    None => self.account(&r.name)?.spec.regions.first()?.clone(),
-                },
-            }),
+    /// The (account, region)s a policy's work happens in, one per region, as far as the caches
+    /// tell (the guard is not applied: this only groups policies for a shared sweep).
+    pub fn policy_keys(&self, policy: &DatabaseSecurityPolicy) -> Option<Vec<Key>> {
+        let account = match &policy.spec.account_ref {
+            None => String::new(),
+            Some(r) => r.name.clone(),
+        };
+        let mut regions: Vec<String> = policy
+            .spec
+            .regions()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if regions.is_empty() {
+            regions.push(match &policy.spec.account_ref {
+                None => self.regions.default_region()?,
+                Some(r) => self.account(&r.name)?.spec.regions.first()?.clone(),
+            });
         }
+        Some(
+            regions
+                .into_iter()
+                .map(|region| Key {
+                    account: account.clone(),
+                    region,
+                })
+                .collect(),
+        )
     }
 
     /// Every known policy.
@@ -214,7 +222,7 @@ impl Context {
         Needs::for_policies(
             policies
                 .iter()
-                .filter(|p| self.policy_key(p).as_ref() == Some(key))
+                .filter(|p| self.policy_keys(p).is_some_and(|keys| keys.contains(key)))
                 .map(|p| &p.spec),
         )
     }
@@ -413,6 +421,10 @@ pub async fn reconcile(
     result.map(|(action, _)| action)
 }
 
+/// The regions a policy's work happens in, or the account (empty: the operator's own) and why
+/// one could not be reached.
+type Reached = Result<Vec<Arc<Region>>, (String, Failure)>;
+
 async fn reconcile_stages(
     policy: &DatabaseSecurityPolicy,
     ctx: &Context,
@@ -431,21 +443,29 @@ async fn reconcile_stages(
     let mut event_specs = Vec::new();
     let mut acted = false;
     // Stage 0: the account guard (Kubernetes reads only; a refused policy calls no AWS).
-    let region: Result<Result<Arc<Region>, (String, Failure)>, Refusal> =
-        match accounts::resolve(ctx, policy).await? {
-            Err(refusal) => Err(refusal),
-            Ok(Target::Own(region)) => Ok(ctx
-                .regions
-                .get(region.as_deref())
-                .await
-                .map_err(|e| (String::new(), e))),
-            Ok(Target::Account(target)) => Ok(ctx
-                .regions
-                .account(&target, &ctx.metrics)
-                .await
-                .map_err(|e| (target.name.clone(), e))),
-        };
-    match region {
+    let regions: Result<Reached, Refusal> = match accounts::resolve(ctx, policy).await? {
+        Err(refusal) => Err(refusal),
+        Ok(targets) => {
+            let mut regions = Vec::new();
+            for target in targets {
+                let region = match target {
+                    Target::Own(region) => ctx
+                        .regions
+                        .get(region.as_deref())
+                        .await
+                        .map_err(|e| (String::new(), e)),
+                    Target::Account(target) => ctx
+                        .regions
+                        .account(&target, &ctx.metrics)
+                        .await
+                        .map_err(|e| (target.name.clone(), e)),
+                };
+                regions.push(region);
+            }
+            Ok(regions.into_iter().collect())
+        }
+    };
+    match regions {
         Err(refusal) => {
             tracing::warn!(policy = %name, reason = %refusal.reason, message = %refusal.message, "account refused");
             observation = Observation::Refused(refusal);
@@ -453,120 +473,145 @@ async fn reconcile_stages(
         Ok(Err((account, e))) => {
             observation = Observation::InventoryFailed(failure_in(&account, e));
         }
-        Ok(Ok(region)) => {
-            let guard = if may_act {
-                Some(region.act_lock().await)
-            } else {
-                None
-            };
-            let fleet = region
-                .fleet(
-                    Needs::for_policies([spec]),
-                    ctx.region_needs(&region.key()),
-                    sweep_window(resync),
-                    &ctx.metrics,
-                )
-                .await;
-            match fleet {
-                Err(e) => {
-                    tracing::warn!(policy = %name, account = %region.account, error = %e, "inventory failed");
-                    if e.class.needs_human() && !region.account.is_empty() {
-                        // Revoked or expired credentials: assume the role afresh next time.
-                        ctx.metrics.account_failure(&region.account, &e.code);
-                        ctx.regions.refused(&region.key(), &e).await;
+        Ok(Ok(regions)) => {
+            // One pass per region (one for most policies), in the order named; the results
+            // are merged into one status. A region that cannot be read fails the pass.
+            let mut parts = Vec::new();
+            let mut all_succeeded = 0;
+            let mut all_failures = Vec::new();
+            let mut failed = None;
+            for region in regions {
+                let guard = if may_act {
+                    Some(region.act_lock().await)
+                } else {
+                    None
+                };
+                let fleet = region
+                    .fleet(
+                        Needs::for_policies([spec]),
+                        ctx.region_needs(&region.key()),
+                        sweep_window(resync),
+                        &ctx.metrics,
+                    )
+                    .await;
+                match fleet {
+                    Err(e) => {
+                        tracing::warn!(policy = %name, account = %region.account, error = %e, "inventory failed");
+                        if e.class.needs_human() && !region.account.is_empty() {
+                            // Revoked or expired credentials: assume the role afresh next time.
+                            ctx.metrics.account_failure(&region.account, &e.code);
+                            ctx.regions.refused(&region.key(), &e).await;
+                        }
+                        failed = Some(failure_in(&region.account, e));
+                        break;
                     }
-                    observation = Observation::InventoryFailed(failure_in(&region.account, e));
-                }
-                Ok(FleetView { fleet, at, swept }) => {
-                    fleet_age = at.elapsed();
-                    // Stage 2: select → evaluate → plan → execute (Enforce only), for as long
-                    // as the policy is still wanted as it is and this replica leads.
-                    let still_wanted = StillWanted {
-                        ctx,
-                        key,
-                        uid: policy.meta().uid.as_deref(),
-                        generation,
-                    };
-                    let aws = match region.acting(may_act).await {
-                        Ok(aws) => aws,
-                        Err(e) => {
+                    Ok(FleetView { fleet, at, swept }) => {
+                        // The oldest fleet decides when the policy is due again.
+                        fleet_age = fleet_age.max(at.elapsed());
+                        // Stage 2: select → evaluate → plan → execute (Enforce only), for as long
+                        // as the policy is still wanted as it is and this replica leads.
+                        let still_wanted = StillWanted {
+                            ctx,
+                            key,
+                            uid: policy.meta().uid.as_deref(),
+                            generation,
+                        };
+                        let aws = match region.acting(may_act).await {
+                            Ok(aws) => aws,
+                            Err(e) => {
+                                drop(guard);
+                                return Err(Error::Aws(e));
+                            }
+                        };
+                        let namespace = policy.namespace().unwrap_or_default();
+                        let login = match &ctx.db {
+                            Some(_) if crate::posture::indb::needed(spec) => {
+                                login_of(&ctx.client, &namespace, spec).await
+                            }
+                            _ => crate::postgres::Login::Unavailable {
+                                reason: crate::posture::indb::Reason::CredentialsUnavailable,
+                                message: "not needed".into(),
+                            },
+                        };
+                        let db = ctx.db.as_ref().map(|layer| engine::DbAccess {
+                            layer,
+                            login: &login,
+                        });
+                        let run = engine::run_policy_while(
+                            spec,
+                            &fleet,
+                            &aws,
+                            db,
+                            Utc::now(),
+                            &still_wanted,
+                        )
+                        .await;
+                        let attempted = run.outcomes.iter().any(Outcome::may_have_changed_aws);
+                        if let Some(reason) = &run.stopped {
+                            // Part of an action may have been done: nobody plans from this fleet.
+                            region.invalidate().await;
                             drop(guard);
-                            return Err(Error::Aws(e));
+                            ctx.metrics.sync_aws_calls(
+                                &region.account,
+                                &region.aws.region,
+                                &region.aws.stats,
+                            );
+                            return Ok(stopped(ctx, policy, key, &run, reason).await);
                         }
-                    };
-                    let namespace = policy.namespace().unwrap_or_default();
-                    let login = match &ctx.db {
-                        Some(_) if crate::posture::indb::needed(spec) => {
-                            login_of(&ctx.client, &namespace, spec).await
+                        if attempted {
+                            // AWS changed: the next policy must not plan from this fleet.
+                            region.invalidate().await;
+                            acted = true;
                         }
-                        _ => crate::postgres::Login::Unavailable {
-                            reason: crate::posture::indb::Reason::CredentialsUnavailable,
-                            message: "not needed".into(),
-                        },
-                    };
-                    let db = ctx.db.as_ref().map(|layer| engine::DbAccess {
-                        layer,
-                        login: &login,
-                    });
-                    let run =
-                        engine::run_policy_while(spec, &fleet, &aws, db, Utc::now(), &still_wanted)
-                            .await;
-                    let attempted = run.outcomes.iter().any(Outcome::may_have_changed_aws);
-                    if let Some(reason) = &run.stopped {
-                        // Part of an action may have been done: nobody plans from this fleet.
-                        region.invalidate().await;
+                        if guard.is_some() && spec.enforces_anything() {
+                            let view = FleetView {
+                                fleet: fleet.clone(),
+                                at,
+                                swept,
+                            };
+                            let deleted = region
+                                .collect_garbage(&view, ctx.managed_group_grace, &still_wanted)
+                                .await;
+                            ctx.metrics.managed_groups_deleted(
+                                &region.account,
+                                &region.aws.region,
+                                deleted.len(),
+                            );
+                        }
                         drop(guard);
                         ctx.metrics.sync_aws_calls(
                             &region.account,
                             &region.aws.region,
                             &region.aws.stats,
                         );
-                        return Ok(stopped(ctx, policy, key, &run, reason).await);
-                    }
-                    if attempted {
-                        // AWS changed: the next policy must not plan from this fleet.
-                        region.invalidate().await;
-                        acted = true;
-                    }
-                    if guard.is_some() && spec.enforces_anything() {
-                        let view = FleetView {
-                            fleet: fleet.clone(),
-                            at,
+                        tracing::debug!(
+                            policy = %name,
                             swept,
-                        };
-                        let deleted = region
-                            .collect_garbage(&view, ctx.managed_group_grace, &still_wanted)
-                            .await;
-                        ctx.metrics.managed_groups_deleted(
-                            &region.account,
-                            &region.aws.region,
-                            deleted.len(),
+                            selected = run.summary.selected,
+                            actions = run.plan.actions.len(),
+                            "evaluated"
                         );
+                        let (succeeded, failures) = count_remediations(ctx, &run);
+                        event_specs.extend(events::for_actions(&run.plan, &run.outcomes));
+                        all_succeeded += succeeded;
+                        all_failures.extend(failures);
+                        parts.push((run.results, run.summary));
                     }
-                    drop(guard);
-                    ctx.metrics.sync_aws_calls(
-                        &region.account,
-                        &region.aws.region,
-                        &region.aws.stats,
-                    );
-                    tracing::debug!(
-                        policy = %name,
-                        swept,
-                        selected = run.summary.selected,
-                        actions = run.plan.actions.len(),
-                        "evaluated"
-                    );
-                    let (succeeded, failures) = count_remediations(ctx, &run);
-                    event_specs = events::for_actions(&run.plan, &run.outcomes);
-                    ctx.metrics.set_findings(&name, &run.results);
-                    observation = Observation::Evaluated {
-                        results: run.results,
-                        summary: run.summary,
-                        actions_succeeded: succeeded,
-                        failures,
-                    };
                 }
             }
+            observation = match failed {
+                Some(failure) => Observation::InventoryFailed(failure),
+                None => {
+                    let (results, summary) = crate::posture::report::merge(parts);
+                    ctx.metrics.set_findings(&name, &results);
+                    Observation::Evaluated {
+                        results,
+                        summary,
+                        actions_succeeded: all_succeeded,
+                        failures: all_failures,
+                    }
+                }
+            };
         }
     }
 
