@@ -231,6 +231,16 @@ pub async fn reconcile_account(
     account: Arc<AwsAccount>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    if let Some(shards) = &ctx.shards
+        && !shards.holds(&[super::scaleout::account_key(&account)])
+    {
+        // Verified by the holder of the account's home key; once this replica takes it, the
+        // controller is triggered and the account verified here afresh.
+        if let Ok(mut checks) = ctx.account_checks.lock() {
+            checks.remove(&account.name_any());
+        }
+        return Ok(Action::await_change());
+    }
     let name = account.name_any();
     let generation = account.meta().generation;
     let uid = account.meta().uid.clone();

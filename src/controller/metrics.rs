@@ -85,6 +85,9 @@ pub struct Metrics {
     pub sweep_duration: Family<RegionLabels, Histogram, fn() -> Histogram>,
     pub last_sweep: Family<RegionLabels, Gauge<f64, AtomicU64>>,
     pub leader: Gauge,
+    /// With `--scale-out`: the (account, region) keys this replica holds, and the live replicas.
+    pub shard_keys: Gauge,
+    pub shard_replicas: Gauge,
     pub status_writes: Counter,
     pub managed_groups: Family<RegionLabels, Gauge>,
     pub managed_groups_deleted: Family<RegionLabels, Counter>,
@@ -156,6 +159,18 @@ impl Metrics {
             "1 while this process holds the leader lease (or runs without leader election)",
             leader.clone(),
         );
+        let shard_keys = Gauge::default();
+        registry.register(
+            "shard_keys",
+            "With --scale-out: the (account, region) keys whose Lease this replica holds",
+            shard_keys.clone(),
+        );
+        let shard_replicas = Gauge::default();
+        registry.register(
+            "shard_replicas",
+            "With --scale-out: the live replicas this replica counts (itself included)",
+            shard_replicas.clone(),
+        );
         let status_writes = Counter::default();
         registry.register(
             "status_writes",
@@ -200,6 +215,8 @@ impl Metrics {
             sweep_duration,
             last_sweep,
             leader,
+            shard_keys,
+            shard_replicas,
             status_writes,
             finding_series: Mutex::default(),
             aws_seen: Mutex::default(),

@@ -10,6 +10,8 @@ pub mod lease;
 pub mod metrics;
 pub mod reconcile;
 pub mod reports;
+pub mod scaleout;
+pub mod shards;
 pub mod status;
 
 use std::sync::Arc;
@@ -37,6 +39,9 @@ pub struct Options {
     /// Namespaces to watch; empty: all.
     pub namespaces: Vec<String>,
     pub leader_election: bool,
+    /// Spread the (account, region) keys over every replica (a Lease per key) instead of
+    /// electing one leader.
+    pub scale_out: bool,
     pub leader_election_namespace: String,
     pub lease_name: String,
     /// Names this replica on Events (the pod name); the Lease holder is this plus a
@@ -120,10 +125,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     ctx.managed_group_grace = options.managed_group_grace;
     ctx.db = Some(crate::postgres::Layer::new(options.db.clone()));
     ctx.reports = reports::Reports::new(options.policy_reports);
-    let leadership = options
-        .leader_election
+    let leadership = (options.leader_election && !options.scale_out)
         .then(|| Arc::new(lease::Leadership::default()));
     ctx.leadership = leadership.clone();
+    let shards = options
+        .scale_out
+        .then(|| Arc::new(scaleout::Shards::default()));
+    ctx.shards = shards.clone();
     ctx.regions.set_call_timeout(options.aws_timeout);
     let ctx = Arc::new(ctx);
 
@@ -145,7 +153,37 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "pgbaseline operator starting"
     );
 
-    if let Some(leadership) = leadership {
+    if let Some(shards) = shards {
+        // Every replica watches and serves; each reconciles the policies whose keys it holds.
+        // The operator's own region is resolved first: a policy without a region is keyed by it.
+        if let Err(e) = ctx.regions.get(None).await {
+            tracing::warn!(error = %e, "no default AWS region: policies without selector.region wait");
+        }
+        let config = scaleout::Config {
+            group: options.lease_name.clone(),
+            namespace: options.leader_election_namespace.clone(),
+            holder: lease::holder_identity(&options.identity),
+        };
+        tracing::info!(holder = %config.holder, group = %config.group, "scale-out over replicas");
+        let elector = scaleout::Elector::new(client.clone(), config, shards, ctx.clone());
+        let (release_tx, release_rx) = watch::channel(false);
+        let election = tokio::spawn(elector.run(stopped(release_rx)));
+        ready.store(true, Ordering::Relaxed);
+        metrics.leader.set(1);
+        tokio::select! {
+            _ = run_controllers(ctx.clone(), &options.namespaces, stop_rx.clone()) => {}
+            _ = drained(stop_rx.clone()) => {}
+        }
+        metrics.leader.set(0);
+        // Reconciles are done: give the keys up for a quick handover.
+        let _ = release_tx.send(true);
+        if tokio::time::timeout(Duration::from_secs(15), election)
+            .await
+            .is_err()
+        {
+            tracing::warn!("timed out releasing the scale-out leases");
+        }
+    } else if let Some(leadership) = leadership {
         let config = lease::LeaseConfig {
             name: options.lease_name.clone(),
             namespace: options.leader_election_namespace.clone(),
@@ -231,6 +269,11 @@ async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::
     .with_config(ControllerConfig::default().concurrency(2))
     .trigger_backoff(WatchBackoff::default())
     .graceful_shutdown_on(stopped(stop.clone()));
+    // With --scale-out, what a replica owns changes with the keys it holds.
+    let accounts = match &ctx.shards {
+        Some(shards) => accounts.reconcile_all_on(scaleout::on_new_keys(shards)),
+        None => accounts,
+    };
     let account_store = accounts.store();
     if let Ok(mut s) = ctx.accounts.write() {
         *s = Some(account_store.clone());
@@ -265,6 +308,10 @@ async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::
                 },
             )
             .graceful_shutdown_on(stopped(stop.clone()));
+        let controller = match &ctx.shards {
+            Some(shards) => controller.reconcile_all_on(scaleout::on_new_keys(shards)),
+            None => controller,
+        };
         stores.push(controller.store());
         let ctx_for_results = ctx.clone();
         let account_store = account_store.clone();

@@ -99,6 +99,9 @@ pub struct Context {
     /// With leader election: whether this replica's term runs (asked before every mutating
     /// AWS call).
     pub leadership: Option<Arc<Leadership>>,
+    /// With `--scale-out`: the (account, region) keys this replica holds (a policy is
+    /// reconciled only by the replica holding all of its keys; see `scaleout.rs`).
+    pub shards: Option<Arc<super::scaleout::Shards>>,
     /// The in-database layer (connections, TLS, the concurrency cap), shared by every policy.
     pub db: Option<crate::postgres::Layer>,
     /// The `AwsAccount` cache (kept current by the account controller's watch).
@@ -126,6 +129,7 @@ impl Context {
             managed_group_grace: DEFAULT_MANAGED_GROUP_GRACE,
             stores: RwLock::new(Vec::new()),
             leadership: None,
+            shards: None,
             db: None,
             accounts: RwLock::new(None),
             account_checks: Mutex::new(HashMap::new()),
@@ -388,6 +392,9 @@ impl MayAct for StillWanted<'_> {
                 meta.generation.unwrap_or_default()
             ));
         }
+        if let Some(shards) = &self.ctx.shards {
+            shards.may_act(&super::scaleout::policy_keys(self.ctx, &current))?;
+        }
         Ok(())
     }
 }
@@ -398,6 +405,14 @@ pub async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*policy);
+    if let Some(shards) = &ctx.shards
+        && !shards.holds(&super::scaleout::policy_keys(&ctx, &policy))
+    {
+        // Another replica's (or nobody's yet): it is reconciled here once this replica takes
+        // its keys (the controller is triggered then), from scratch.
+        ctx.with_memory(&key, |m| m.due = None);
+        return Ok(Action::await_change());
+    }
     let generation = policy.meta().generation;
     let account = ctx.account_version(&policy);
     if let Some(wait) = ctx.not_due(
