@@ -42,6 +42,8 @@ pub struct Call {
     pub account: String,
     /// The caller's STS session name (empty for long-term keys).
     pub session: String,
+    /// The region the call was signed for.
+    pub region: String,
 }
 
 impl Call {
@@ -64,6 +66,7 @@ pub fn parse_calls(body: &Value) -> Option<Vec<Call>> {
                 throttled: c["throttled"].as_bool().unwrap_or(false),
                 account: c["account"].as_str().unwrap_or_default().to_string(),
                 session: c["session"].as_str().unwrap_or_default().to_string(),
+                region: c["region"].as_str().unwrap_or_default().to_string(),
             })
             .collect(),
     )

@@ -34,15 +34,15 @@ def test_call_log_records_service_action_status(emu: str, rds: Any, kms: Any, ec
     calls = _calls(emu)
     assert calls == [
         {"service": "rds", "action": "CreateDBInstance", "status": 200, "throttled": False,
-         "account": "123456789012", "session": ""},
+         "account": "123456789012", "session": "", "region": "us-east-1"},
         {"service": "rds", "action": "DescribeDBInstances", "status": 200, "throttled": False,
-         "account": "123456789012", "session": ""},
+         "account": "123456789012", "session": "", "region": "us-east-1"},
         {"service": "kms", "action": "ListAliases", "status": 200, "throttled": False,
-         "account": "123456789012", "session": ""},
+         "account": "123456789012", "session": "", "region": "us-east-1"},
         {"service": "ec2", "action": "DescribeSecurityGroups", "status": 200, "throttled": False,
-         "account": "123456789012", "session": ""},
+         "account": "123456789012", "session": "", "region": "us-east-1"},
         {"service": "rds", "action": "DescribeDBInstances", "status": 404, "throttled": False,
-         "account": "123456789012", "session": ""},
+         "account": "123456789012", "session": "", "region": "us-east-1"},
     ]
     assert PASSWORD not in json.dumps(calls)
     assert http("POST", f"{emu}/_emulator/calls/reset")[0] == 200

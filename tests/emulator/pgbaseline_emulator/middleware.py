@@ -17,7 +17,7 @@ import uuid
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
-from .accounts import Accounts
+from .accounts import Accounts, signed_region
 from .quotas import QUOTAS, Quotas
 
 _CRED_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/([^/,\s]+)/aws4_request")
@@ -308,10 +308,12 @@ class EmulatorMiddleware:
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         service, action = classify(environ, body)
         account, session = self.accounts.caller(environ)
+        region = signed_region(environ)
 
         def log(status: int, throttled: bool) -> None:
             self.calls.add({"service": service, "action": action, "status": status,
-                            "throttled": throttled, "account": account, "session": session})
+                            "throttled": throttled, "account": account, "session": session,
+                            "region": region})
 
         refused = self.accounts.refuse(environ, service, action, body)
         if refused is not None:
