@@ -648,7 +648,11 @@ async fn the_admission_policy_refuses_namespaces_modes_and_regions_the_account_d
         let mut text = policy_yaml(ns, "p", &name, mode);
         if let Some(r) = region {
             // `[a, b]`: several regions.
-            let field = if r.starts_with('[') { "regions" } else { "region" };
+            let field = if r.starts_with('[') {
+                "regions"
+            } else {
+                "region"
+            };
             text = text.replace("team: shared}", &format!("team: shared}}, {field}: {r}"));
         }
         cp.kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&text))
