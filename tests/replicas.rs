@@ -12,7 +12,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use aws_sdk_rds::types::Tag;
 use common::controlplane::ControlPlane;
 use common::operator::{Operator, wait_for};
 use common::{Call, Emulator};
@@ -32,24 +31,6 @@ const RETRY_PERIOD: Duration = Duration::from_secs(2);
 
 fn role(account: &str, name: &str) -> String {
     format!("arn:aws:iam::{account}:role/{name}")
-}
-
-/// Instance `id` in (`account`, `region`), tagged `team=shared`, without deletion protection.
-async fn create_instance(emulator: &Emulator, account: &str, region: &str, id: &str) {
-    let rds = aws_sdk_rds::Client::new(&emulator.sdk_config_in(account, region).await);
-    rds.create_db_instance()
-        .db_instance_identifier(id)
-        .engine("postgres")
-        .engine_version("16.3")
-        .db_instance_class("db.t4g.micro")
-        .allocated_storage(20)
-        .master_username("postgres")
-        .master_user_password("not-a-real-password-1")
-        .deletion_protection(false)
-        .tags(Tag::builder().key("team").value("shared").build())
-        .send()
-        .await
-        .expect("create instance");
 }
 
 /// Turns deletion protection off behind the operator's back (drift).
@@ -172,6 +153,23 @@ async fn until<T>(
     }
 }
 
+/// Waits until the call log holds at least two sweeps of each of the six keys; who swept them.
+async fn two_sweeps_of_every_key(
+    emulator: &Emulator,
+    ops: &[&Operator],
+) -> BTreeMap<(String, String), BTreeMap<String, usize>> {
+    until(
+        Duration::from_secs(60),
+        "two sweeps of every key",
+        ops,
+        || {
+            let s = sweepers(&emulator.calls());
+            (s.len() == 6 && s.values().all(|by| by.values().sum::<usize>() >= 2)).then_some(s)
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_split_six_keys_and_take_over_a_dead_ones() {
     // A control plane of its own: AwsAccounts are cluster-scoped.
@@ -181,7 +179,9 @@ async fn three_replicas_split_six_keys_and_take_over_a_dead_ones() {
     let mut roles = serde_json::Map::new();
     for (_, id) in ACCOUNTS {
         for region in REGIONS {
-            create_instance(&emulator, id, region, &format!("db-{region}")).await;
+            emulator
+                .create_shared_instance(id, region, &format!("db-{region}"))
+                .await;
         }
         roles.insert(role(id, "pgbaseline-audit"), json!({"external_id": "ext"}));
         roles.insert(
@@ -319,16 +319,7 @@ async fn three_replicas_split_six_keys_and_take_over_a_dead_ones() {
     // and each replica sweeps the keys it holds (two each).
     emulator.reset_calls();
     let window_start = Instant::now();
-    let by_key = until(
-        Duration::from_secs(60),
-        "two sweeps of every key",
-        &refs,
-        || {
-            let s = sweepers(&emulator.calls());
-            (s.len() == 6 && s.values().all(|by| by.values().sum::<usize>() >= 2)).then_some(s)
-        },
-    )
-    .await;
+    let by_key = two_sweeps_of_every_key(&emulator, &refs).await;
     let window = window_start.elapsed();
     let mut keys_of: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
     for (key, by) in &by_key {
@@ -496,16 +487,7 @@ async fn three_replicas_split_six_keys_and_take_over_a_dead_ones() {
     }
     // Two more sweeps of every key, then: each drifted database was remediated exactly once,
     // nothing else was modified, and every key is still swept by one replica only.
-    let s = until(
-        Duration::from_secs(60),
-        "two sweeps of every key after the takeover",
-        &survivors,
-        || {
-            let s = sweepers(&emulator.calls());
-            (s.len() == 6 && s.values().all(|by| by.values().sum::<usize>() >= 2)).then_some(s)
-        },
-    )
-    .await;
+    let s = two_sweeps_of_every_key(&emulator, &survivors).await;
     let expected: BTreeMap<(String, String), usize> =
         victim_keys.iter().map(|k| (k.clone(), 1)).collect();
     let calls = by_operator(&emulator.calls());

@@ -176,13 +176,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
         metrics.leader.set(0);
         // Reconciles are done: give the keys up for a quick handover.
-        let _ = release_tx.send(true);
-        if tokio::time::timeout(Duration::from_secs(15), election)
-            .await
-            .is_err()
-        {
-            tracing::warn!("timed out releasing the scale-out leases");
-        }
+        release(release_tx, election, "the scale-out leases").await;
     } else if let Some(leadership) = leadership {
         let config = lease::LeaseConfig {
             name: options.lease_name.clone(),
@@ -226,13 +220,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
         metrics.leader.set(0);
         // Reconciles are done: give the lease up for a quick handover.
-        let _ = release_tx.send(true);
-        if tokio::time::timeout(Duration::from_secs(10), election)
-            .await
-            .is_err()
-        {
-            tracing::warn!("timed out releasing the lease");
-        }
+        release(release_tx, election, "the lease").await;
     } else {
         ready.store(true, Ordering::Relaxed);
         metrics.leader.set(1);
@@ -246,6 +234,22 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     tracing::info!("pgbaseline operator stopped");
     Ok(())
+}
+
+/// Tells an election task to release what it holds and waits for it (bounded: shutdown must
+/// end inside the pod's grace period).
+async fn release(
+    release_tx: watch::Sender<bool>,
+    election: tokio::task::JoinHandle<()>,
+    what: &str,
+) {
+    let _ = release_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(12), election)
+        .await
+        .is_err()
+    {
+        tracing::warn!("timed out releasing {what}");
+    }
 }
 
 /// One controller per watched namespace (or one over all namespaces), sharing `ctx`; returns

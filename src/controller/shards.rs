@@ -139,6 +139,14 @@ pub fn plan<K: Ord + Clone + AsRef<str>>(view: &View<'_, K>) -> Steps<K> {
         }
     }
     let share = fair_share(wanted.len(), view.others.len() + 1);
+    // The keys of a group this replica holds (and renews).
+    let mine_in = |group: &[K]| -> Vec<K> {
+        group
+            .iter()
+            .filter(|k| seen(k) == Seen::Mine)
+            .cloned()
+            .collect()
+    };
     let least_other = || load.values().copied().min();
 
     // The groups this replica holds part of, and whether it keeps them: in a split group (a
@@ -155,11 +163,7 @@ pub fn plan<K: Ord + Clone + AsRef<str>>(view: &View<'_, K>) -> Steps<K> {
         if first_held == Some(Seen::Mine) {
             kept.push(group);
         } else {
-            let held: Vec<K> = group
-                .iter()
-                .filter(|k| seen(k) == Seen::Mine)
-                .cloned()
-                .collect();
+            let held = mine_in(group);
             mine -= held.len();
             steps.give_up.extend(held);
         }
@@ -172,17 +176,9 @@ pub fn plan<K: Ord + Clone + AsRef<str>>(view: &View<'_, K>) -> Steps<K> {
     if mine > share
         && kept.len() > 1
         && let Some(least) = least_other()
-        && let Some(pos) = kept.iter().position(|g| {
-            let size = g.iter().filter(|k| seen(k) == Seen::Mine).count();
-            least + size < mine
-        })
+        && let Some(pos) = kept.iter().position(|g| least + mine_in(g).len() < mine)
     {
-        let group = kept.remove(pos);
-        let held: Vec<K> = group
-            .iter()
-            .filter(|k| seen(k) == Seen::Mine)
-            .cloned()
-            .collect();
+        let held = mine_in(kept.remove(pos));
         mine -= held.len();
         steps.give_up.extend(held);
     }
