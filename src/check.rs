@@ -193,10 +193,13 @@ pub async fn run(
                 ),
             });
         }
-        let regions: Vec<Option<String>> = match policy.spec.region() {
-            Some(r) => vec![Some(r.to_string())],
-            None if options.regions.is_empty() => vec![None],
-            None => options.regions.iter().cloned().map(Some).collect(),
+        let named = policy.spec.regions();
+        let regions: Vec<Option<String>> = if !named.is_empty() {
+            named.iter().map(|r| Some(r.to_string())).collect()
+        } else if options.regions.is_empty() {
+            vec![None]
+        } else {
+            options.regions.iter().cloned().map(Some).collect()
         };
         for region in regions {
             by_region.entry(region).or_default().push(policy);

@@ -74,6 +74,12 @@ pub struct RunArgs {
     /// Elect a leader with a coordination.k8s.io Lease; only the leader reconciles.
     #[arg(long)]
     pub leader_election: bool,
+    /// Spread the work over every replica: one Lease per (account, region) key in the
+    /// leader-election namespace, named after --lease-name; each key is swept and remediated
+    /// by one replica at a time, and a policy by the replica holding all of its keys. Replaces
+    /// --leader-election (one replica working, the others standing by).
+    #[arg(long)]
+    pub scale_out: bool,
     /// Namespace of the leader election Lease.
     #[arg(
         long,
@@ -322,6 +328,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
     let options = crate::controller::Options {
         namespaces: args.namespaces,
         leader_election: args.leader_election,
+        scale_out: args.scale_out,
         leader_election_namespace: args.leader_election_namespace,
         lease_name: args.lease_name,
         identity,

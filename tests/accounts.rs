@@ -12,7 +12,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_rds::types::Tag;
 use common::Emulator;
 use common::controlplane::ControlPlane;
 use common::operator::{Operator, wait_for};
@@ -26,24 +25,6 @@ const C: &str = "444444444444";
 
 fn role(account: &str, name: &str) -> String {
     format!("arn:aws:iam::{account}:role/{name}")
-}
-
-/// Creates instance `id` in `account`, tagged `team=shared`, without deletion protection.
-async fn create_instance(emulator: &Emulator, account: &str, id: &str) {
-    let rds = aws_sdk_rds::Client::new(&emulator.sdk_config_in(account, "us-east-1").await);
-    rds.create_db_instance()
-        .db_instance_identifier(id)
-        .engine("postgres")
-        .engine_version("16.3")
-        .db_instance_class("db.t4g.micro")
-        .allocated_storage(20)
-        .master_username("postgres")
-        .master_user_password("not-a-real-password-1")
-        .deletion_protection(false)
-        .tags(Tag::builder().key("team").value("shared").build())
-        .send()
-        .await
-        .expect("create instance");
 }
 
 fn condition(p: &DatabaseSecurityPolicy, type_: &str) -> Option<(String, String, String)> {
@@ -124,9 +105,15 @@ impl World {
 
 async fn world(cp: &ControlPlane) -> World {
     let emulator = Emulator::start(None);
-    create_instance(&emulator, A, "db-a").await;
-    create_instance(&emulator, B, "db-b").await;
-    create_instance(&emulator, C, "db-c").await;
+    emulator
+        .create_shared_instance(A, "us-east-1", "db-a")
+        .await;
+    emulator
+        .create_shared_instance(B, "us-east-1", "db-b")
+        .await;
+    emulator
+        .create_shared_instance(C, "us-east-1", "db-c")
+        .await;
     emulator.set_roles(json!({
         role(A, "pgbaseline-audit"): {"external_id": "ext-a"},
         role(B, "pgbaseline-audit"): {"external_id": "ext-b"},
@@ -522,7 +509,9 @@ async fn an_audit_session_cannot_write_even_through_a_broad_role() {
     use pgbaseline::posture::report::Outcome;
 
     let emulator = Emulator::start(None);
-    create_instance(&emulator, B, "db-b").await;
+    emulator
+        .create_shared_instance(B, "us-east-1", "db-b")
+        .await;
     // SAFETY of the environment: the SDK reads the emulator's endpoint and keys from it.
     let base = emulator.sdk_config().await;
     let assume = |read_only| Assume {
@@ -647,7 +636,13 @@ async fn the_admission_policy_refuses_namespaces_modes_and_regions_the_account_d
     let try_apply = |ns: &str, mode: &str, region: Option<&str>| {
         let mut text = policy_yaml(ns, "p", &name, mode);
         if let Some(r) = region {
-            text = text.replace("team: shared}", &format!("team: shared}}, region: {r}"));
+            // `[a, b]`: several regions.
+            let field = if r.starts_with('[') {
+                "regions"
+            } else {
+                "region"
+            };
+            text = text.replace("team: shared}", &format!("team: shared}}, {field}: {r}"));
         }
         cp.kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&text))
     };
@@ -682,7 +677,17 @@ async fn the_admission_policy_refuses_namespaces_modes_and_regions_the_account_d
         !out.status.success() && err.contains("spec.selector.region: ap-south-1 is not one of"),
         "{err}"
     );
-    for (ns, region) in [(&allowed, Some("eu-west-1")), (&labelled, None)] {
+    let out = try_apply(&allowed, "Audit", Some("[eu-west-1, ap-south-1]"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("spec.selector.regions: ap-south-1 not among"),
+        "{err}"
+    );
+    for (ns, region) in [
+        (&allowed, Some("eu-west-1")),
+        (&allowed, Some("[us-east-1, eu-west-1]")),
+        (&labelled, None),
+    ] {
         let out = try_apply(ns, "Audit", region);
         assert!(
             out.status.success(),

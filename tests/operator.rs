@@ -1353,25 +1353,7 @@ async fn stop_fleet() -> Emulator {
     let emulator = Emulator::start(Some("small"));
     let client = rds(&emulator).await;
     for i in 0..STOP_FLEET {
-        client
-            .create_db_instance()
-            .db_instance_identifier(format!("stop-{i:02}"))
-            .engine("postgres")
-            .engine_version("16.6")
-            .db_instance_class("db.t4g.micro")
-            .allocated_storage(20)
-            .master_username("postgres")
-            .master_user_password("not-a-real-password-1")
-            .deletion_protection(false)
-            .tags(
-                aws_sdk_rds::types::Tag::builder()
-                    .key("batch")
-                    .value("stop")
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("create instance");
+        common::create_tagged_instance(&client, &format!("stop-{i:02}"), ("batch", "stop")).await;
     }
     emulator.set_faults(json!({ "latency_ms": STOP_LATENCY_MS }));
     emulator

@@ -169,6 +169,7 @@ fn default_engines() -> Vec<Engine> {
 /// accident.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[x_kube(validation = Rule::new("has(self.instanceIdentifiers) || has(self.clusterIdentifiers) || has(self.tags)").message("selector needs at least one of instanceIdentifiers, clusterIdentifiers or tags"))]
+#[x_kube(validation = Rule::new("!(has(self.region) && has(self.regions))").message("give either region or regions, not both"))]
 #[serde(rename_all = "camelCase")]
 pub struct Selector {
     /// DB instance identifiers (RDS for PostgreSQL). When given, an instance must be listed.
@@ -202,10 +203,21 @@ pub struct Selector {
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub engines: Vec<Engine>,
 
-    /// AWS region of the databases; the operator's region when omitted.
+    /// AWS region of the databases; the operator's region (or with an `accountRef`, the
+    /// account's first region) when neither this nor `regions` is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]+$"))]
     pub region: Option<String>,
+
+    /// AWS regions of the databases, when the policy spans several (instead of `region`). With
+    /// an `accountRef`, each must be one of the account's regions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 32),
+        inner(regex(pattern = r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]+$"))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub regions: Option<Vec<String>>,
 }
 
 /// The controls, grouped as their ids are. A control that is not mentioned is not checked; at
@@ -788,8 +800,18 @@ impl DatabaseSecurityPolicySpec {
             .collect()
     }
 
-    /// The region the policy selects from, when it names one.
+    /// The first region the policy selects from, when it names one.
     pub fn region(&self) -> Option<&str> {
-        self.selector.region.as_deref()
+        self.regions().first().copied()
+    }
+
+    /// The regions the policy selects from, as named (`region` or `regions`); empty: the
+    /// default one (the operator's, or the account's first).
+    pub fn regions(&self) -> Vec<&str> {
+        match (&self.selector.region, &self.selector.regions) {
+            (Some(region), _) => vec![region.as_str()],
+            (None, Some(regions)) => regions.iter().map(String::as_str).collect(),
+            (None, None) => Vec::new(),
+        }
     }
 }

@@ -21,6 +21,8 @@ pub struct Message {
     pub id: String,
     pub body: String,
     pub receipt: String,
+    /// How many times SQS has handed this message out (`ApproximateReceiveCount`).
+    pub receives: u32,
 }
 
 /// One SQS queue of EventBridge messages.
@@ -83,6 +85,9 @@ impl EventQueue {
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(BATCH)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+            )
             .wait_time_seconds(wait.min(LONG_POLL).as_secs() as i32)
             .send()
             .await
@@ -95,6 +100,15 @@ impl EventQueue {
                     id: m.message_id()?.to_string(),
                     body: m.body().unwrap_or_default().to_string(),
                     receipt: m.receipt_handle()?.to_string(),
+                    receives: m
+                        .attributes()
+                        .and_then(|a| {
+                            a.get(
+                                &aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+                            )
+                        })
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(1),
                 })
             })
             .collect())
@@ -127,6 +141,20 @@ impl EventQueue {
             failed += out.failed().len();
         }
         Ok(failed)
+    }
+
+    /// Hands a message back at once (visibility 0), for another reader: with scale-out, the
+    /// replica that holds the message's (account, region).
+    pub async fn release(&self, message: &Message) -> Result<(), Failure> {
+        self.sqs
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(&message.receipt)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.locate(Failure::from_sdk("ChangeMessageVisibility", e)))
     }
 
     fn locate(&self, e: Failure) -> Failure {

@@ -35,17 +35,25 @@ pub enum Target {
     Account(Box<AccountTarget>),
 }
 
-/// The `AwsAccount` of a policy, checked: the policy's namespace and mode are allowed, its
+/// Where a policy's work happens, one target per region it selects from: for a policy naming
+/// an `AwsAccount`, the account checked — the policy's namespace and mode are allowed, every
 /// region is one of the account's, and the external id can be read. Reads only Kubernetes (the
 /// account from the cache, the namespace's labels, the external id's Secret): a refused policy
 /// makes no AWS call at all.
 pub async fn resolve(
     ctx: &Context,
     policy: &DatabaseSecurityPolicy,
-) -> Result<Result<Target, Refusal>, Error> {
+) -> Result<Result<Vec<Target>, Refusal>, Error> {
     let spec = &policy.spec;
     let Some(account_ref) = &spec.account_ref else {
-        return Ok(Ok(Target::Own(spec.region().map(str::to_string))));
+        let regions = spec.regions();
+        if regions.is_empty() {
+            return Ok(Ok(vec![Target::Own(None)]));
+        }
+        return Ok(Ok(regions
+            .into_iter()
+            .map(|r| Target::Own(Some(r.to_string())))
+            .collect()));
     };
     let namespace = policy.namespace().unwrap_or_default();
     let Some(account) = ctx.account(&account_ref.name) else {
@@ -94,11 +102,11 @@ pub async fn resolve(
             ),
         }));
     }
-    let region = match spec.region() {
-        Some(r) => r.to_string(),
-        None => account.spec.regions.first().cloned().unwrap_or_default(),
-    };
-    if !account.spec.regions.contains(&region) {
+    let mut regions: Vec<String> = spec.regions().into_iter().map(str::to_string).collect();
+    if regions.is_empty() {
+        regions.extend(account.spec.regions.first().cloned());
+    }
+    if let Some(region) = regions.iter().find(|r| !account.spec.regions.contains(r)) {
         return Ok(Err(Refusal {
             reason: Reason::RegionNotPermitted,
             message: format!(
@@ -117,13 +125,18 @@ pub async fn resolve(
             }));
         }
     };
-    Ok(Ok(Target::Account(Box::new(target(
-        &ctx.identity(),
-        &account.name_any(),
-        &account.spec,
-        &region,
-        external_id,
-    )))))
+    Ok(Ok(regions
+        .iter()
+        .map(|region| {
+            Target::Account(Box::new(target(
+                &ctx.identity(),
+                &account.name_any(),
+                &account.spec,
+                region,
+                external_id.clone(),
+            )))
+        })
+        .collect()))
 }
 
 /// How to reach `spec`'s account in `region` as replica `identity`.
@@ -218,6 +231,16 @@ pub async fn reconcile_account(
     account: Arc<AwsAccount>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    if let Some(shards) = &ctx.shards
+        && !shards.holds(&[super::scaleout::account_key(&account)])
+    {
+        // Verified by the holder of the account's home key; once this replica takes it, the
+        // controller is triggered and the account verified here afresh.
+        if let Ok(mut checks) = ctx.account_checks.lock() {
+            checks.remove(&account.name_any());
+        }
+        return Ok(Action::await_change());
+    }
     let name = account.name_any();
     let generation = account.meta().generation;
     let uid = account.meta().uid.clone();

@@ -23,6 +23,10 @@ use super::reconcile::Context;
 
 /// Default quiet time before a batch is handled.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_secs(2);
+/// With scale-out, how many times a message about another replica's (account, region) is handed
+/// back before it is dropped (SQS gives it to a random reader; the resync is the backstop). The
+/// queue's dead-letter `maxReceiveCount` must be above it.
+const RELEASES: u32 = 12;
 /// Backoff of a queue whose receive failed: 5 s doubling to a minute.
 const RECEIVE_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
@@ -91,15 +95,29 @@ pub async fn run(
                 let identity = identity(&ctx, &own_account, &own_prefix);
                 let mut done = Vec::new();
                 for message in messages {
-                    match read(&ctx, &identity, &own_account, &message.body) {
-                        Some((keys, hint)) if !keys.is_empty() => {
-                            let mut message = Some(Received { queue, message });
-                            for key in keys {
-                                pending.add(key, &hint, message.take(), Instant::now());
-                            }
+                    let Some((keys, hint)) = read(&ctx, &identity, &own_account, &message.body)
+                    else {
+                        done.push(Received { queue, message });
+                        continue;
+                    };
+                    let (mine, others): (Vec<Key>, Vec<Key>) =
+                        keys.into_iter().partition(|k| holds(&ctx, k));
+                    if mine.is_empty() && !others.is_empty() && message.receives < RELEASES {
+                        // Scale-out: another replica holds it; hand the message back for it.
+                        ctx.metrics.event(hint.source.as_str(), "released");
+                        if let Some(q) = queues.get(queue)
+                            && let Err(e) = q.release(&message).await
+                        {
+                            ctx.metrics.event_queue_error(&e.code);
                         }
-                        _ => done.push(Received { queue, message }),
+                        continue;
                     }
+                    ctx.metrics.event(hint.source.as_str(), "handled");
+                    let mut message = Some(Received { queue, message });
+                    for key in mine {
+                        pending.add(key, &hint, message.take(), Instant::now());
+                    }
+                    done.extend(message);
                 }
                 delete(&ctx, &queues, done).await;
             }
@@ -165,7 +183,8 @@ fn accounts(ctx: &Context) -> Vec<Arc<crate::api::AwsAccount>> {
 }
 
 /// Reads one message: the (account, region) keys its hint concerns, or `None` when it is
-/// ignored or malformed (counted; deleted at once).
+/// ignored or malformed (counted; deleted at once). A hint is counted by the caller (handled
+/// here, or released to the replica that holds its keys).
 fn read(
     ctx: &Context,
     identity: &Identity,
@@ -175,7 +194,6 @@ fn read(
     match drift::read(body, identity) {
         Reading::Hint(hint) => {
             let keys = keys_of(ctx, own_account, &hint.account, &hint.region);
-            ctx.metrics.event(hint.source.as_str(), "handled");
             Some((keys, hint))
         }
         Reading::Ignored(source, why) => {
@@ -189,6 +207,13 @@ fn read(
             None
         }
     }
+}
+
+/// Whether this replica reconciles the policies of `key` (always, without scale-out).
+fn holds(ctx: &Context, key: &Key) -> bool {
+    ctx.shards
+        .as_ref()
+        .is_none_or(|shards| shards.holds(std::slice::from_ref(key)))
 }
 
 /// The keys of an account id: the operator's own (empty account name) and every `AwsAccount`

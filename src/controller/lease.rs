@@ -82,12 +82,12 @@ impl Leadership {
         self.may_act().is_ok()
     }
 
-    fn term_end(&self) -> Option<Instant> {
+    pub(crate) fn term_end(&self) -> Option<Instant> {
         // A poisoned lock means a panic elsewhere: not leading.
         self.term_end.lock().map(|t| *t).unwrap_or(None)
     }
 
-    fn set_term_end(&self, end: Option<Instant>) {
+    pub(crate) fn set_term_end(&self, end: Option<Instant>) {
         if let Ok(mut t) = self.term_end.lock() {
             *t = end;
         }
@@ -96,7 +96,7 @@ impl Leadership {
 
 /// What to do with the lease as last read.
 #[derive(Debug, PartialEq, Eq)]
-enum Decision {
+pub(crate) enum Decision {
     /// Ours: renew it.
     Renew,
     /// Free, released or expired: take it.
@@ -107,7 +107,7 @@ enum Decision {
 
 /// The decision on a lease `spec` first seen (in this state) at `first_seen`, at `now`; local
 /// clock only.
-fn decide(spec: &LeaseSpec, me: &str, first_seen: Instant, now: Instant) -> Decision {
+pub(crate) fn decide(spec: &LeaseSpec, me: &str, first_seen: Instant, now: Instant) -> Decision {
     let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty());
     match holder {
         None => Decision::Acquire,
@@ -150,16 +150,145 @@ pub struct LeaseConfig {
     pub holder: String,
 }
 
+/// One Lease as this process takes part in it: the record last seen and since when (local
+/// clock), and the writes that take, renew and release it. The leader election holds one; the
+/// scale-out (`scaleout.rs`) one per (account, region) key and one announcing the replica.
+#[derive(Debug)]
+pub struct Claim {
+    pub name: String,
+    pub namespace: String,
+    /// Labels and annotations a Lease created by this claim carries (how the scale-out finds
+    /// its Leases with one list, and says which key each is for).
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// The lease's `resourceVersion` last seen and when it was first seen (local clock).
+    observed: Option<(String, Instant)>,
+}
+
+impl Claim {
+    pub fn new(name: impl Into<String>, namespace: impl Into<String>) -> Claim {
+        Claim {
+            name: name.into(),
+            namespace: namespace.into(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            observed: None,
+        }
+    }
+
+    /// The decision on `lease` as read now: its record is judged by how long it has been
+    /// unchanged on this process's clock.
+    pub(crate) fn look(&mut self, lease: &Lease, me: &str, now: Instant) -> Decision {
+        let version = lease.metadata.resource_version.clone().unwrap_or_default();
+        let first_seen = match &self.observed {
+            Some((seen, at)) if *seen == version => *at,
+            _ => {
+                self.observed = Some((version, now));
+                now
+            }
+        };
+        decide(&lease.spec.clone().unwrap_or_default(), me, first_seen, now)
+    }
+
+    /// How long the record last looked at has been unchanged (local clock).
+    pub fn unchanged_for(&self, now: Instant) -> Duration {
+        self.observed
+            .as_ref()
+            .map(|(_, at)| now.saturating_duration_since(*at))
+            .unwrap_or_default()
+    }
+
+    /// Takes (`renew` false) or renews `lease` as read, or creates it when there is none.
+    /// `Ok(Some(end))`: held until `end` (local clock); `Ok(None)`: another process wrote it
+    /// first (a conflict).
+    pub async fn write(
+        &mut self,
+        api: &Api<Lease>,
+        me: &str,
+        lease: Option<Lease>,
+        renew: bool,
+    ) -> Result<Option<Instant>, kube::Error> {
+        let sent = Instant::now();
+        let result = match lease {
+            Some(mut next) => {
+                let previous = next.spec.clone().unwrap_or_default();
+                next.spec = Some(record(&previous, me, renew, Timestamp::now()));
+                api.replace(&self.name, &PostParams::default(), &next).await
+            }
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        namespace: Some(self.namespace.clone()),
+                        labels: (!self.labels.is_empty()).then(|| self.labels.clone()),
+                        annotations: (!self.annotations.is_empty())
+                            .then(|| self.annotations.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(record(
+                        &LeaseSpec {
+                            lease_transitions: Some(-1),
+                            ..LeaseSpec::default()
+                        },
+                        me,
+                        false,
+                        Timestamp::now(),
+                    )),
+                };
+                api.create(&PostParams::default(), &lease).await
+            }
+        };
+        match result {
+            Ok(written) => {
+                self.observed = written
+                    .metadata
+                    .resource_version
+                    .map(|v| (v, Instant::now()));
+                Ok(Some(sent + RENEW_DEADLINE))
+            }
+            // Written (or created) by someone else since it was read: not ours.
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Clears the holder of `lease` (as read) when it is still `me`. Returns whether it did.
+    pub async fn release(
+        &self,
+        api: &Api<Lease>,
+        me: &str,
+        mut lease: Lease,
+    ) -> Result<bool, kube::Error> {
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(false);
+        };
+        if spec.holder_identity.as_deref() != Some(me) {
+            return Ok(false);
+        }
+        spec.holder_identity = None;
+        spec.acquire_time = None;
+        spec.renew_time = None;
+        spec.lease_duration_seconds = None;
+        match api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// The election task: looks at the lease every [`RETRY_PERIOD`], takes or renews it, and
 /// reports through [`Leadership`] (the term, for the executor) and a watch channel (leading or
 /// not, for starting and stopping the controllers).
 pub struct Elector {
     api: Api<Lease>,
     config: LeaseConfig,
+    claim: Claim,
     leadership: Arc<Leadership>,
     leading: watch::Sender<bool>,
-    /// The lease's `resourceVersion` last seen and when it was first seen (local clock).
-    observed: Option<(String, Instant)>,
     /// The other holder last logged.
     logged_holder: Option<String>,
 }
@@ -173,10 +302,10 @@ impl Elector {
         let (leading, rx) = watch::channel(false);
         let elector = Elector {
             api: Api::namespaced(client, &config.namespace),
+            claim: Claim::new(config.name.clone(), config.namespace.clone()),
             config,
             leadership,
             leading,
-            observed: None,
             logged_holder: None,
         };
         (elector, rx)
@@ -231,19 +360,12 @@ impl Elector {
     /// clock); `Ok(None)`: it does not.
     async fn try_acquire_or_renew(&mut self) -> Result<Option<Instant>, kube::Error> {
         let Some(lease) = self.api.get_opt(&self.config.name).await? else {
-            return self.create().await;
+            return self
+                .claim
+                .write(&self.api, &self.config.holder, None, false)
+                .await;
         };
-        let version = lease.metadata.resource_version.clone().unwrap_or_default();
-        let now = Instant::now();
-        let first_seen = match &self.observed {
-            Some((seen, at)) if *seen == version => *at,
-            _ => {
-                self.observed = Some((version, now));
-                now
-            }
-        };
-        let previous = lease.spec.clone().unwrap_or_default();
-        let renew = match decide(&previous, &self.config.holder, first_seen, now) {
+        let renew = match self.claim.look(&lease, &self.config.holder, Instant::now()) {
             Decision::HeldBy(holder) => {
                 if self.logged_holder.as_ref() != Some(&holder) {
                     tracing::info!(%holder, lease = %self.config.name, "standing by: the lease is held by another replica");
@@ -254,90 +376,24 @@ impl Elector {
             Decision::Renew => true,
             Decision::Acquire => false,
         };
-        let mut next = lease;
-        next.spec = Some(record(
-            &previous,
-            &self.config.holder,
-            renew,
-            Timestamp::now(),
-        ));
-        let sent = Instant::now();
-        match self
-            .api
-            .replace(&self.config.name, &PostParams::default(), &next)
-            .await
-        {
-            Ok(written) => {
-                self.observed = written
-                    .metadata
-                    .resource_version
-                    .map(|v| (v, Instant::now()));
-                self.logged_holder = None;
-                Ok(Some(sent + RENEW_DEADLINE))
-            }
-            // Written by someone else since it was read: not ours (any more).
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
-            Err(e) => Err(e),
+        let term = self
+            .claim
+            .write(&self.api, &self.config.holder, Some(lease), renew)
+            .await?;
+        if term.is_some() {
+            self.logged_holder = None;
         }
-    }
-
-    /// Creates the lease, held by this process.
-    async fn create(&mut self) -> Result<Option<Instant>, kube::Error> {
-        let lease = Lease {
-            metadata: ObjectMeta {
-                name: Some(self.config.name.clone()),
-                namespace: Some(self.config.namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            spec: Some(record(
-                &LeaseSpec {
-                    lease_transitions: Some(-1),
-                    ..LeaseSpec::default()
-                },
-                &self.config.holder,
-                false,
-                Timestamp::now(),
-            )),
-        };
-        let sent = Instant::now();
-        match self.api.create(&PostParams::default(), &lease).await {
-            Ok(written) => {
-                self.observed = written
-                    .metadata
-                    .resource_version
-                    .map(|v| (v, Instant::now()));
-                Ok(Some(sent + RENEW_DEADLINE))
-            }
-            // Created by another replica meanwhile.
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(term)
     }
 
     /// Clears the holder when it is still this process. Returns whether it did.
     async fn release(&self) -> Result<bool, kube::Error> {
-        let Some(mut lease) = self.api.get_opt(&self.config.name).await? else {
+        let Some(lease) = self.api.get_opt(&self.config.name).await? else {
             return Ok(false);
         };
-        let Some(spec) = lease.spec.as_mut() else {
-            return Ok(false);
-        };
-        if spec.holder_identity.as_deref() != Some(self.config.holder.as_str()) {
-            return Ok(false);
-        }
-        spec.holder_identity = None;
-        spec.acquire_time = None;
-        spec.renew_time = None;
-        spec.lease_duration_seconds = None;
-        match self
-            .api
-            .replace(&self.config.name, &PostParams::default(), &lease)
+        self.claim
+            .release(&self.api, &self.config.holder, lease)
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-            Err(e) => Err(e),
-        }
     }
 }
 

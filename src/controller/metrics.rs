@@ -68,7 +68,8 @@ pub struct AccountLabels {
 pub struct EventLabels {
     /// `rds` (an RDS event) or `cloudtrail` (an API call record); empty for a malformed message.
     pub source: String,
-    /// `handled`, or why not: `own_call`, `failed_call`, `unknown_account`, `irrelevant`,
+    /// `handled`, `released` (scale-out: handed back for the replica that holds its account
+    /// and region), or why not: `own_call`, `failed_call`, `unknown_account`, `irrelevant`,
     /// `malformed`.
     pub outcome: String,
 }
@@ -99,6 +100,9 @@ pub struct Metrics {
     pub sweep_duration: Family<RegionLabels, Histogram, fn() -> Histogram>,
     pub last_sweep: Family<RegionLabels, Gauge<f64, AtomicU64>>,
     pub leader: Gauge,
+    /// With `--scale-out`: the (account, region) keys this replica holds, and the live replicas.
+    pub shard_keys: Gauge,
+    pub shard_replicas: Gauge,
     pub status_writes: Counter,
     pub managed_groups: Family<RegionLabels, Gauge>,
     pub managed_groups_deleted: Family<RegionLabels, Counter>,
@@ -180,6 +184,18 @@ impl Metrics {
             "1 while this process holds the leader lease (or runs without leader election)",
             leader.clone(),
         );
+        let shard_keys = Gauge::default();
+        registry.register(
+            "shard_keys",
+            "With --scale-out: the (account, region) keys whose Lease this replica holds",
+            shard_keys.clone(),
+        );
+        let shard_replicas = Gauge::default();
+        registry.register(
+            "shard_replicas",
+            "With --scale-out: the live replicas this replica counts (itself included)",
+            shard_replicas.clone(),
+        );
         let status_writes = Counter::default();
         registry.register(
             "status_writes",
@@ -213,7 +229,7 @@ impl Metrics {
         let events = Family::<EventLabels, Counter>::default();
         registry.register(
             "events",
-            "Messages read from the drift queues, by source (rds, cloudtrail) and outcome (handled, own_call, failed_call, unknown_account, irrelevant, malformed)",
+            "Messages read from the drift queues, by source (rds, cloudtrail) and outcome (handled, released to the replica holding their account and region, own_call, failed_call, unknown_account, irrelevant, malformed)",
             events.clone(),
         );
         let event_rereads = Family::<RegionLabels, Counter>::default();
@@ -259,6 +275,8 @@ impl Metrics {
             sweep_duration,
             last_sweep,
             leader,
+            shard_keys,
+            shard_replicas,
             status_writes,
             finding_series: Mutex::default(),
             aws_seen: Mutex::default(),

@@ -11,6 +11,8 @@ pub mod lease;
 pub mod metrics;
 pub mod reconcile;
 pub mod reports;
+pub mod scaleout;
+pub mod shards;
 pub mod status;
 
 use std::sync::Arc;
@@ -38,6 +40,9 @@ pub struct Options {
     /// Namespaces to watch; empty: all.
     pub namespaces: Vec<String>,
     pub leader_election: bool,
+    /// Spread the (account, region) keys over every replica (a Lease per key) instead of
+    /// electing one leader.
+    pub scale_out: bool,
     pub leader_election_namespace: String,
     pub lease_name: String,
     /// Names this replica on Events (the pod name); the Lease holder is this plus a
@@ -123,10 +128,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     ctx.managed_group_grace = options.managed_group_grace;
     ctx.db = Some(crate::postgres::Layer::new(options.db.clone()));
     ctx.reports = reports::Reports::new(options.policy_reports);
-    let leadership = options
-        .leader_election
+    let leadership = (options.leader_election && !options.scale_out)
         .then(|| Arc::new(lease::Leadership::default()));
     ctx.leadership = leadership.clone();
+    let shards = options
+        .scale_out
+        .then(|| Arc::new(scaleout::Shards::default()));
+    ctx.shards = shards.clone();
     ctx.regions.set_call_timeout(options.aws_timeout);
     let ctx = Arc::new(ctx);
 
@@ -148,7 +156,31 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "pgbaseline operator starting"
     );
 
-    if let Some(leadership) = leadership {
+    if let Some(shards) = shards {
+        // Every replica watches and serves; each reconciles the policies whose keys it holds.
+        // The operator's own region is resolved first: a policy without a region is keyed by it.
+        if let Err(e) = ctx.regions.get(None).await {
+            tracing::warn!(error = %e, "no default AWS region: policies without selector.region wait");
+        }
+        let config = scaleout::Config {
+            group: options.lease_name.clone(),
+            namespace: options.leader_election_namespace.clone(),
+            holder: lease::holder_identity(&options.identity),
+        };
+        tracing::info!(holder = %config.holder, group = %config.group, "scale-out over replicas");
+        let elector = scaleout::Elector::new(client.clone(), config, shards, ctx.clone());
+        let (release_tx, release_rx) = watch::channel(false);
+        let election = tokio::spawn(elector.run(stopped(release_rx)));
+        ready.store(true, Ordering::Relaxed);
+        metrics.leader.set(1);
+        tokio::select! {
+            _ = run_controllers(ctx.clone(), &options.namespaces, &options.events, stop_rx.clone()) => {}
+            _ = drained(stop_rx.clone()) => {}
+        }
+        metrics.leader.set(0);
+        // Reconciles are done: give the keys up for a quick handover.
+        release(release_tx, election, "the scale-out leases").await;
+    } else if let Some(leadership) = leadership {
         let config = lease::LeaseConfig {
             name: options.lease_name.clone(),
             namespace: options.leader_election_namespace.clone(),
@@ -191,13 +223,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
         metrics.leader.set(0);
         // Reconciles are done: give the lease up for a quick handover.
-        let _ = release_tx.send(true);
-        if tokio::time::timeout(Duration::from_secs(10), election)
-            .await
-            .is_err()
-        {
-            tracing::warn!("timed out releasing the lease");
-        }
+        release(release_tx, election, "the lease").await;
     } else {
         ready.store(true, Ordering::Relaxed);
         metrics.leader.set(1);
@@ -211,6 +237,22 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     tracing::info!("pgbaseline operator stopped");
     Ok(())
+}
+
+/// Tells an election task to release what it holds and waits for it (bounded: shutdown must
+/// end inside the pod's grace period).
+async fn release(
+    release_tx: watch::Sender<bool>,
+    election: tokio::task::JoinHandle<()>,
+    what: &str,
+) {
+    let _ = release_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(12), election)
+        .await
+        .is_err()
+    {
+        tracing::warn!("timed out releasing {what}");
+    }
 }
 
 /// One controller per watched namespace (or one over all namespaces), sharing `ctx`; returns
@@ -242,6 +284,11 @@ async fn run_controllers(
     .with_config(ControllerConfig::default().concurrency(2))
     .trigger_backoff(WatchBackoff::default())
     .graceful_shutdown_on(stopped(stop.clone()));
+    // With --scale-out, what a replica owns changes with the keys it holds.
+    let accounts = match &ctx.shards {
+        Some(shards) => accounts.reconcile_all_on(scaleout::on_new_keys(shards)),
+        None => accounts,
+    };
     let account_store = accounts.store();
     if let Ok(mut s) = ctx.accounts.write() {
         *s = Some(account_store.clone());
@@ -277,6 +324,10 @@ async fn run_controllers(
             )
             .reconcile_all_on(woken(wake.subscribe()))
             .graceful_shutdown_on(stopped(stop.clone()));
+        let controller = match &ctx.shards {
+            Some(shards) => controller.reconcile_all_on(scaleout::on_new_keys(shards)),
+            None => controller,
+        };
         stores.push(controller.store());
         let ctx_for_results = ctx.clone();
         let account_store = account_store.clone();

@@ -110,6 +110,9 @@ pub struct Context {
     /// With leader election: whether this replica's term runs (asked before every mutating
     /// AWS call).
     pub leadership: Option<Arc<Leadership>>,
+    /// With `--scale-out`: the (account, region) keys this replica holds (a policy is
+    /// reconciled only by the replica holding all of its keys; see `scaleout.rs`).
+    pub shards: Option<Arc<super::scaleout::Shards>>,
     /// The in-database layer (connections, TLS, the concurrency cap), shared by every policy.
     pub db: Option<crate::postgres::Layer>,
     /// The `AwsAccount` cache (kept current by the account controller's watch).
@@ -137,6 +140,7 @@ impl Context {
             managed_group_grace: DEFAULT_MANAGED_GROUP_GRACE,
             stores: RwLock::new(Vec::new()),
             leadership: None,
+            shards: None,
             db: None,
             accounts: RwLock::new(None),
             account_checks: Mutex::new(HashMap::new()),
@@ -177,26 +181,34 @@ impl Context {
         ))
     }
 
-    /// The (account, region) a policy's work happens in, as far as the caches tell (the
-    /// guard is not applied: this only groups policies for a shared sweep).
-    pub fn policy_key(&self, policy: &DatabaseSecurityPolicy) -> Option<Key> {
-        match &policy.spec.account_ref {
-            None => Some(Key {
-                account: String::new(),
-                region: policy
-                    .spec
-                    .region()
-                    .map(str::to_string)
-                    .or_else(|| self.regions.default_region())?,
-            }),
-            Some(r) => Some(Key {
-                account: r.name.clone(),
-                region: match policy.spec.region() {
-                    Some(region) => region.to_string(),
-                    None => self.account(&r.name)?.spec.regions.first()?.clone(),
-                },
-            }),
+    /// The (account, region)s a policy's work happens in, one per region, as far as the caches
+    /// tell (the guard is not applied: this only groups policies for a shared sweep).
+    pub fn policy_keys(&self, policy: &DatabaseSecurityPolicy) -> Option<Vec<Key>> {
+        let account = match &policy.spec.account_ref {
+            None => String::new(),
+            Some(r) => r.name.clone(),
+        };
+        let mut regions: Vec<String> = policy
+            .spec
+            .regions()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if regions.is_empty() {
+            regions.push(match &policy.spec.account_ref {
+                None => self.regions.default_region()?,
+                Some(r) => self.account(&r.name)?.spec.regions.first()?.clone(),
+            });
         }
+        Some(
+            regions
+                .into_iter()
+                .map(|region| Key {
+                    account: account.clone(),
+                    region,
+                })
+                .collect(),
+        )
     }
 
     /// Every known policy.
@@ -225,7 +237,7 @@ impl Context {
         Needs::for_policies(
             policies
                 .iter()
-                .filter(|p| self.policy_key(p).as_ref() == Some(key))
+                .filter(|p| self.policy_keys(p).is_some_and(|keys| keys.contains(key)))
                 .map(|p| &p.spec),
         )
     }
@@ -272,7 +284,7 @@ impl Context {
         let woken: Vec<_> = self
             .policies()
             .into_iter()
-            .filter(|p| self.policy_key(p).as_ref() == Some(key) && concerned(p))
+            .filter(|p| self.policy_keys(p).is_some_and(|keys| keys.contains(key)) && concerned(p))
             .collect();
         for policy in &woken {
             self.with_memory(&ObjectRef::from_obj(&**policy), |m| {
@@ -417,6 +429,9 @@ impl MayAct for StillWanted<'_> {
                 meta.generation.unwrap_or_default()
             ));
         }
+        if let Some(shards) = &self.ctx.shards {
+            shards.may_act(&super::scaleout::policy_keys(self.ctx, &current))?;
+        }
         Ok(())
     }
 }
@@ -427,6 +442,14 @@ pub async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*policy);
+    if let Some(shards) = &ctx.shards
+        && !shards.holds(&super::scaleout::policy_keys(&ctx, &policy))
+    {
+        // Another replica's (or nobody's yet): it is reconciled here once this replica takes
+        // its keys (the controller is triggered then), from scratch.
+        ctx.with_memory(&key, |m| m.due = None);
+        return Ok(Action::await_change());
+    }
     let generation = policy.meta().generation;
     let account = ctx.account_version(&policy);
     if let Some(wait) = ctx.not_due(
@@ -495,67 +518,85 @@ fn now() -> Time {
 enum Observed {
     /// The account guard refused the policy: nothing was read in the account.
     Refused(Refusal),
-    /// The account's session or its fleet could not be read.
+    /// The account's session or a region's fleet could not be read.
     Unreadable(Failure),
-    /// The fleet, as swept now or by a sweep in the window. `turn` holds the region's act lock
-    /// for a policy that may act, from before the read to the end of its execution, so two
-    /// Enforce policies never plan from the same fleet.
-    Swept {
-        region: Arc<Region>,
-        view: FleetView,
-        turn: Option<OwnedMutexGuard<()>>,
-    },
+    /// Each region's fleet, in the order the policy names them.
+    Swept(Vec<Swept>),
+}
+
+/// One region's fleet, as swept now or by a sweep in the window. `turn` holds the region's act
+/// lock for a policy that may act, from before the read to the end of its execution, so two
+/// Enforce policies never plan from the same fleet.
+struct Swept {
+    region: Arc<Region>,
+    view: FleetView,
+    turn: Option<OwnedMutexGuard<()>>,
 }
 
 /// Stage 1, observe (reads only): the account guard (Kubernetes reads; a refused policy calls
-/// no AWS), then the (account, region)'s shared sweep.
+/// no AWS), then the shared sweep of each (account, region) the policy names.
 async fn observe(policy: &DatabaseSecurityPolicy, ctx: &Context) -> Result<Observed, Error> {
     let spec = &policy.spec;
-    let region = match accounts::resolve(ctx, policy).await? {
+    let targets = match accounts::resolve(ctx, policy).await? {
         Err(refusal) => {
             tracing::warn!(policy = %display_name(policy), reason = %refusal.reason, message = %refusal.message, "account refused");
             return Ok(Observed::Refused(refusal));
         }
-        Ok(Target::Own(region)) => ctx
-            .regions
-            .get(region.as_deref())
-            .await
-            .map_err(|e| failure_in("", e)),
-        Ok(Target::Account(target)) => ctx
-            .regions
-            .account(&target, &ctx.metrics)
-            .await
-            .map_err(|e| failure_in(&target.name, e)),
+        Ok(targets) => targets,
     };
-    let region = match region {
-        Ok(region) => region,
-        Err(failure) => return Ok(Observed::Unreadable(failure)),
-    };
-    let turn = if spec.enforces_anything() {
-        Some(region.act_lock().await)
-    } else {
-        None
-    };
-    let fleet = region
-        .fleet(
-            Needs::for_policies([spec]),
-            ctx.region_needs(&region.key()),
-            sweep_window(resync_of(spec)),
-            &ctx.metrics,
-        )
-        .await;
-    match fleet {
-        Ok(view) => Ok(Observed::Swept { region, view, turn }),
-        Err(e) => {
-            tracing::warn!(policy = %display_name(policy), account = %region.account, error = %e, "inventory failed");
-            if e.class.needs_human() && !region.account.is_empty() {
-                // Revoked or expired credentials: assume the role afresh next time.
-                ctx.metrics.account_failure(&region.account, &e.code);
-                ctx.regions.refused(&region.key(), &e).await;
-            }
-            Ok(Observed::Unreadable(failure_in(&region.account, e)))
+    let mut regions = Vec::with_capacity(targets.len());
+    for target in targets {
+        let region = match target {
+            Target::Own(region) => ctx
+                .regions
+                .get(region.as_deref())
+                .await
+                .map_err(|e| failure_in("", e)),
+            Target::Account(target) => ctx
+                .regions
+                .account(&target, &ctx.metrics)
+                .await
+                .map_err(|e| failure_in(&target.name, e)),
+        };
+        match region {
+            Ok(region) => regions.push(region),
+            Err(failure) => return Ok(Observed::Unreadable(failure)),
         }
     }
+    // The regions' turns are taken in one order (by key), so two policies over the same
+    // regions never hold one each while waiting for the other.
+    let mut turns: Vec<Option<OwnedMutexGuard<()>>> = regions.iter().map(|_| None).collect();
+    if spec.enforces_anything() {
+        let mut order: Vec<usize> = (0..regions.len()).collect();
+        order.sort_by_key(|&i| regions[i].key());
+        for i in order {
+            turns[i] = Some(regions[i].act_lock().await);
+        }
+    }
+    let mut swept = Vec::with_capacity(regions.len());
+    for (region, turn) in regions.into_iter().zip(turns) {
+        let fleet = region
+            .fleet(
+                Needs::for_policies([spec]),
+                ctx.region_needs(&region.key()),
+                sweep_window(resync_of(spec)),
+                &ctx.metrics,
+            )
+            .await;
+        match fleet {
+            Ok(view) => swept.push(Swept { region, view, turn }),
+            Err(e) => {
+                tracing::warn!(policy = %display_name(policy), account = %region.account, error = %e, "inventory failed");
+                if e.class.needs_human() && !region.account.is_empty() {
+                    // Revoked or expired credentials: assume the role afresh next time.
+                    ctx.metrics.account_failure(&region.account, &e.code);
+                    ctx.regions.refused(&region.key(), &e).await;
+                }
+                return Ok(Observed::Unreadable(failure_in(&region.account, e)));
+            }
+        }
+    }
+    Ok(Observed::Swept(swept))
 }
 
 /// What the act stage did, as the decide stage needs it.
@@ -579,9 +620,10 @@ enum Acted {
     },
 }
 
-/// Stage 2, act: select → evaluate → plan (pure, `posture::plan`) → execute (Enforce only) on
-/// the observed fleet, for as long as the policy is still wanted as it is and this replica
-/// leads; then the region's unused managed parameter groups.
+/// Stage 2, act: in each region, select → evaluate → plan (pure, `posture::plan`) → execute
+/// (Enforce only) on the observed fleet, for as long as the policy is still wanted as it is and
+/// this replica may act; then the region's unused managed parameter groups. The regions'
+/// results are merged into one.
 async fn act(
     policy: &DatabaseSecurityPolicy,
     ctx: &Context,
@@ -589,7 +631,7 @@ async fn act(
     observed: Observed,
 ) -> Result<Acted, Error> {
     let spec = &policy.spec;
-    let (region, view, turn) = match observed {
+    let swept = match observed {
         Observed::Refused(refusal) => {
             return Ok(Acted::Done(Done::nothing(Observation::Refused(refusal))));
         }
@@ -598,7 +640,7 @@ async fn act(
                 failure,
             ))));
         }
-        Observed::Swept { region, view, turn } => (region, view, turn),
+        Observed::Swept(swept) => swept,
     };
     let still_wanted = StillWanted {
         ctx,
@@ -606,10 +648,6 @@ async fn act(
         uid: policy.meta().uid.as_deref(),
         generation: policy.meta().generation,
     };
-    let aws = region
-        .acting(spec.enforces_anything())
-        .await
-        .map_err(Error::Aws)?;
     let login = match &ctx.db {
         Some(_) if crate::posture::indb::needed(spec) => {
             login_of(&ctx.client, &policy.namespace().unwrap_or_default(), spec).await
@@ -623,49 +661,67 @@ async fn act(
         layer,
         login: &login,
     });
-    let run =
-        engine::run_policy_while(spec, &view.fleet, &aws, db, Utc::now(), &still_wanted).await;
-    let changed_aws = run.outcomes.iter().any(Outcome::may_have_changed_aws);
-    if changed_aws || run.stopped.is_some() {
-        // AWS changed (or part of an action may have been done): nobody plans from this fleet.
-        region.invalidate().await;
-    }
-    if run.stopped.is_none() && turn.is_some() {
-        let deleted = region
-            .collect_garbage(&view, ctx.managed_group_grace, &still_wanted)
-            .await;
+    let mut parts = Vec::new();
+    let (mut succeeded, mut failures) = (0, Vec::new());
+    let (mut action_events, mut any_changed, mut fleet_age) = (Vec::new(), false, Duration::ZERO);
+    for Swept { region, view, turn } in swept {
+        let aws = region
+            .acting(spec.enforces_anything())
+            .await
+            .map_err(Error::Aws)?;
+        let run =
+            engine::run_policy_while(spec, &view.fleet, &aws, db, Utc::now(), &still_wanted).await;
+        let changed_aws = run.outcomes.iter().any(Outcome::may_have_changed_aws);
+        if changed_aws || run.stopped.is_some() {
+            // AWS changed (or part of an action may have been done): nobody plans from this
+            // fleet.
+            region.invalidate().await;
+        }
+        if run.stopped.is_none() && turn.is_some() {
+            let deleted = region
+                .collect_garbage(&view, ctx.managed_group_grace, &still_wanted)
+                .await;
+            ctx.metrics
+                .managed_groups_deleted(&region.account, &region.aws.region, deleted.len());
+        }
+        drop(turn);
         ctx.metrics
-            .managed_groups_deleted(&region.account, &region.aws.region, deleted.len());
+            .sync_aws_calls(&region.account, &region.aws.region, &region.aws.stats);
+        if let Some(reason) = run.stopped.clone() {
+            return Ok(Acted::Stopped {
+                run: Box::new(run),
+                reason,
+            });
+        }
+        tracing::debug!(
+            policy = %display_name(policy),
+            region = %region.aws.region,
+            swept = view.swept,
+            selected = run.summary.selected,
+            actions = run.plan.actions.len(),
+            "evaluated"
+        );
+        let (s, f) = count_remediations(ctx, &run);
+        succeeded += s;
+        failures.extend(f);
+        action_events.extend(events::for_actions(&run.plan, &run.outcomes));
+        any_changed |= changed_aws;
+        // The oldest fleet decides when the policy is due again.
+        fleet_age = fleet_age.max(view.at.elapsed());
+        parts.push((run.results, run.summary));
     }
-    drop(turn);
-    ctx.metrics
-        .sync_aws_calls(&region.account, &region.aws.region, &region.aws.stats);
-    if let Some(reason) = run.stopped.clone() {
-        return Ok(Acted::Stopped {
-            run: Box::new(run),
-            reason,
-        });
-    }
-    tracing::debug!(
-        policy = %display_name(policy),
-        swept = view.swept,
-        selected = run.summary.selected,
-        actions = run.plan.actions.len(),
-        "evaluated"
-    );
-    let (succeeded, failures) = count_remediations(ctx, &run);
-    ctx.metrics
-        .set_findings(&display_name(policy), &run.results);
+    let (results, summary) = crate::posture::report::merge(parts);
+    ctx.metrics.set_findings(&display_name(policy), &results);
     Ok(Acted::Done(Done {
-        action_events: events::for_actions(&run.plan, &run.outcomes),
-        changed_aws,
-        fleet_age: view.at.elapsed(),
         observation: Observation::Evaluated {
-            results: run.results,
-            summary: run.summary,
+            results,
+            summary,
             actions_succeeded: succeeded,
             failures,
         },
+        action_events,
+        changed_aws: any_changed,
+        fleet_age,
     }))
 }
 

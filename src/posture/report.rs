@@ -173,10 +173,93 @@ pub fn results(
     (results, summary)
 }
 
+/// One policy's results over several regions as one list and summary: ordered as [`results`]
+/// orders one region's (then by region), counts added up.
+pub fn merge(parts: Vec<(Vec<DatabaseResult>, Summary)>) -> (Vec<DatabaseResult>, Summary) {
+    let mut results = Vec::new();
+    let mut summary = Summary::default();
+    for (r, s) in parts {
+        results.extend(r);
+        summary.selected += s.selected;
+        summary.compliant += s.compliant;
+        summary.non_compliant += s.non_compliant;
+        summary.pending_reboot += s.pending_reboot;
+        summary.remediated += s.remediated;
+        summary.failed += s.failed;
+        summary.deferred += s.deferred;
+    }
+    results.sort_by(|a, b| {
+        (a.compliant, a.kind, &a.id, &a.region).cmp(&(b.compliant, b.kind, &b.id, &b.region))
+    });
+    (results, summary)
+}
+
 /// The results as status lists them: at most [`MAX_DATABASES_IN_STATUS`], and how many were left
 /// out.
 pub fn bounded(mut results: Vec<DatabaseResult>) -> (Vec<DatabaseResult>, u32) {
     let omitted = results.len().saturating_sub(MAX_DATABASES_IN_STATUS);
     results.truncate(MAX_DATABASES_IN_STATUS);
     (results, u32::try_from(omitted).unwrap_or(u32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::DatabaseKind;
+
+    fn result(id: &str, region: &str, compliant: bool) -> DatabaseResult {
+        DatabaseResult {
+            id: id.into(),
+            kind: DatabaseKind::Instance,
+            region: region.into(),
+            engine: "postgres".into(),
+            compliant,
+            findings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn regions_merge_into_one_ordered_list_and_one_summary() {
+        let east = (
+            vec![
+                result("b", "us-east-1", false),
+                result("a", "us-east-1", true),
+            ],
+            Summary {
+                selected: 2,
+                compliant: 1,
+                non_compliant: 1,
+                ..Summary::default()
+            },
+        );
+        let west = (
+            vec![result("a", "us-west-2", false)],
+            Summary {
+                selected: 1,
+                non_compliant: 1,
+                remediated: 1,
+                ..Summary::default()
+            },
+        );
+        let (results, summary) = merge(vec![east, west]);
+        let order: Vec<(&str, &str)> = results
+            .iter()
+            .map(|r| (r.id.as_str(), r.region.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [("a", "us-west-2"), ("b", "us-east-1"), ("a", "us-east-1")]
+        );
+        assert_eq!(
+            summary,
+            Summary {
+                selected: 3,
+                compliant: 1,
+                non_compliant: 2,
+                remediated: 1,
+                ..Summary::default()
+            }
+        );
+        assert_eq!(merge(Vec::new()), (Vec::new(), Summary::default()));
+    }
 }

@@ -8,13 +8,18 @@ use super::model::{Database, Fleet};
 ///
 /// Criteria are ANDed: an identifier list, when given, must name the database (instance ids for
 /// instances, cluster ids for clusters); tags, when given, must all match; the engine must be
-/// listed; the region, when given, must match.
+/// listed; the region, when given, must match (or be one of `regions`).
 pub fn selects(selector: &Selector, database: &Database) -> bool {
     if !selector.engines.contains(&database.engine) {
         return false;
     }
     if let Some(region) = &selector.region
         && region != &database.region
+    {
+        return false;
+    }
+    if let Some(regions) = &selector.regions
+        && !regions.contains(&database.region)
     {
         return false;
     }
@@ -133,6 +138,22 @@ mod tests {
                 Selector {
                     tags: Some(BTreeMap::from([("env".into(), "prod".into())])),
                     region: Some("eu-west-1".into()),
+                    ..selector()
+                },
+                false,
+            ),
+            (
+                Selector {
+                    tags: Some(BTreeMap::from([("env".into(), "prod".into())])),
+                    regions: Some(vec!["eu-west-1".into(), "us-east-1".into()]),
+                    ..selector()
+                },
+                true,
+            ),
+            (
+                Selector {
+                    tags: Some(BTreeMap::from([("env".into(), "prod".into())])),
+                    regions: Some(vec!["eu-west-1".into(), "us-west-2".into()]),
                     ..selector()
                 },
                 false,

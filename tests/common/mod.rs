@@ -189,6 +189,13 @@ impl Emulator {
         self.call_log()["delayed"].as_u64().unwrap_or(0)
     }
 
+    /// Creates instance `id` in (`account`, `region`), tagged `team=shared`, without deletion
+    /// protection.
+    pub async fn create_shared_instance(&self, account: &str, region: &str, id: &str) {
+        let rds = aws_sdk_rds::Client::new(&self.sdk_config_in(account, region).await);
+        create_tagged_instance(&rds, id, ("team", "shared")).await;
+    }
+
     pub fn set_faults(&self, faults: Value) {
         ureq::post(&format!("{}/_emulator/faults", self.url))
             .send_json(faults)
@@ -276,4 +283,26 @@ pub fn manifest(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write manifest");
     path
+}
+
+/// Creates a small PostgreSQL 16 instance `id` with one tag and no deletion protection.
+pub async fn create_tagged_instance(rds: &aws_sdk_rds::Client, id: &str, tag: (&str, &str)) {
+    rds.create_db_instance()
+        .db_instance_identifier(id)
+        .engine("postgres")
+        .engine_version("16.3")
+        .db_instance_class("db.t4g.micro")
+        .allocated_storage(20)
+        .master_username("postgres")
+        .master_user_password("not-a-real-password-1")
+        .deletion_protection(false)
+        .tags(
+            aws_sdk_rds::types::Tag::builder()
+                .key(tag.0)
+                .value(tag.1)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create instance");
 }

@@ -57,6 +57,7 @@ def test_crd_is_accepted_by_the_api_server(crd):
 @pytest.mark.parametrize("variant, args, namespaces", [
     ("defaults", [], []),
     ("namespaced-ha", ["--set", "watchNamespaces={team-a,team-b}", "--set", "replicaCount=2"], ["team-a", "team-b"]),
+    ("scale-out", ["--set", "scaleOut.enabled=true", "--set", "replicaCount=3"], []),
     ("all-optional", ["--set", "networkPolicy.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
                       "--set", "podDisruptionBudget.enabled=true", "--set", "aws.region=eu-west-1",
                       "--set", "aws.roleArn=arn:aws:iam::123456789012:role/pgbaseline"], []),

@@ -92,6 +92,7 @@ VARIANTS = {
     "defaults": [],
     "namespaced-ha": ["--set", "watchNamespaces={team-a,team-b}", "--set", "replicaCount=2",
                       "--set", "leaderElection.enabled=false"],
+    "scale-out": ["--set", "scaleOut.enabled=true", "--set", "replicaCount=3"],
     "all-optional": ["--set", "networkPolicy.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
                      "--set", "podDisruptionBudget.enabled=true",
                      "--set", "metrics.prometheusRule.enabled=true", "--set", "grafanaDashboard.enabled=true",
@@ -147,6 +148,24 @@ def test_leader_election_follows_replicas(helm):
     ha = render(helm, "--set", "leaderElection.enabled=false", "--set", "replicaCount=3")
     (dep,) = by_kind(ha, "Deployment")
     assert "--leader-election" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_scale_out_replaces_leader_election_with_key_leases(helm):
+    docs = render(helm, "--set", "scaleOut.enabled=true", "--set", "replicaCount=3")
+    (dep,) = by_kind(docs, "Deployment")
+    assert dep["spec"]["replicas"] == 3
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--scale-out" in args and "--leader-election" not in args
+    assert "--leader-election-namespace=pgbaseline-system" in args and "--lease-name=pgbaseline-leader" in args
+    named = {r["metadata"]["name"]: r for r in by_kind(docs, "Role")}
+    assert "pgb-pgbaseline-leader-election" not in named
+    (rule,) = named["pgb-pgbaseline-scale-out"]["rules"]
+    assert rule == {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                    "verbs": ["get", "list", "create", "update", "delete"]}
+    (binding,) = [b for b in by_kind(docs, "RoleBinding") if b["metadata"]["name"] == "pgb-pgbaseline-scale-out"]
+    assert binding["subjects"][0]["name"] == "pgb-pgbaseline"
+    # Off by default: the default install keeps one leader.
+    assert not [r for r in by_kind(render(helm), "Role") if "scale-out" in r["metadata"]["name"]]
 
 
 EXPECTED_POLICY_RULES = [
@@ -271,12 +290,16 @@ def test_kustomize_base_is_generated_from_the_chart():
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-def test_kustomize_base_equals_chart_defaults(helm, kubectl):
-    kust = [d for d in yaml.safe_load_all(subprocess.run([kubectl, "kustomize", str(DEPLOY)], check=True,
+@pytest.mark.parametrize("overlay, values", [
+    ("", []),
+    # The scale-out overlay installs what the chart does with scaleOut.enabled and 3 replicas.
+    ("examples/kustomize/scale-out", ["--set", "scaleOut.enabled=true", "--set", "replicaCount=3"]),
+])
+def test_kustomize_base_equals_chart_defaults(helm, kubectl, overlay, values):
+    kust = [d for d in yaml.safe_load_all(subprocess.run([kubectl, "kustomize", str(ROOT / overlay if overlay else DEPLOY)], check=True,
                                                            capture_output=True, text=True).stdout) if d]
-    chart = render(helm)
-    out = subprocess.run([helm, "template", "pgbaseline", str(CHART), "-n", "pgbaseline", "--include-crds"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([helm, "template", "pgbaseline", str(CHART), "-n", "pgbaseline", "--include-crds",
+                          *values], check=True, capture_output=True, text=True).stdout
     chart = [d for d in yaml.safe_load_all(out) if d]
 
     def strip(d):

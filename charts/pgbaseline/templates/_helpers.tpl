@@ -49,7 +49,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* "true" when leader election runs: by value, or because there is more than one replica. */}}
 {{- define "pgbaseline.leaderElection" -}}
-{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) -}}true{{- end -}}
+{{- if and (not .Values.scaleOut.enabled) (or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1)) -}}true{{- end -}}
 {{- end -}}
 
 {{- define "pgbaseline.image" -}}

@@ -47,6 +47,18 @@ _EXPIRED = {"query": ("ExpiredToken", 403), "ec2": ("RequestExpired", 400),
             "json": ("ExpiredTokenException", 400)}
 
 
+_REGION_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/([a-z0-9-]+)/")
+
+
+def signed_region(environ: dict[str, Any]) -> str:
+    """The region a request was signed for (SigV4 credential scope): which (account, region)
+    a call acted in, for tests that prove who swept what."""
+    m = _REGION_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if not m:
+        m = _REGION_RE.search(environ.get("QUERY_STRING", "").replace("%2F", "/"))
+    return m.group(1) if m else ""
+
+
 def access_key(environ: dict[str, Any]) -> str:
     m = _AKID_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
     if not m:

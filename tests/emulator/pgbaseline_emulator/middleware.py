@@ -17,7 +17,7 @@ import uuid
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
-from .accounts import Accounts
+from .accounts import Accounts, signed_region
 from .quotas import QUOTAS, Quotas
 
 _CRED_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/([^/,\s]+)/aws4_request")
@@ -115,14 +115,6 @@ class Faults:
             if self.throttle_fraction > 0:
                 throttle = self._rng.random() < self.throttle_fraction
             return throttle, self.latency_ms
-
-
-def signed_region(environ: dict[str, Any]) -> str:
-    """The region in a request's SigV4 credential scope (header or presigned query); empty when
-    unsigned."""
-    m = _CRED_RE.search(environ.get("HTTP_AUTHORIZATION", "")) or _CRED_RE.search(
-        environ.get("QUERY_STRING", "").replace("%2F", "/"))
-    return m.group(1) if m else ""
 
 
 def classify(environ: dict[str, Any], body: bytes) -> tuple[str, str]:
