@@ -63,7 +63,7 @@ def test_cloudformation_example_holds_the_same_rules_and_least_privilege():
     iam = json.loads((EVENTS / "iam-policy-events.json").read_text())
     (plain,) = iam["Statement"]
     assert sorted(stmt["Action"]) == sorted(plain["Action"]) == sorted(
-        ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"])
+        ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"])
     assert stmt["Resource"] == {"Fn::GetAtt": ["DriftQueue", "Arn"]} and "*" not in plain["Resource"]
     (qs,) = res["DriftQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert qs["Principal"] == {"Service": "events.amazonaws.com"} and qs["Action"] == "sqs:SendMessage"
