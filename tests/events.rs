@@ -9,30 +9,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::Emulator;
 use common::controlplane::ControlPlane;
 use common::operator::{Operator, wait_for};
-use common::{Emulator, repo_root};
 use kube::Api;
 use pgbaseline::api::DatabaseSecurityPolicy;
-
-/// `tests/emulator/drift-events` (the harness's infrastructure and injected events); stdout.
-fn drift_events(emulator: &Emulator, args: &[&str]) -> String {
-    let out = Command::new(repo_root().join("tests/emulator/drift-events"))
-        .args(args)
-        .arg("--endpoint")
-        .arg(&emulator.url)
-        .output()
-        .expect("run drift-events");
-    assert!(
-        out.status.success(),
-        "drift-events {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn ready(p: &DatabaseSecurityPolicy) -> Option<(String, String)> {
     p.status
@@ -74,7 +57,7 @@ fn group_modified(emulator: &Emulator, count: u32, caller: Option<&str>) {
     if let Some(caller) = caller {
         args.extend(["--caller", caller]);
     }
-    drift_events(emulator, &args);
+    emulator.drift_events(&args);
 }
 
 /// The RDS and EC2 calls the emulator answered (the queue's own SQS calls left out).
@@ -124,7 +107,7 @@ async fn drift_events_flip_the_status_within_seconds_and_noise_changes_nothing()
     let cp = ControlPlane::shared();
     let ns = cp.namespace("events");
     let emulator = Emulator::start(Some("small"));
-    let queue = drift_events(&emulator, &["setup", "--queue", "pgbaseline-drift"]);
+    let queue = emulator.drift_events(&["setup", "--queue", "pgbaseline-drift"]);
     let op = Operator::start(
         cp,
         &emulator,
@@ -242,7 +225,7 @@ async fn drift_events_flip_the_status_within_seconds_and_noise_changes_nothing()
         record("999999999999", ""),
         "this is not an event".to_string(),
     ] {
-        drift_events(&emulator, &["raw", "--queue-url", &queue, "--body", &body]);
+        emulator.drift_events(&["raw", "--queue-url", &queue, "--body", &body]);
     }
     for outcome in ["own_call", "failed_call", "unknown_account"] {
         wait_metric(
@@ -268,7 +251,7 @@ async fn drift_events_flip_the_status_within_seconds_and_noise_changes_nothing()
     // Every message was deleted, the malformed one included.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let left = drift_events(&emulator, &["depth", "--queue-url", &queue]);
+        let left = emulator.drift_events(&["depth", "--queue-url", &queue]);
         if left == "0" {
             break;
         }

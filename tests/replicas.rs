@@ -245,11 +245,15 @@ async fn three_replicas_split_six_keys_and_take_over_a_dead_ones() {
     ));
     cp.kubectl_ok(&["apply", "-f", "-"], Some(&docs.join("\n---\n")));
 
+    // The drift queue every replica reads.
+    let queue = emulator.drift_events(&["setup", "--queue", "pgbaseline-drift"]);
     let start = |i: usize| {
         Operator::start(
             cp,
             &emulator,
             &[
+                "--event-queue",
+                &queue,
                 "--scale-out",
                 "--leader-election-namespace",
                 &system,
@@ -350,6 +354,45 @@ async fn three_replicas_split_six_keys_and_take_over_a_dead_ones() {
         "steady state modifies nothing: {:?}",
         modifies(&calls_so_far)
     );
+
+    // An event about one key reaches the replica holding it, whichever replica receives it
+    // first (the others hand it back): one re-read, by the holder, and the queue drains.
+    let (c_which, c_id) = ACCOUNTS[2];
+    let event = json!({
+        "version": "0", "id": "e-1", "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.rds", "account": c_id, "time": "2026-12-02T05:00:00Z",
+        "region": REGIONS[1], "resources": [],
+        "detail": {
+            "eventSource": "rds.amazonaws.com", "eventName": "ModifyDBInstance",
+            "userIdentity": {"arn": format!("arn:aws:sts::{c_id}:assumed-role/admin/alice")},
+            "requestParameters": {"dBInstanceIdentifier": format!("db-{}", REGIONS[1])},
+        },
+    });
+    emulator.drift_events(&["raw", "--queue-url", &queue, "--body", &event.to_string()]);
+    let rereads = |op: &Operator| op.metric("pgbaseline_event_rereads_total");
+    until(
+        Duration::from_secs(60),
+        "the holder re-reads",
+        &refs,
+        || (ops.iter().map(rereads).sum::<f64>() >= 1.0).then_some(()),
+    )
+    .await;
+    let holder = keys_of
+        .iter()
+        .find(|(_, keys)| keys.contains(&(c_id.to_string(), REGIONS[1].to_string())))
+        .map(|(r, _)| r.clone())
+        .expect("holder of c's second region");
+    let rereaders: Vec<String> = ops
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| rereads(o) > 0.0)
+        .map(|(i, _)| format!("replica{i}"))
+        .collect();
+    assert_eq!(rereaders, [holder], "{c_which}: re-read by");
+    until(Duration::from_secs(30), "the queue drains", &refs, || {
+        (emulator.drift_events(&["depth", "--queue-url", &queue]) == "0").then_some(())
+    })
+    .await;
 
     // Drift every database: each is remediated exactly once, and each policy's status is
     // written by one replica only, the one holding its key.

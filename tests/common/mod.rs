@@ -184,6 +184,23 @@ impl Emulator {
             .await
     }
 
+    /// `tests/emulator/drift-events ARGS --endpoint <this>`: the event path's infrastructure
+    /// (`setup` prints the queue URL) and injected events; its stdout.
+    pub fn drift_events(&self, args: &[&str]) -> String {
+        let out = Command::new(repo_root().join("tests/emulator/drift-events"))
+            .args(args)
+            .arg("--endpoint")
+            .arg(&self.url)
+            .output()
+            .expect("run drift-events");
+        assert!(
+            out.status.success(),
+            "drift-events {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// How many requests a latency fault is holding right now.
     pub fn delayed(&self) -> u64 {
         self.call_log()["delayed"].as_u64().unwrap_or(0)
