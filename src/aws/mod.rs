@@ -479,7 +479,7 @@ impl AwsRegion {
         let fail = |message: String| Failure {
             call: "GenerateDBAuthToken",
             class: ErrorClass::InvalidConfiguration,
-            code: "TokenNotGenerated".into(),
+            code: code::TOKEN_NOT_GENERATED.into(),
             message,
         };
         let mut builder = Config::builder()

@@ -12,48 +12,9 @@ use crate::api::{ControlId, DatabaseSecurityPolicySpec, Finding, FindingStatus, 
 use super::model::Database;
 use super::values::{parse_bool, pgaudit_covers, tls_rank};
 
-/// Why a look inside a database failed. The same strings are finding message prefixes, event
-/// reasons and metric labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Reason {
-    /// AWS reports no endpoint for the database (it is being created, stopped or deleted).
-    NoEndpoint,
-    /// No TCP connection within the connect timeout, or it was refused.
-    DatabaseUnreachable,
-    /// The server certificate did not verify against the CA bundle or the host name.
-    TlsVerificationFailed,
-    /// The login was refused (wrong password, expired token, no `rds_iam`, pg_hba rules).
-    AuthenticationFailed,
-    /// The credentials could not be had (a Secret or key missing, a token not generated).
-    CredentialsUnavailable,
-    /// The login role may not read or change what the control needs.
-    PermissionDenied,
-    /// A statement ran past the statement timeout.
-    Timeout,
-    /// Any other failure of a statement.
-    QueryFailed,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::NoEndpoint => "NoEndpoint",
-            Reason::DatabaseUnreachable => "DatabaseUnreachable",
-            Reason::TlsVerificationFailed => "TlsVerificationFailed",
-            Reason::AuthenticationFailed => "AuthenticationFailed",
-            Reason::CredentialsUnavailable => "CredentialsUnavailable",
-            Reason::PermissionDenied => "PermissionDenied",
-            Reason::Timeout => "Timeout",
-            Reason::QueryFailed => "QueryFailed",
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Why a look inside a database failed: the one reason vocabulary ([`super::failure::Reason`]),
+/// whose text starts the message of an `Error` finding and labels events and metrics.
+pub use super::failure::Reason;
 
 /// A look that failed: which database (none: the server as a whole), why, and a message for
 /// people that holds no secret (the IO layer builds it from error kinds, never from the
