@@ -319,7 +319,11 @@ SDK_TO_ACTION = {
     "modify_db_cluster": "rds:ModifyDBCluster",
     "reboot_db_instance": "rds:RebootDBInstance",
     "revoke_security_group_ingress": "ec2:RevokeSecurityGroupIngress",
+    "get_secret_value": "secretsmanager:GetSecretValue",
 }
+# Calls made only for an opt-in credential source, granted by their own documented policy file
+# and kept out of the AWS API policies (README: "RDS-managed master secret").
+SEPARATE_POLICIES = {"secretsmanager:GetSecretValue": "iam-policy-rds-master-secret.json"}
 # IAM actions AWS authorizes in addition to the called operation (Service Authorization Reference):
 # copies carry tags (rds:AddTagsToResource); ModifyDBInstance/Cluster with ManageMasterUserPassword
 # creates the secret (RDS user guide, "Permissions required for Secrets Manager integration").
@@ -333,7 +337,7 @@ def sdk_operations() -> set[str]:
     lock = (ROOT / "Cargo.lock").read_text()
     registry = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")) / "registry" / "src"
     ops: set[str] = set()
-    for crate in ("aws-sdk-rds", "aws-sdk-ec2", "aws-sdk-kms"):
+    for crate in ("aws-sdk-rds", "aws-sdk-ec2", "aws-sdk-kms", "aws-sdk-secretsmanager"):
         m = re.search(rf'name = "{crate}"\nversion = "([^"]+)"', lock)
         for d in registry.glob(f"*/{crate}-{m.group(1)}/src/operation") if m else []:
             ops |= {p.name for p in d.iterdir() if p.is_dir()}
@@ -377,7 +381,7 @@ def load(name):
 
 
 def test_iam_policy_covers_exactly_the_calls_in_the_code():
-    calls = code_calls()
+    calls = code_calls() - set(SEPARATE_POLICIES)
     acts = allowed_actions(load("iam-policy.json"))
     assert not any("*" in a for a in acts), "no wildcard actions"
     assert calls - acts == set(), f"missing: {sorted(calls - acts)}"
@@ -385,12 +389,27 @@ def test_iam_policy_covers_exactly_the_calls_in_the_code():
     # Cross-check: the operation names the code reports its errors under.
     aws = "".join(p.read_text() for p in (ROOT / "src" / "aws").rglob("*.rs"))
     # sts:GetCallerIdentity needs no permission (AWS allows it to every identity).
-    reported = set(re.findall(r'from_sdk\(\s*"(\w+)"', aws)) - {"GetCallerIdentity"}
+    reported = set(re.findall(r'from_sdk\(\s*"(\w+)"', aws)) - {"GetCallerIdentity"} - {
+        a.split(":")[1] for a in SEPARATE_POLICIES}
     assert reported <= {a.split(":")[1] for a in acts}, sorted(reported - {a.split(":")[1] for a in acts})
 
 
-def test_readonly_policy_is_exactly_the_reads():
+def test_separate_policies_grant_their_calls_on_their_resources_only():
     calls = code_calls()
+    for action, name in SEPARATE_POLICIES.items():
+        assert action in calls, f"{action} is no longer called: drop {name}"
+        policy = load(name)
+        (statement,) = [s for s in policy["Statement"] if s["Action"] == action]
+        assert statement["Resource"] == ["arn:aws:secretsmanager:*:*:secret:rds!*"]
+        for other in ("iam-policy.json", "iam-policy-readonly.json"):
+            assert action not in allowed_actions(load(other)), other
+    # kms:Decrypt only through Secrets Manager, for RDS's secrets.
+    (decrypt,) = [s for s in load("iam-policy-rds-master-secret.json")["Statement"] if s["Action"] == "kms:Decrypt"]
+    assert decrypt["Condition"]["StringLike"]["kms:ViaService"] == "secretsmanager.*.amazonaws.com"
+
+
+def test_readonly_policy_is_exactly_the_reads():
+    calls = code_calls() - set(SEPARATE_POLICIES)
     reads = {a for a in calls if re.match(r"\w+:(Describe|List|Get)", a)}
     ro = load("iam-policy-readonly.json")
     assert allowed_actions(ro) == reads
