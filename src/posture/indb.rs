@@ -115,6 +115,10 @@ pub struct Observation {
     /// The databases read, by name.
     pub databases: Vec<DatabaseFacts>,
     pub failures: Vec<Failure>,
+    /// What each instance endpoint runs with (the instance; each Aurora member), for the
+    /// parameter controls ([`super::effective`]). Its failures are not the databases'.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effective: Vec<super::effective::EffectiveSettings>,
 }
 
 impl Observation {
@@ -128,6 +132,7 @@ impl Observation {
                 reason,
                 message: message.into(),
             }],
+            effective: Vec::new(),
         }
     }
 
@@ -272,13 +277,14 @@ pub fn controls(spec: &DatabaseSecurityPolicySpec) -> Vec<ControlId> {
 }
 
 /// Whether the layer must look inside the databases this policy selects: it has a connection and
-/// in-database controls, or `transport.forceSsl`, whose Enforce is gated on the live sessions.
+/// in-database controls, or `transport.forceSsl` (whose Enforce is gated on the live sessions),
+/// or parameter controls (compared with what the servers run, [`super::effective`]).
 pub fn needed(spec: &DatabaseSecurityPolicySpec) -> bool {
     spec.posture
         .database
         .as_ref()
         .is_some_and(|d| d.connection.is_some())
-        && (!controls(spec).is_empty() || spec.enabled_controls().contains(&ControlId::ForceSsl))
+        && (!controls(spec).is_empty() || !super::effective::parameters_of(spec).is_empty())
 }
 
 /// The roles whose existence the controls need to know (`audit.pgaudit.role`).
@@ -838,6 +844,7 @@ mod tests {
                 ],
             }],
             failures: vec![],
+            effective: vec![],
         }
     }
 
