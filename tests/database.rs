@@ -15,27 +15,37 @@ use serde_json::Value;
 const AUDITOR: (&str, &str, &str) = ("auditor", "pgbaseline_auditor", "auditor-password");
 const MASTER_PASSWORD: &str = "master-password-1";
 
-/// Creates PostgreSQL instances in the emulator whose endpoint port is `port` (tagged
-/// `indb=<tag>`), on engine 14 (`rds.force_ssl` 0 by default).
+/// A CreateDBInstance of a PostgreSQL 14 instance (`rds.force_ssl` 0 by default) whose endpoint
+/// port is `port`, tagged `indb=<tag>`, master user `postgres` (no password yet).
+fn new_instance(
+    rds: &aws_sdk_rds::Client,
+    id: &str,
+    port: u16,
+    tag: &str,
+) -> aws_sdk_rds::operation::create_db_instance::builders::CreateDBInstanceFluentBuilder {
+    rds.create_db_instance()
+        .db_instance_identifier(id)
+        .engine("postgres")
+        .engine_version("14.15")
+        .db_instance_class("db.t4g.micro")
+        .allocated_storage(20)
+        .master_username("postgres")
+        .port(i32::from(port))
+        .tags(
+            aws_sdk_rds::types::Tag::builder()
+                .key("indb")
+                .value(tag)
+                .build(),
+        )
+}
+
+/// Creates PostgreSQL instances in the emulator ([`new_instance`], with a password).
 fn create_instances(emulator: &Emulator, instances: &[(&str, u16, &str)]) {
     runtime().block_on(async {
         let rds = aws_sdk_rds::Client::new(&emulator.sdk_config().await);
         for (id, port, tag) in instances {
-            rds.create_db_instance()
-                .db_instance_identifier(*id)
-                .engine("postgres")
-                .engine_version("14.15")
-                .db_instance_class("db.t4g.micro")
-                .allocated_storage(20)
-                .master_username("postgres")
+            new_instance(&rds, id, *port, tag)
                 .master_user_password("not-a-real-password-1")
-                .port(i32::from(*port))
-                .tags(
-                    aws_sdk_rds::types::Tag::builder()
-                        .key("indb")
-                        .value(*tag)
-                        .build(),
-                )
                 .send()
                 .await
                 .expect("create instance");
@@ -731,6 +741,14 @@ fn effective_settings_say_which_values_wait_for_a_reboot_and_catch_overrides() {
             .apply_method(method)
             .build()
     };
+    async fn modify(rds: &aws_sdk_rds::Client, parameters: &[aws_sdk_rds::types::Parameter]) {
+        rds.modify_db_parameter_group()
+            .db_parameter_group_name("eff-pg")
+            .set_parameters(Some(parameters.to_vec()))
+            .send()
+            .await
+            .expect("modify eff-pg");
+    }
     // One runtime: the client's connections belong to it.
     let rt = runtime();
     let rds = rt.block_on(async { aws_sdk_rds::Client::new(&emulator.sdk_config().await) });
@@ -742,34 +760,27 @@ fn effective_settings_say_which_values_wait_for_a_reboot_and_catch_overrides() {
             .send()
             .await
             .expect("group");
-        rds.modify_db_parameter_group()
-            .db_parameter_group_name("eff-pg")
-            .parameters(set("log_connections", "1", Immediate))
-            .parameters(set("log_disconnections", "1", Immediate))
-            .parameters(set("pgaudit.log", "ddl,role", Immediate))
-            .send()
-            .await
-            .expect("modify");
-        rds.create_db_instance()
-            .db_instance_identifier("eff")
-            .engine("postgres")
-            .engine_version("14.15")
-            .db_instance_class("db.t4g.micro")
-            .allocated_storage(20)
-            .master_username("postgres")
+        modify(
+            &rds,
+            &[
+                set("log_connections", "1", Immediate),
+                set("log_disconnections", "1", Immediate),
+                set("pgaudit.log", "ddl,role", Immediate),
+            ],
+        )
+        .await;
+        new_instance(&rds, "eff", pg.port, "eff")
             .master_user_password("not-a-real-password-1")
             .db_parameter_group_name("eff-pg")
-            .port(i32::from(pg.port))
             .send()
             .await
             .expect("instance");
         // The static preload waits for a reboot: the whole group is `pending-reboot` to AWS.
-        rds.modify_db_parameter_group()
-            .db_parameter_group_name("eff-pg")
-            .parameters(set("shared_preload_libraries", "pgaudit", PendingReboot))
-            .send()
-            .await
-            .expect("modify static");
+        modify(
+            &rds,
+            &[set("shared_preload_libraries", "pgaudit", PendingReboot)],
+        )
+        .await;
     });
     let secrets = pg.secrets_dir(&[AUDITOR]);
     let policy = "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata: {name: eff, namespace: test}\nspec:\n  selector: {instanceIdentifiers: [eff]}\n  posture:\n    logging: {connections: true, noStatementSecrets: true}\n    audit: {pgaudit: {classes: [ddl, role]}}\n    database:\n      connection: {secretRef: {name: auditor}}\n      publicSchema: true\n";
@@ -943,22 +954,8 @@ fn the_master_user_secret_aws_reports_logs_in_and_is_never_shown() {
         let rds = aws_sdk_rds::Client::new(&config);
         let mut arn = String::new();
         for (id, managed) in [("managed", true), ("unmanaged", false)] {
-            let mut create = rds
-                .create_db_instance()
-                .db_instance_identifier(id)
-                .engine("postgres")
-                .engine_version("14.15")
-                .db_instance_class("db.t4g.micro")
-                .allocated_storage(20)
-                .master_username("postgres")
-                .port(i32::from(port))
-                .tags(
-                    aws_sdk_rds::types::Tag::builder()
-                        .key("indb")
-                        .value("master")
-                        .build(),
-                );
-            create = if managed {
+            let create = new_instance(&rds, id, port, "master");
+            let create = if managed {
                 create.manage_master_user_password(true)
             } else {
                 create.master_user_password("not-a-real-password-1")

@@ -375,6 +375,20 @@ mod tests {
         evals
     }
 
+    fn all_parameter_controls_comply(evals: &[Evaluation]) {
+        for e in evals
+            .iter()
+            .filter(|e| catalogue::reads_parameters(e.finding.control))
+        {
+            assert_eq!(
+                e.finding.status,
+                FindingStatus::Compliant,
+                "{:?}",
+                e.finding
+            );
+        }
+    }
+
     fn get(evals: &[Evaluation], control: ControlId) -> &Evaluation {
         evals
             .iter()
@@ -385,17 +399,7 @@ mod tests {
     #[test]
     fn values_in_effect_keep_an_in_sync_database_compliant() {
         let db = configured(instance("a"));
-        let evals = refined(&db, &[running("a", IN_EFFECT)]);
-        for e in &evals {
-            if catalogue::reads_parameters(e.finding.control) {
-                assert_eq!(
-                    e.finding.status,
-                    FindingStatus::Compliant,
-                    "{:?}",
-                    e.finding
-                );
-            }
-        }
+        all_parameter_controls_comply(&refined(&db, &[running("a", IN_EFFECT)]));
     }
 
     #[test]
@@ -522,17 +526,7 @@ mod tests {
                 ]),
             )],
         );
-        for e in evals
-            .iter()
-            .filter(|e| catalogue::reads_parameters(e.finding.control))
-        {
-            assert_eq!(
-                e.finding.status,
-                FindingStatus::Compliant,
-                "{:?}",
-                e.finding
-            );
-        }
+        all_parameter_controls_comply(&evals);
     }
 
     #[test]
