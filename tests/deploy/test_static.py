@@ -290,6 +290,46 @@ def test_kustomize_base_equals_chart_defaults(helm, kubectl):
         assert k[name] == c[name], name
 
 
+def test_kustomize_database_components_equal_the_chart(helm, kubectl, tmp_path):
+    """An overlay of the base with components/network-policy and components/database-ca-bundle
+    renders what the chart renders with networkPolicy.enabled and database.caBundle.configMap:
+    egress to the database port, and the CA bundle mounted and passed with --db-ca-bundle."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    rel = lambda p: os.path.relpath(p, overlay)
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {rel(DEPLOY)}\n"
+        f"components:\n  - {rel(DEPLOY / 'components' / 'network-policy')}\n"
+        f"  - {rel(DEPLOY / 'components' / 'database-ca-bundle')}\n")
+    kust = [d for d in yaml.safe_load_all(subprocess.run([kubectl, "kustomize", str(overlay)], check=True,
+                                                           capture_output=True, text=True).stdout) if d]
+    out = subprocess.run([helm, "template", "pgbaseline", str(CHART), "-n", "pgbaseline",
+                          "--set", "networkPolicy.enabled=true",
+                          "--set", "database.caBundle.configMap=pgbaseline-db-ca"],
+                         check=True, capture_output=True, text=True).stdout
+    chart = [d for d in yaml.safe_load_all(out) if d]
+
+    def strip(d):
+        for labels in (d["metadata"].get("labels", {}),
+                       d.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})):
+            labels.pop("helm.sh/chart", None)
+            labels.pop("app.kubernetes.io/managed-by", None)
+        return d
+
+    for kind in ("Deployment", "NetworkPolicy"):
+        (k,), (c,) = by_kind(kust, kind), by_kind(chart, kind)
+        assert strip(k) == strip(c), kind
+    (deployment,) = by_kind(kust, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert "--db-ca-bundle=/etc/pgbaseline/db-ca/global-bundle.pem" in args
+    assert {"name": "db-ca", "configMap": {"name": "pgbaseline-db-ca"}} in pod["volumes"]
+    (policy,) = by_kind(kust, "NetworkPolicy")
+    ports = [p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]]
+    assert 5432 in ports
+
+
 # ---------------------------------------------------------------- IAM policies vs. the code
 
 SDK_TO_ACTION = {
@@ -422,7 +462,8 @@ def test_write_statements_are_resource_scoped():
         if s["Effect"] == "Allow" and not all(re.match(r"\w+:(Describe|List)", a) for a in acts):
             res = [s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]
             assert "*" not in res, f"{s['Sid']} grants a write on every resource"
-    for name in ("iam-policy.json", "iam-policy-readonly.json", "iam-policy-inplace-groups.json"):
+    for name in ("iam-policy.json", "iam-policy-readonly.json", "iam-policy-inplace-groups.json",
+                 "iam-policy-rds-master-secret.json"):
         p = load(name)
         assert p["Version"] == "2012-10-17" and len(json.dumps(p, separators=(",", ":"))) <= 6144
         sids = [s["Sid"] for s in p["Statement"]]
