@@ -496,9 +496,8 @@ async fn reconcile_stages(
                     };
                     let namespace = policy.namespace().unwrap_or_default();
                     let login = match &ctx.db {
-                        Some(_) if crate::posture::indb::needed(spec) => {
-                            login_of(&ctx.client, &namespace, spec).await
-                        }
+                        Some(layer) if crate::posture::indb::needed(spec) => layer
+                            .login_for(&namespace, login_of(&ctx.client, &namespace, spec).await),
                         _ => crate::postgres::Login::Unavailable {
                             reason: crate::posture::indb::Reason::CredentialsUnavailable,
                             message: "not needed".into(),

@@ -49,6 +49,9 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
     pub concurrency: usize,
+    /// The namespaces whose policies may use the RDS-managed master secret (the operator's
+    /// `--db-master-secret-namespace`); `None`: no namespace to ask about (`check`).
+    pub master_secret_namespaces: Option<Vec<String>>,
 }
 
 impl Default for Settings {
@@ -59,6 +62,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
             concurrency: DEFAULT_CONCURRENCY,
+            master_secret_namespaces: None,
         }
     }
 }
@@ -213,6 +217,24 @@ impl Layer {
     pub fn observed_by(mut self, observer: ConnectionObserver) -> Layer {
         self.observer = Some(observer);
         self
+    }
+
+    /// `login` as a policy of `namespace` may use it: the RDS-managed master secret only where
+    /// the operator allows it (the other logins are the policy's own).
+    pub fn login_for(&self, namespace: &str, login: Login) -> Login {
+        match (&login, &self.settings.master_secret_namespaces) {
+            (Login::MasterUserSecret, Some(allowed)) if !allowed.iter().any(|n| n == namespace) => {
+                Login::unavailable(format!(
+                    "namespace {namespace} may not use database.connection.masterUserSecret: the operator allows it only in {} (--db-master-secret-namespace, chart database.masterUserSecretNamespaces)",
+                    if allowed.is_empty() {
+                        "no namespace".to_string()
+                    } else {
+                        allowed.join(", ")
+                    }
+                ))
+            }
+            _ => login,
+        }
     }
 
     /// The cap on connections open at once.
@@ -794,6 +816,38 @@ mod tests {
             password: Password::new("hunter2"),
         };
         assert!(!format!("{login:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_master_secret_is_used_only_where_the_operator_allows_it() {
+        let layer = |allowed: Option<Vec<String>>| {
+            Layer::new(Settings {
+                master_secret_namespaces: allowed,
+                ..Settings::default()
+            })
+        };
+        let refused = |login: &Login| matches!(login, Login::Unavailable { reason: Reason::CredentialsUnavailable, message } if message.contains("may not use database.connection.masterUserSecret"));
+        let operator = layer(Some(vec!["platform".into()]));
+        assert!(matches!(
+            operator.login_for("platform", Login::MasterUserSecret),
+            Login::MasterUserSecret
+        ));
+        assert!(refused(
+            &operator.login_for("team-a", Login::MasterUserSecret)
+        ));
+        assert!(refused(
+            &layer(Some(Vec::new())).login_for("platform", Login::MasterUserSecret)
+        ));
+        // The policy's own credentials are not the operator's to gate.
+        assert!(matches!(
+            operator.login_for("team-a", Login::Iam { user: "a".into() }),
+            Login::Iam { .. }
+        ));
+        // `check` has no namespace to ask about.
+        assert!(matches!(
+            layer(None).login_for("team-a", Login::MasterUserSecret),
+            Login::MasterUserSecret
+        ));
     }
 
     #[test]

@@ -217,6 +217,21 @@ def test_watch_namespaces_give_namespaced_roles(helm):
     assert "--namespace=team-a" in args and "--namespace=team-b" in args and "--leader-election" in args
 
 
+def test_master_secret_namespaces_become_flags_and_no_rbac(helm):
+    """The RDS-managed master secret is read from Secrets Manager, not Kubernetes: the chart
+    passes the allowed namespaces to the operator and adds no RBAC for them."""
+    default = render(helm)
+    docs = render(helm, "--set", "database.masterUserSecretNamespaces={platform,dba}")
+    (dep,) = by_kind(docs, "Deployment")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--db-master-secret")] == [
+        "--db-master-secret-namespace=platform", "--db-master-secret-namespace=dba"]
+    (dep,) = by_kind(default, "Deployment")
+    assert not [a for a in dep["spec"]["template"]["spec"]["containers"][0]["args"] if "master-secret" in a]
+    rbac = ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+    assert [d for d in docs if d["kind"] in rbac] == [d for d in default if d["kind"] in rbac]
+
+
 def test_optional_objects_and_irsa(helm):
     docs = render(helm, *VARIANTS["all-optional"])
     (sa,) = by_kind(docs, "ServiceAccount")
