@@ -109,6 +109,16 @@ pub struct RunArgs {
     /// `off` writes none.
     #[arg(long, default_value = "auto", value_parser = clap::value_parser!(crate::controller::reports::ReportsMode))]
     pub policy_reports: crate::controller::reports::ReportsMode,
+    /// An SQS queue EventBridge delivers RDS events and CloudTrail API-call records to (see
+    /// `deploy/events/`): drift shows within seconds of a change instead of at the next resync.
+    /// One per account and region, or one central queue; repeat the flag. Read by the leader,
+    /// with the operator's own credentials.
+    #[arg(long = "event-queue", value_name = "URL", value_parser = parse_queue_url)]
+    pub event_queues: Vec<String>,
+    /// How long events about one account and region are gathered before its databases are
+    /// re-read (a burst costs one re-read).
+    #[arg(long, default_value = "2s", value_parser = parse_timeout)]
+    pub event_debounce: std::time::Duration,
     #[command(flatten)]
     pub db: DbArgs,
     /// A namespace whose policies may log in with `database.connection.masterUserSecret`
@@ -117,6 +127,27 @@ pub struct RunArgs {
     /// admin's decision, as Secrets are (`secretRef` needs a Role in the namespace).
     #[arg(long = "db-master-secret-namespace", value_name = "NS")]
     pub db_master_secret_namespaces: Vec<String>,
+}
+
+/// An SQS queue URL (`https://sqs.<region>.amazonaws.com/<account>/<name>`, or an emulator's).
+fn parse_queue_url(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is not a queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)"
+            )
+        })?;
+    let mut parts = rest.split('/');
+    let (Some(host), Some(_account), Some(name)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("{text:?}: a queue URL ends in /<account>/<name>"));
+    };
+    if host.is_empty() || name.is_empty() || parts.next().is_some() || text.len() > 2048 {
+        return Err(format!("{text:?}: a queue URL ends in /<account>/<name>"));
+    }
+    Ok(text.to_string())
 }
 
 /// The in-database layer's settings (shared by `run` and `check`).
@@ -310,6 +341,10 @@ fn run_operator(args: RunArgs) -> ExitCode {
             ..args.db.settings()
         },
         policy_reports: args.policy_reports,
+        events: crate::controller::event_queue::Settings {
+            queues: args.event_queues,
+            debounce: args.event_debounce,
+        },
     };
     let runtime = match runtime() {
         Ok(r) => r,

@@ -66,8 +66,8 @@ fn tcp(from: i32, to: i32, source: Source) -> aws_sdk_ec2::types::IpPermission {
     .build()
 }
 
-/// The security group the seeded `pgb-db-restricted` group admits on 5432 (the app tier).
-fn app_security_group(emulator: &Emulator) -> String {
+/// The seeded security group named `name`.
+fn security_group(emulator: &Emulator, name: &str) -> aws_sdk_ec2::types::SecurityGroup {
     runtime().block_on(async {
         let ec2 = aws_sdk_ec2::Client::new(&emulator.sdk_config().await);
         let out = ec2
@@ -75,17 +75,36 @@ fn app_security_group(emulator: &Emulator) -> String {
             .filters(
                 aws_sdk_ec2::types::Filter::builder()
                     .name("group-name")
-                    .values("pgb-db-restricted")
+                    .values(name)
                     .build(),
             )
             .send()
             .await
             .expect("describe sg");
-        out.security_groups()[0].ip_permissions()[0].user_id_group_pairs()[0]
-            .group_id()
-            .expect("app sg")
-            .to_string()
+        out.security_groups()[0].clone()
     })
+}
+
+/// The ingress rules of the security group `id`, as AWS holds them now.
+fn ingress_of(emulator: &Emulator, id: &str) -> Vec<aws_sdk_ec2::types::IpPermission> {
+    runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&emulator.sdk_config().await);
+        let out = ec2
+            .describe_security_groups()
+            .group_ids(id)
+            .send()
+            .await
+            .expect("describe sg");
+        out.security_groups()[0].ip_permissions().to_vec()
+    })
+}
+
+/// The security group the seeded `pgb-db-restricted` group admits on 5432 (the app tier).
+fn app_security_group(emulator: &Emulator) -> String {
+    security_group(emulator, "pgb-db-restricted").ip_permissions()[0].user_id_group_pairs()[0]
+        .group_id()
+        .expect("app sg")
+        .to_string()
 }
 
 fn full_posture(app_sg: &str) -> String {
@@ -620,29 +639,21 @@ fn shared_group_is_copied_when_a_sharer_is_not_selected_and_changed_in_place_whe
 fn ingress_revokes_only_the_offending_rule() {
     let emulator = Emulator::start(Some("small"));
     let dir = tempfile::tempdir().expect("tmp");
-    let open_sg = runtime().block_on(async {
+    let open_sg = security_group(&emulator, "pgb-db-open")
+        .group_id()
+        .expect("id")
+        .to_string();
+    runtime().block_on(async {
         let ec2 = aws_sdk_ec2::Client::new(&emulator.sdk_config().await);
-        let out = ec2
-            .describe_security_groups()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("group-name")
-                    .values("pgb-db-open")
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("sg");
-        let id = out.security_groups()[0].group_id().expect("id").to_string();
+        let id = &open_sg;
         // A second, allowed rule and an IPv6 everywhere rule on a port range covering 5432.
         ec2.authorize_security_group_ingress()
-            .group_id(&id)
+            .group_id(id)
             .ip_permissions(tcp(5432, 5432, Source::Cidr("10.20.0.0/16")))
             .ip_permissions(tcp(5000, 6000, Source::Cidr6("::/0")))
             .send()
             .await
             .expect("authorize");
-        id
     });
     let p = manifest(
         dir.path(),
@@ -663,34 +674,20 @@ fn ingress_revokes_only_the_offending_rule() {
         statuses(&json(&out), "billing-prod")["network.ingress"],
         "Remediated"
     );
-    let revokes = emulator
-        .mutating_calls()
-        .into_iter()
-        .filter(|c| c.action == "RevokeSecurityGroupIngress")
-        .count();
-    assert_eq!(revokes, 2);
-    runtime().block_on(async {
-        let ec2 = aws_sdk_ec2::Client::new(&emulator.sdk_config().await);
-        let out = ec2
-            .describe_security_groups()
-            .group_ids(&open_sg)
-            .send()
-            .await
-            .expect("sg");
-        let perms = out.security_groups()[0].ip_permissions();
-        let v4: Vec<&str> = perms
-            .iter()
-            .flat_map(|p| p.ip_ranges())
-            .filter_map(|r| r.cidr_ip())
-            .collect();
-        let v6: Vec<&str> = perms
-            .iter()
-            .flat_map(|p| p.ipv6_ranges())
-            .filter_map(|r| r.cidr_ipv6())
-            .collect();
-        assert_eq!(v4, vec!["10.20.0.0/16"]);
-        assert!(v6.is_empty());
-    });
+    assert_eq!(emulator.count_calls("RevokeSecurityGroupIngress"), 2);
+    let perms = ingress_of(&emulator, &open_sg);
+    let v4: Vec<&str> = perms
+        .iter()
+        .flat_map(|p| p.ip_ranges())
+        .filter_map(|r| r.cidr_ip())
+        .collect();
+    let v6: Vec<&str> = perms
+        .iter()
+        .flat_map(|p| p.ipv6_ranges())
+        .filter_map(|r| r.cidr_ipv6())
+        .collect();
+    assert_eq!(v4, vec!["10.20.0.0/16"]);
+    assert!(v6.is_empty());
 }
 
 #[test]
@@ -822,18 +819,10 @@ fn two_hundred_fifty_instances_are_read_across_pages() {
     let report = json(&out);
     assert_eq!(report["summary"]["databases"], 250);
     assert_eq!(report["summary"]["nonCompliant"], 250);
-    let pages = emulator
-        .calls()
-        .into_iter()
-        .filter(|c| c.action == "DescribeDBInstances")
-        .count();
+    let pages = emulator.count_calls("DescribeDBInstances");
     assert_eq!(pages, 3, "100 per page");
     // 250 instances on one default group: one parameter read, not 250.
-    let reads = emulator
-        .calls()
-        .into_iter()
-        .filter(|c| c.action == "DescribeDBParameters")
-        .count();
+    let reads = emulator.count_calls("DescribeDBParameters");
     assert_eq!(reads, 1);
     assert_eq!(report["stats"]["RDS:DescribeDBInstances"], 3);
 }
@@ -1800,23 +1789,9 @@ fn deny_all_revokes_every_rule_reaching_the_port_the_applications_included() {
         "Remediated",
         "{report:#}"
     );
-    let revokes = emulator
-        .mutating_calls()
-        .into_iter()
-        .filter(|c| c.action == "RevokeSecurityGroupIngress")
-        .count();
-    assert_eq!(revokes, 2);
-    runtime().block_on(async {
-        let ec2 = aws_sdk_ec2::Client::new(&emulator.sdk_config().await);
-        let out = ec2
-            .describe_security_groups()
-            .group_ids(&open_sg)
-            .send()
-            .await
-            .expect("sg");
-        // Only the rule for another port is left.
-        let perms = out.security_groups()[0].ip_permissions();
-        assert_eq!(perms.len(), 1, "{perms:?}");
-        assert_eq!(perms[0].from_port(), Some(22));
-    });
+    assert_eq!(emulator.count_calls("RevokeSecurityGroupIngress"), 2);
+    // Only the rule for another port is left.
+    let perms = ingress_of(&emulator, &open_sg);
+    assert_eq!(perms.len(), 1, "{perms:?}");
+    assert_eq!(perms[0].from_port(), Some(22));
 }

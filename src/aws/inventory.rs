@@ -12,9 +12,10 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use tokio::sync::OnceCell;
 
-use crate::api::{DatabaseSecurityPolicySpec, Engine};
+use crate::api::{DatabaseKind, DatabaseSecurityPolicySpec, Engine};
 use crate::posture::catalogue::controlled_parameters;
-use crate::posture::model::{ApplyType, Fleet, IngressRule, NaclEntry, ParameterValue};
+use crate::posture::drift::{self, Target};
+use crate::posture::model::{ApplyType, Database, Fleet, IngressRule, NaclEntry, ParameterValue};
 
 use super::convert::{self, GroupRead, Reads, apply_type, family_of, fill_sharers};
 use super::{AwsRegion, Failure, groups};
@@ -68,6 +69,24 @@ impl Needs {
         }
         needs
     }
+}
+
+/// What a targeted re-read found.
+#[derive(Debug)]
+pub struct Reread {
+    /// The sweep's fleet with the re-read databases replaced.
+    pub fleet: Fleet,
+    /// The databases read (those no longer there are gone from `fleet`).
+    pub read: BTreeSet<(DatabaseKind, String)>,
+}
+
+/// A `Filters` entry naming these identifiers (RDS takes up to 100 per filter; an event names
+/// few, and a group or security group shared by more is re-read in one listing anyway).
+fn id_filter(name: &str, ids: &BTreeSet<String>) -> Filter {
+    Filter::builder()
+        .name(name)
+        .set_values(Some(ids.iter().cloned().collect()))
+        .build()
 }
 
 /// Engine-default parameters of one family, read at most once.
@@ -129,8 +148,117 @@ impl Inventory {
     }
 
     async fn sweep_inner(&self, needs: Needs) -> Result<Fleet, Failure> {
-        let instances = self.describe_instances().await?;
-        let clusters = self.describe_clusters().await?;
+        let instances = self.describe_instances(Vec::new()).await?;
+        let clusters = self.describe_clusters(Vec::new()).await?;
+        let (mut databases, kms_keys) = self.read_databases(instances, clusters, needs).await?;
+        fill_sharers(&mut databases);
+        let parameter_groups = if needs.group_listing {
+            groups::list(&self.aws).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Fleet {
+            databases,
+            kms_keys,
+            parameter_groups,
+        })
+    }
+
+    /// A re-read of what an event's `targets` may have changed, in `fleet` (the last sweep):
+    /// the instances and clusters it concerns (listed by identifier in filtered calls), their
+    /// parameter groups, security groups and ACLs, nothing else; the KMS aliases and the
+    /// region's group listing are the sweep's. Returns the fleet with those databases replaced
+    /// (a deleted one is gone, a new one added) and which databases were read.
+    pub async fn reread(
+        &self,
+        needs: Needs,
+        fleet: &Fleet,
+        targets: &BTreeSet<Target>,
+    ) -> Result<Reread, Failure> {
+        self.reread_inner(needs, fleet, targets)
+            .await
+            .map_err(|e| self.aws.locate(e))
+    }
+
+    async fn reread_inner(
+        &self,
+        needs: Needs,
+        fleet: &Fleet,
+        targets: &BTreeSet<Target>,
+    ) -> Result<Reread, Failure> {
+        let wanted = drift::to_reread(fleet, targets);
+        let mut instances = if wanted.instances.is_empty() {
+            Vec::new()
+        } else {
+            self.describe_instances(vec![id_filter("db-instance-id", &wanted.instances)])
+                .await?
+        };
+        // An instance the event named may be an Aurora member the sweep did not know: its
+        // cluster is the database.
+        let mut cluster_ids = wanted.clusters.clone();
+        cluster_ids.extend(
+            instances
+                .iter()
+                .filter_map(|i| i.db_cluster_identifier().map(str::to_string)),
+        );
+        let clusters = if cluster_ids.is_empty() {
+            Vec::new()
+        } else {
+            let clusters = self
+                .describe_clusters(vec![id_filter("db-cluster-id", &cluster_ids)])
+                .await?;
+            // Members are described with their cluster (roles, per-member settings).
+            let members = self
+                .describe_instances(vec![id_filter("db-cluster-id", &cluster_ids)])
+                .await?;
+            let known: BTreeSet<String> = instances
+                .iter()
+                .filter_map(|i| i.db_instance_identifier().map(str::to_string))
+                .collect();
+            instances.extend(members.into_iter().filter(|m| {
+                m.db_instance_identifier()
+                    .is_some_and(|id| !known.contains(id))
+            }));
+            clusters
+        };
+        let reread_needs = Needs {
+            kms_aliases: false,
+            group_listing: false,
+            ..needs
+        };
+        let (fresh, _) = self
+            .read_databases(instances, clusters, reread_needs)
+            .await?;
+        let read: BTreeSet<(DatabaseKind, String)> = wanted
+            .instances
+            .iter()
+            .map(|id| (DatabaseKind::Instance, id.clone()))
+            .chain(
+                cluster_ids
+                    .iter()
+                    .map(|id| (DatabaseKind::Cluster, id.clone())),
+            )
+            .collect();
+        let mut databases = drift::splice(&fleet.databases, fresh, &read);
+        fill_sharers(&mut databases);
+        Ok(Reread {
+            fleet: Fleet {
+                databases,
+                kms_keys: fleet.kms_keys.clone(),
+                parameter_groups: fleet.parameter_groups.clone(),
+            },
+            read,
+        })
+    }
+
+    /// Everything the databases of these listings need read, as the fleet's databases (without
+    /// their sharers), and the KMS aliases when `needs` asks for them.
+    async fn read_databases(
+        &self,
+        instances: Vec<DbInstance>,
+        clusters: Vec<DbCluster>,
+        needs: Needs,
+    ) -> Result<(Vec<Database>, BTreeMap<String, String>), Failure> {
         let instances: Vec<DbInstance> = instances
             .into_iter()
             .filter(|i| i.engine().and_then(Engine::parse).is_some())
@@ -301,26 +429,19 @@ impl Inventory {
                 }
             }
         }
-        fill_sharers(&mut databases);
-        let parameter_groups = if needs.group_listing {
-            groups::list(&self.aws).await?
-        } else {
-            Vec::new()
-        };
-        Ok(Fleet {
-            databases,
-            kms_keys,
-            parameter_groups,
-        })
+        Ok((databases, kms_keys))
     }
 
-    async fn describe_instances(&self) -> Result<Vec<DbInstance>, Failure> {
+    /// Every instance (with `filters`: those they match), page by page.
+    async fn describe_instances(&self, filters: Vec<Filter>) -> Result<Vec<DbInstance>, Failure> {
         let rds = &self.aws.rds;
+        let filters = &(!filters.is_empty()).then_some(filters);
         self.aws
             .paged(|marker| async move {
                 let page = rds
                     .describe_db_instances()
                     .max_records(PAGE)
+                    .set_filters(filters.clone())
                     .set_marker(marker)
                     .send()
                     .await
@@ -333,13 +454,15 @@ impl Inventory {
             .await
     }
 
-    async fn describe_clusters(&self) -> Result<Vec<DbCluster>, Failure> {
+    async fn describe_clusters(&self, filters: Vec<Filter>) -> Result<Vec<DbCluster>, Failure> {
         let rds = &self.aws.rds;
+        let filters = &(!filters.is_empty()).then_some(filters);
         self.aws
             .paged(|marker| async move {
                 let page = rds
                     .describe_db_clusters()
                     .max_records(PAGE)
+                    .set_filters(filters.clone())
                     .set_marker(marker)
                     .send()
                     .await

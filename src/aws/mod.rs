@@ -6,6 +6,7 @@ pub mod convert;
 pub mod executor;
 pub mod groups;
 pub mod inventory;
+pub mod queue;
 pub mod sts;
 
 use std::collections::BTreeMap;

@@ -2,11 +2,11 @@
 //! window: a hundred policies over the same fleet cost one sweep of AWS reads. A sweep whose
 //! fleet an Enforce plan acted on is stale: the next policy re-reads before it evaluates.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use chrono::{DateTime, Utc};
 
@@ -15,6 +15,7 @@ use crate::aws::inventory::{Inventory, Needs};
 use crate::aws::sts::Assume;
 use crate::aws::{AwsRegion, ErrorClass, Failure};
 use crate::posture::Fleet;
+use crate::posture::drift::Target;
 use crate::posture::managed::garbage;
 
 use super::metrics::Metrics;
@@ -40,6 +41,14 @@ pub struct FleetView {
     pub swept: bool,
 }
 
+/// A sweep refreshed after an event.
+pub struct Refreshed {
+    pub before: Arc<Fleet>,
+    pub after: Arc<Fleet>,
+    /// The databases read again.
+    pub read: BTreeSet<(crate::api::DatabaseKind, String)>,
+}
+
 /// The cache of one region: the last good sweep and the last failure.
 #[derive(Default)]
 struct Cache {
@@ -62,7 +71,7 @@ pub struct Region {
     cache: Mutex<Cache>,
     /// Held by a policy that may act from its evaluation to the end of its execution, so two
     /// Enforce policies never plan from the same fleet.
-    act: Mutex<()>,
+    act: Arc<Mutex<()>>,
     /// Garbage collection of managed parameter groups: since when each has been seen unused,
     /// and the sweep last collected from (once per sweep however many policies enforce).
     garbage: Mutex<Garbage>,
@@ -112,7 +121,7 @@ impl Region {
             inventory: Inventory::new(aws.clone()),
             aws,
             cache: Mutex::new(Cache::default()),
-            act: Mutex::new(()),
+            act: Arc::new(Mutex::new(())),
             garbage: Mutex::new((BTreeMap::new(), None)),
             unreachable: std::sync::Mutex::new(None),
         }
@@ -140,8 +149,10 @@ impl Region {
         }
     }
 
-    pub async fn act_lock(&self) -> MutexGuard<'_, ()> {
-        self.act.lock().await
+    /// The region's turn to act, held by a policy that may act from before it reads the fleet
+    /// to the end of its execution (owned: the reconcile's stages hand it on).
+    pub async fn act_lock(&self) -> OwnedMutexGuard<()> {
+        Arc::clone(&self.act).lock_owned().await
     }
 
     /// A fleet no older than `max_age` that holds what `needs` asks for; sweeps (reading what
@@ -283,6 +294,54 @@ impl Region {
         let unreachable = self.unreachable.lock().ok()?;
         let (at, e) = unreachable.as_ref()?;
         (at.elapsed() < 2 * SWEEP_DEADLINE).then(|| e.clone())
+    }
+
+    /// After an event: re-reads just the databases `targets` concern into the cached sweep,
+    /// which keeps its age (the rest of the fleet is as old as it was). Returns the fleet before
+    /// and after and what was read, or `None` when there is no usable sweep to refresh (the
+    /// policies the event wakes sweep anyway). A failed re-read marks the sweep stale, for the
+    /// same reason.
+    pub async fn refresh(
+        &self,
+        targets: &BTreeSet<Target>,
+        metrics: &Metrics,
+    ) -> Option<Result<Refreshed, Failure>> {
+        let mut cache = self.cache.lock().await;
+        let sweep = cache.sweep.as_mut().filter(|s| !s.stale)?;
+        let reread = tokio::time::timeout(
+            SWEEP_DEADLINE,
+            self.inventory.reread(sweep.needs, &sweep.fleet, targets),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure {
+                call: "reread",
+                class: ErrorClass::Unreachable,
+                code: crate::aws::code::TIMEOUT.into(),
+                message: format!(
+                    "the re-read in region {} did not finish within {}s",
+                    self.aws.region,
+                    SWEEP_DEADLINE.as_secs()
+                ),
+            })
+        });
+        metrics.event_reread(&self.account, &self.aws.region);
+        metrics.sync_aws_calls(&self.account, &self.aws.region, &self.aws.stats);
+        Some(match reread {
+            Ok(reread) => {
+                let after = Arc::new(reread.fleet);
+                let before = std::mem::replace(&mut sweep.fleet, after.clone());
+                Ok(Refreshed {
+                    before,
+                    after,
+                    read: reread.read,
+                })
+            }
+            Err(e) => {
+                sweep.stale = true;
+                Err(e)
+            }
+        })
     }
 
     /// Marks the cached sweep stale (a plan changed AWS).

@@ -70,6 +70,20 @@ pub struct AccountLabels {
     pub code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct EventLabels {
+    /// `rds` (an RDS event) or `cloudtrail` (an API call record); empty for a malformed message.
+    pub source: String,
+    /// `handled`, or why not: `own_call`, `failed_call`, `unknown_account`, `irrelevant`,
+    /// `malformed`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
 fn reconcile_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
@@ -106,6 +120,16 @@ pub struct Metrics {
     pub database_connections: Family<OutcomeLabels, Counter>,
     /// How long connecting took (TCP, TLS and login), by outcome.
     pub database_connect_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
+    /// Drift-queue messages by source and outcome.
+    pub events: Family<EventLabels, Counter>,
+    /// Targeted re-reads after events, by account and region.
+    pub event_rereads: Family<RegionLabels, Counter>,
+    /// Policies reconciled at once because an event concerned their databases.
+    pub event_wakes: Counter,
+    /// From an event's time to the end of the reconcile it woke.
+    pub event_to_status: Histogram,
+    /// Failed receives and deletes on the drift queues, by AWS code.
+    pub event_queue_errors: Family<CodeLabels, Counter>,
     /// The finding series each policy set last time, to drop the ones that went away.
     finding_series: Mutex<BTreeMap<String, BTreeSet<FindingLabels>>>,
     /// The AWS call counts already exported, per region.
@@ -214,10 +238,45 @@ impl Metrics {
             "Time to connect to a database (TCP, verified TLS and login), by outcome",
             database_connect_duration.clone(),
         );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Messages read from the drift queues, by source (rds, cloudtrail) and outcome (handled, own_call, failed_call, unknown_account, irrelevant, malformed)",
+            events.clone(),
+        );
+        let event_rereads = Family::<RegionLabels, Counter>::default();
+        registry.register(
+            "event_rereads",
+            "Targeted re-reads of the databases events concern (one per debounced batch of an account and region)",
+            event_rereads.clone(),
+        );
+        let event_wakes = Counter::default();
+        registry.register(
+            "event_wakes",
+            "Policies reconciled at once because an event concerned a database they select",
+            event_wakes.clone(),
+        );
+        let event_to_status = Histogram::new(exponential_buckets(0.25, 2.0, 12));
+        registry.register(
+            "event_to_status_seconds",
+            "From an AWS event's time to the end of the reconcile it woke (status written when it changed)",
+            event_to_status.clone(),
+        );
+        let event_queue_errors = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "event_queue_errors",
+            "Failed receives and deletes on the drift queues, by AWS error code",
+            event_queue_errors.clone(),
+        );
         Metrics {
             registry,
             database_connections,
             database_connect_duration,
+            events,
+            event_rereads,
+            event_wakes,
+            event_to_status,
+            event_queue_errors,
             report_writes,
             account_failures,
             managed_groups,
@@ -245,6 +304,33 @@ impl Metrics {
         self.database_connect_duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one drift-queue message.
+    pub fn event(&self, source: &str, outcome: &str) {
+        self.events
+            .get_or_create(&EventLabels {
+                source: source.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn event_reread(&self, account: &str, region: &str) {
+        self.event_rereads
+            .get_or_create(&RegionLabels {
+                region: region.to_string(),
+                account: account.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn event_queue_error(&self, code: &str) {
+        self.event_queue_errors
+            .get_or_create(&CodeLabels {
+                code: code.to_string(),
+            })
+            .inc();
     }
 
     /// Counts one write of a policy report.

@@ -3,6 +3,7 @@
 //! server-side apply, Events, Prometheus metrics, leader election and graceful shutdown.
 
 pub mod accounts;
+pub mod event_queue;
 pub mod events;
 pub mod fleet;
 pub mod http;
@@ -52,6 +53,8 @@ pub struct Options {
     pub db: crate::postgres::Settings,
     /// Which policy report API to write.
     pub policy_reports: reports::ReportsMode,
+    /// The event path (drift queues).
+    pub events: event_queue::Settings,
 }
 
 /// The AWS SDK and kube both link rustls, with different crypto back-ends; kube's client needs
@@ -181,7 +184,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                 }
             };
             tokio::select! {
-                _ = run_controllers(ctx.clone(), &options.namespaces, stop_rx.clone()) => break 'outer,
+                _ = run_controllers(ctx.clone(), &options.namespaces, &options.events, stop_rx.clone()) => break 'outer,
                 _ = drained(stop_rx.clone()) => break 'outer,
                 _ = lost => {
                     // Dropping the controllers cancels reconciles in flight; a run between two
@@ -204,7 +207,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         ready.store(true, Ordering::Relaxed);
         metrics.leader.set(1);
         tokio::select! {
-            _ = run_controllers(ctx.clone(), &options.namespaces, stop_rx.clone()) => {}
+            _ = run_controllers(ctx.clone(), &options.namespaces, &options.events, stop_rx.clone()) => {}
             _ = drained(stop_rx.clone()) => {}
         }
     }
@@ -217,7 +220,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
 /// One controller per watched namespace (or one over all namespaces), sharing `ctx`; returns
 /// once `stop` turns true and reconciles in flight are done.
-async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::Receiver<bool>) {
+async fn run_controllers(
+    ctx: Arc<Context>,
+    namespaces: &[String],
+    events: &event_queue::Settings,
+    stop: watch::Receiver<bool>,
+) {
     let apis: Vec<Api<DatabaseSecurityPolicy>> = if namespaces.is_empty() {
         vec![Api::all(ctx.client.clone())]
     } else {
@@ -228,6 +236,9 @@ async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::
     };
     let mut stores = Vec::new();
     let mut runs = Vec::new();
+    // The event path wakes the policies an event concerns; every controller then looks at its
+    // policies, and those not made due return at once.
+    let (wake, _) = tokio::sync::broadcast::channel::<()>(16);
     // Accounts: verified (status) by their own controller, whose cache the guard reads.
     let accounts = Controller::new(
         Api::<AwsAccount>::all(ctx.client.clone()),
@@ -269,6 +280,7 @@ async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::
                         .collect::<Vec<_>>()
                 },
             )
+            .reconcile_all_on(woken(wake.subscribe()))
             .graceful_shutdown_on(stopped(stop.clone()));
         stores.push(controller.store());
         let ctx_for_results = ctx.clone();
@@ -294,7 +306,18 @@ async fn run_controllers(ctx: Arc<Context>, namespaces: &[String], stop: watch::
     if let Ok(mut s) = ctx.stores.write() {
         *s = stores;
     }
+    runs.push(event_queue::run(ctx.clone(), events.clone(), wake, stop.clone()).boxed());
     futures::future::join_all(runs).await;
+}
+
+/// A wake-up per broadcast (a lagging receiver has missed some: one wake-up covers them).
+fn woken(rx: tokio::sync::broadcast::Receiver<()>) -> impl futures::Stream<Item = ()> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    })
 }
 
 /// Backoff of the watch after errors: 0.5 s doubling to 5 s, with jitter, so the operator is back

@@ -1,6 +1,13 @@
-//! The reconcile of one `DatabaseSecurityPolicy`, as named stages:
-//! inventory (shared sweep) → run (select → evaluate → plan → execute, `engine::run_policy`) →
-//! events → status → metrics.
+//! The reconcile of one `DatabaseSecurityPolicy`, as four typed stages:
+//!
+//! 1. [`observe`] (reads only): the account guard, then the (account, region)'s shared sweep →
+//!    [`Observed`].
+//! 2. [`act`]: select → evaluate → plan (pure, `posture::plan`) → execute on AWS and in the
+//!    databases (Enforce only, asking before every mutating call whether the policy is still
+//!    wanted) → [`Done`], or [`Acted::Stopped`].
+//! 3. [`decide`] (pure, unit-tested): the next status, which Events to publish, when to come
+//!    back → [`Decision`].
+//! 4. [`report`]: Events, the status write (only on change), policy reports, memory.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -16,7 +23,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{Instrument, info_span};
 
-use crate::api::{AwsAccount, DatabaseSecurityPolicy, Mode};
+use crate::api::{AwsAccount, DatabaseSecurityPolicy, DatabaseSecurityPolicyStatus, RebootPolicy};
 use crate::aws::executor::MayAct;
 use crate::aws::inventory::Needs;
 use crate::engine;
@@ -30,6 +37,7 @@ use super::lease::Leadership;
 use super::metrics::Metrics;
 use super::reports::{Reports, ReportsMode};
 use super::status::{self, Observation, Refusal};
+use tokio::sync::OwnedMutexGuard;
 
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "pgbaseline";
@@ -77,6 +85,9 @@ struct Memory {
     warnings: BTreeSet<EventSpec>,
     /// The Ready reason last published.
     ready_reason: Option<Reason>,
+    /// The time of the earliest AWS event that woke this policy and is not yet reported (the
+    /// event-to-status latency).
+    event_at: Option<chrono::DateTime<Utc>>,
 }
 
 /// An account's uid and generation when verified, and when it is due again.
@@ -249,6 +260,32 @@ impl Context {
         Some(f(memory.entry(key.clone()).or_default()))
     }
 
+    /// Makes the policies of `key` that `concerned` picks due now: an event said some of their
+    /// databases may have changed (and the region's sweep has been refreshed where they are).
+    /// `event_at` is the earliest event's time. Returns how many policies were woken.
+    pub fn wake(
+        &self,
+        key: &Key,
+        event_at: Option<chrono::DateTime<Utc>>,
+        concerned: impl Fn(&DatabaseSecurityPolicy) -> bool,
+    ) -> usize {
+        let woken: Vec<_> = self
+            .policies()
+            .into_iter()
+            .filter(|p| self.policy_key(p).as_ref() == Some(key) && concerned(p))
+            .collect();
+        for policy in &woken {
+            self.with_memory(&ObjectRef::from_obj(&**policy), |m| {
+                m.due = None;
+                m.event_at = match (m.event_at, event_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            });
+        }
+        woken.len()
+    }
+
     /// Forgets a deleted policy (memory and metric series); its uid, when it was known.
     pub fn forget(&self, namespace: Option<&str>, name: &str) -> Option<String> {
         let mut uid = None;
@@ -307,8 +344,8 @@ pub(crate) fn random_fraction() -> f64 {
 
 /// The next resync: `resync` after the fleet was read, less up to 10% jitter, so policies that
 /// shared a sweep come due together and share the next one too.
-fn next_resync(resync: Duration, fleet_age: Duration) -> Duration {
-    let jitter = resync.mul_f64(0.1 * random_fraction());
+fn next_resync(resync: Duration, fleet_age: Duration, jitter: f64) -> Duration {
+    let jitter = resync.mul_f64(0.1 * jitter);
     resync
         .saturating_sub(fleet_age)
         .saturating_sub(jitter)
@@ -418,209 +455,353 @@ async fn reconcile_stages(
     ctx: &Context,
     key: &ObjectRef<DatabaseSecurityPolicy>,
 ) -> Result<(Action, Reason), Error> {
-    let spec = &policy.spec;
-    let name = display_name(policy);
-    let generation = policy.meta().generation;
-    let resync = Duration::from_secs(u64::from(spec.resync_seconds.max(10)));
+    let observed = observe(policy, ctx).await?;
+    let acted = match act(policy, ctx, key, observed).await? {
+        Acted::Stopped { run, reason } => return Ok(stopped(ctx, policy, key, &run, &reason).await),
+        Acted::Done(acted) => acted,
+    };
+    let current = policy.status.as_ref();
+    let decision = decide(Decide {
+        current,
+        generation: policy.meta().generation,
+        reboot: policy.spec.remediation.reboot,
+        now: now(),
+        previous_ready: ctx
+            .with_memory(key, |m| m.ready_reason)
+            .flatten()
+            .or_else(|| current.and_then(status::ready_reason)),
+        published: &ctx
+            .with_memory(key, |m| m.warnings.clone())
+            .unwrap_or_default(),
+        resync: resync_of(&policy.spec),
+        jitter: random_fraction(),
+        acted: &acted,
+    });
+    report(policy, ctx, key, &acted, decision).await
+}
 
-    // Stage 1: inventory (one sweep per region, shared by every policy in the window).
-    let may_act =
-        spec.mode == Mode::Enforce || spec.control_modes.values().any(|m| *m == Mode::Enforce);
-    let mut fleet_age = Duration::ZERO;
-    let observation;
-    let mut event_specs = Vec::new();
-    let mut acted = false;
-    // Stage 0: the account guard (Kubernetes reads only; a refused policy calls no AWS).
-    let region: Result<Result<Arc<Region>, (String, Failure)>, Refusal> =
-        match accounts::resolve(ctx, policy).await? {
-            Err(refusal) => Err(refusal),
-            Ok(Target::Own(region)) => Ok(ctx
-                .regions
-                .get(region.as_deref())
-                .await
-                .map_err(|e| (String::new(), e))),
-            Ok(Target::Account(target)) => Ok(ctx
-                .regions
-                .account(&target, &ctx.metrics)
-                .await
-                .map_err(|e| (target.name.clone(), e))),
-        };
-    match region {
-        Err(refusal) => {
-            tracing::warn!(policy = %name, reason = %refusal.reason, message = %refusal.message, "account refused");
-            observation = Observation::Refused(refusal);
-        }
-        Ok(Err((account, e))) => {
-            observation = Observation::InventoryFailed(failure_in(&account, e));
-        }
-        Ok(Ok(region)) => {
-            let guard = if may_act {
-                Some(region.act_lock().await)
-            } else {
-                None
-            };
-            let fleet = region
-                .fleet(
-                    Needs::for_policies([spec]),
-                    ctx.region_needs(&region.key()),
-                    sweep_window(resync),
-                    &ctx.metrics,
-                )
-                .await;
-            match fleet {
-                Err(e) => {
-                    tracing::warn!(policy = %name, account = %region.account, error = %e, "inventory failed");
-                    if e.class.needs_human() && !region.account.is_empty() {
-                        // Revoked or expired credentials: assume the role afresh next time.
-                        ctx.metrics.account_failure(&region.account, &e.code);
-                        ctx.regions.refused(&region.key(), &e).await;
-                    }
-                    observation = Observation::InventoryFailed(failure_in(&region.account, e));
-                }
-                Ok(FleetView { fleet, at, swept }) => {
-                    fleet_age = at.elapsed();
-                    // Stage 2: select → evaluate → plan → execute (Enforce only), for as long
-                    // as the policy is still wanted as it is and this replica leads.
-                    let still_wanted = StillWanted {
-                        ctx,
-                        key,
-                        uid: policy.meta().uid.as_deref(),
-                        generation,
-                    };
-                    let aws = match region.acting(may_act).await {
-                        Ok(aws) => aws,
-                        Err(e) => {
-                            drop(guard);
-                            return Err(Error::Aws(e));
-                        }
-                    };
-                    let namespace = policy.namespace().unwrap_or_default();
-                    let login = match &ctx.db {
-                        Some(layer) if crate::posture::indb::needed(spec) => layer
-                            .login_for(&namespace, login_of(&ctx.client, &namespace, spec).await),
-                        _ => crate::postgres::Login::Unavailable {
-                            reason: crate::posture::indb::Reason::CredentialsUnavailable,
-                            message: "not needed".into(),
-                        },
-                    };
-                    let db = ctx.db.as_ref().map(|layer| engine::DbAccess {
-                        layer,
-                        login: &login,
-                    });
-                    let run =
-                        engine::run_policy_while(spec, &fleet, &aws, db, Utc::now(), &still_wanted)
-                            .await;
-                    let attempted = run.outcomes.iter().any(Outcome::may_have_changed_aws);
-                    if let Some(reason) = &run.stopped {
-                        // Part of an action may have been done: nobody plans from this fleet.
-                        region.invalidate().await;
-                        drop(guard);
-                        ctx.metrics.sync_aws_calls(
-                            &region.account,
-                            &region.aws.region,
-                            &region.aws.stats,
-                        );
-                        return Ok(stopped(ctx, policy, key, &run, reason).await);
-                    }
-                    if attempted {
-                        // AWS changed: the next policy must not plan from this fleet.
-                        region.invalidate().await;
-                        acted = true;
-                    }
-                    if guard.is_some() && spec.enforces_anything() {
-                        let view = FleetView {
-                            fleet: fleet.clone(),
-                            at,
-                            swept,
-                        };
-                        let deleted = region
-                            .collect_garbage(&view, ctx.managed_group_grace, &still_wanted)
-                            .await;
-                        ctx.metrics.managed_groups_deleted(
-                            &region.account,
-                            &region.aws.region,
-                            deleted.len(),
-                        );
-                    }
-                    drop(guard);
-                    ctx.metrics.sync_aws_calls(
-                        &region.account,
-                        &region.aws.region,
-                        &region.aws.stats,
-                    );
-                    tracing::debug!(
-                        policy = %name,
-                        swept,
-                        selected = run.summary.selected,
-                        actions = run.plan.actions.len(),
-                        "evaluated"
-                    );
-                    let (succeeded, failures) = count_remediations(ctx, &run);
-                    event_specs = events::for_actions(&run.plan, &run.outcomes);
-                    ctx.metrics.set_findings(&name, &run.results);
-                    observation = Observation::Evaluated {
-                        results: run.results,
-                        summary: run.summary,
-                        actions_succeeded: succeeded,
-                        failures,
-                    };
-                }
-            }
-        }
-    }
+fn resync_of(spec: &crate::api::DatabaseSecurityPolicySpec) -> Duration {
+    Duration::from_secs(u64::from(spec.resync_seconds.max(10)))
+}
 
-    // Stage 3: status (server-side apply, only when something but timestamps changed).
-    let now = Time(
+fn now() -> Time {
+    Time(
         k8s_openapi::jiff::Timestamp::from_second(Utc::now().timestamp())
             .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
+}
+
+/// What the observe stage found.
+enum Observed {
+    /// The account guard refused the policy: nothing was read in the account.
+    Refused(Refusal),
+    /// The account's session or its fleet could not be read.
+    Unreadable(Failure),
+    /// The fleet, as swept now or by a sweep in the window. `turn` holds the region's act lock
+    /// for a policy that may act, from before the read to the end of its execution, so two
+    /// Enforce policies never plan from the same fleet.
+    Swept {
+        region: Arc<Region>,
+        view: FleetView,
+        turn: Option<OwnedMutexGuard<()>>,
+    },
+}
+
+/// Stage 1, observe (reads only): the account guard (Kubernetes reads; a refused policy calls
+/// no AWS), then the (account, region)'s shared sweep.
+async fn observe(policy: &DatabaseSecurityPolicy, ctx: &Context) -> Result<Observed, Error> {
+    let spec = &policy.spec;
+    let region = match accounts::resolve(ctx, policy).await? {
+        Err(refusal) => {
+            tracing::warn!(policy = %display_name(policy), reason = %refusal.reason, message = %refusal.message, "account refused");
+            return Ok(Observed::Refused(refusal));
+        }
+        Ok(Target::Own(region)) => ctx
+            .regions
+            .get(region.as_deref())
+            .await
+            .map_err(|e| failure_in("", e)),
+        Ok(Target::Account(target)) => ctx
+            .regions
+            .account(&target, &ctx.metrics)
+            .await
+            .map_err(|e| failure_in(&target.name, e)),
+    };
+    let region = match region {
+        Ok(region) => region,
+        Err(failure) => return Ok(Observed::Unreadable(failure)),
+    };
+    let turn = if spec.enforces_anything() {
+        Some(region.act_lock().await)
+    } else {
+        None
+    };
+    let fleet = region
+        .fleet(
+            Needs::for_policies([spec]),
+            ctx.region_needs(&region.key()),
+            sweep_window(resync_of(spec)),
+            &ctx.metrics,
+        )
+        .await;
+    match fleet {
+        Ok(view) => Ok(Observed::Swept { region, view, turn }),
+        Err(e) => {
+            tracing::warn!(policy = %display_name(policy), account = %region.account, error = %e, "inventory failed");
+            if e.class.needs_human() && !region.account.is_empty() {
+                // Revoked or expired credentials: assume the role afresh next time.
+                ctx.metrics.account_failure(&region.account, &e.code);
+                ctx.regions.refused(&region.key(), &e).await;
+            }
+            Ok(Observed::Unreadable(failure_in(&region.account, e)))
+        }
+    }
+}
+
+/// What the act stage did, as the decide stage needs it.
+#[derive(Debug)]
+struct Done {
+    observation: Observation,
+    /// Events of the executed actions.
+    action_events: Vec<EventSpec>,
+    /// Whether AWS may have changed (verify soon).
+    changed_aws: bool,
+    /// How old the fleet was when the run ended (the next resync counts from the sweep).
+    fleet_age: Duration,
+}
+
+enum Acted {
+    Done(Done),
+    /// The run stopped between two calls (policy deleted or changed, lead lost).
+    Stopped {
+        run: Box<engine::PolicyRun>,
+        reason: String,
+    },
+}
+
+/// Stage 2, act: select → evaluate → plan (pure, `posture::plan`) → execute (Enforce only) on
+/// the observed fleet, for as long as the policy is still wanted as it is and this replica
+/// leads; then the region's unused managed parameter groups.
+async fn act(
+    policy: &DatabaseSecurityPolicy,
+    ctx: &Context,
+    key: &ObjectRef<DatabaseSecurityPolicy>,
+    observed: Observed,
+) -> Result<Acted, Error> {
+    let spec = &policy.spec;
+    let (region, view, turn) = match observed {
+        Observed::Refused(refusal) => {
+            return Ok(Acted::Done(Done::nothing(Observation::Refused(refusal))));
+        }
+        Observed::Unreadable(failure) => {
+            return Ok(Acted::Done(Done::nothing(Observation::InventoryFailed(
+                failure,
+            ))));
+        }
+        Observed::Swept { region, view, turn } => (region, view, turn),
+    };
+    let still_wanted = StillWanted {
+        ctx,
+        key,
+        uid: policy.meta().uid.as_deref(),
+        generation: policy.meta().generation,
+    };
+    let aws = region
+        .acting(spec.enforces_anything())
+        .await
+        .map_err(Error::Aws)?;
+    let login = match &ctx.db {
+        Some(layer) if crate::posture::indb::needed(spec) => {
+            let namespace = policy.namespace().unwrap_or_default();
+            layer.login_for(&namespace, login_of(&ctx.client, &namespace, spec).await)
+        }
+        _ => crate::postgres::Login::Unavailable {
+            reason: crate::posture::indb::Reason::CredentialsUnavailable,
+            message: "not needed".into(),
+        },
+    };
+    let db = ctx.db.as_ref().map(|layer| engine::DbAccess {
+        layer,
+        login: &login,
+    });
+    let run =
+        engine::run_policy_while(spec, &view.fleet, &aws, db, Utc::now(), &still_wanted).await;
+    let changed_aws = run.outcomes.iter().any(Outcome::may_have_changed_aws);
+    if changed_aws || run.stopped.is_some() {
+        // AWS changed (or part of an action may have been done): nobody plans from this fleet.
+        region.invalidate().await;
+    }
+    if run.stopped.is_none() && turn.is_some() {
+        let deleted = region
+            .collect_garbage(&view, ctx.managed_group_grace, &still_wanted)
+            .await;
+        ctx.metrics
+            .managed_groups_deleted(&region.account, &region.aws.region, deleted.len());
+    }
+    drop(turn);
+    ctx.metrics
+        .sync_aws_calls(&region.account, &region.aws.region, &region.aws.stats);
+    if let Some(reason) = run.stopped.clone() {
+        return Ok(Acted::Stopped {
+            run: Box::new(run),
+            reason,
+        });
+    }
+    tracing::debug!(
+        policy = %display_name(policy),
+        swept = view.swept,
+        selected = run.summary.selected,
+        actions = run.plan.actions.len(),
+        "evaluated"
     );
-    let current = policy.status.as_ref();
-    let next = status::next_status(
-        current,
-        generation,
-        &observation,
-        spec.remediation.reboot,
-        now,
+    let (succeeded, failures) = count_remediations(ctx, &run);
+    ctx.metrics
+        .set_findings(&display_name(policy), &run.results);
+    Ok(Acted::Done(Done {
+        action_events: events::for_actions(&run.plan, &run.outcomes),
+        changed_aws,
+        fleet_age: view.at.elapsed(),
+        observation: Observation::Evaluated {
+            results: run.results,
+            summary: run.summary,
+            actions_succeeded: succeeded,
+            failures,
+        },
+    }))
+}
+
+impl Done {
+    fn nothing(observation: Observation) -> Done {
+        Done {
+            observation,
+            action_events: Vec::new(),
+            changed_aws: false,
+            fleet_age: Duration::ZERO,
+        }
+    }
+}
+
+/// Everything the decide stage reads: the act stage's result, what the policy's status says and
+/// what this replica remembers. No IO, no clock, no randomness (`now` and `jitter` are inputs).
+struct Decide<'a> {
+    current: Option<&'a DatabaseSecurityPolicyStatus>,
+    generation: Option<i64>,
+    reboot: RebootPolicy,
+    now: Time,
+    /// The Ready reason last published (memory, else the status).
+    previous_ready: Option<Reason>,
+    /// The warnings published last time: a persisting one is not published again.
+    published: &'a BTreeSet<EventSpec>,
+    resync: Duration,
+    /// A fraction in [0, 1) that spreads the next resync.
+    jitter: f64,
+    acted: &'a Done,
+}
+
+/// What the report stage writes, and when to come back.
+#[derive(Debug, PartialEq)]
+struct Decision {
+    status: DatabaseSecurityPolicyStatus,
+    /// Whether `status` differs from the stored one in more than timestamps.
+    write_status: bool,
+    ready_reason: Reason,
+    /// Events to publish now.
+    publish: Vec<EventSpec>,
+    /// The warnings in force (remembered so they are published once).
+    warnings: BTreeSet<EventSpec>,
+    next: Next,
+}
+
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// Reconcile again after this long.
+    Requeue(Duration),
+    /// A failure, reported in status and Events; the error policy backs off.
+    Backoff(Failure),
+}
+
+/// Stage 3, decide (pure): the next status, the Events to publish, and when to come back.
+fn decide(input: Decide<'_>) -> Decision {
+    let Done {
+        observation,
+        action_events,
+        changed_aws,
+        fleet_age,
+    } = input.acted;
+    let status = status::next_status(
+        input.current,
+        input.generation,
+        observation,
+        input.reboot,
+        input.now,
     );
     // next_status always writes a Ready condition from a Reason.
-    let ready_reason = status::ready_reason(&next).unwrap_or(Reason::RemediationFailed);
-    let ready_message = next
+    let ready_reason = status::ready_reason(&status).unwrap_or(Reason::RemediationFailed);
+    let ready_message = status
         .conditions
         .iter()
         .find(|c| c.type_ == status::READY)
         .map(|c| c.message.clone())
         .unwrap_or_default();
+    let mut events = action_events.clone();
+    let failure = match observation {
+        Observation::InventoryFailed(failure) => {
+            events.push(events::for_failure(failure));
+            Some(failure.clone())
+        }
+        Observation::Refused(refusal) => {
+            events.push(events::for_refusal(refusal));
+            None
+        }
+        Observation::Evaluated { failures, .. } => failures.first().cloned(),
+    };
+    events.extend(events::for_ready_change(
+        input.previous_ready,
+        ready_reason,
+        &ready_message,
+    ));
+    let (publish, warnings) = events::dedupe(events, input.published);
+    let next = match failure {
+        Some(failure) => Next::Backoff(failure),
+        None => {
+            let resync = next_resync(input.resync, *fleet_age, input.jitter);
+            Next::Requeue(if *changed_aws {
+                resync.min(VERIFY_AFTER)
+            } else {
+                resync
+            })
+        }
+    };
+    Decision {
+        write_status: status::differs(input.current, &status),
+        status,
+        ready_reason,
+        publish,
+        warnings,
+        next,
+    }
+}
 
-    // Stage 4: events (actions, failures, Ready changes; persisting warnings once).
-    if let Observation::InventoryFailed(failure) = &observation {
-        event_specs.push(events::for_failure(failure));
-    }
-    if let Observation::Refused(refusal) = &observation {
-        event_specs.push(events::for_refusal(refusal));
-    }
-    let previous_ready = ctx
-        .with_memory(key, |m| m.ready_reason)
-        .flatten()
-        .or_else(|| current.and_then(status::ready_reason));
-    if let Some(e) = events::for_ready_change(previous_ready, ready_reason, &ready_message) {
-        event_specs.push(e);
-    }
-    let published = ctx
-        .with_memory(key, |m| m.warnings.clone())
-        .unwrap_or_default();
-    let (fresh, warnings) = events::dedupe(event_specs, &published);
-    for event in &fresh {
+/// Stage 4, report: Events, the status (server-side apply, only when something but timestamps
+/// changed), the policy reports, and what this replica remembers.
+async fn report(
+    policy: &DatabaseSecurityPolicy,
+    ctx: &Context,
+    key: &ObjectRef<DatabaseSecurityPolicy>,
+    acted: &Done,
+    decision: Decision,
+) -> Result<(Action, Reason), Error> {
+    let name = display_name(policy);
+    for event in &decision.publish {
         ctx.publish(policy, event).await;
     }
-
-    let write = status::differs(current, &next);
-    if write {
+    if decision.write_status {
         let api: Api<DatabaseSecurityPolicy> =
             Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
         let patch = serde_json::json!({
             "apiVersion": "pgbaseline.io/v1alpha1",
             "kind": "DatabaseSecurityPolicy",
-            "status": next,
+            "status": decision.status,
         });
         api.patch_status(
             &policy.name_any(),
@@ -629,12 +810,11 @@ async fn reconcile_stages(
         )
         .await?;
         ctx.metrics.status_writes.inc();
-        tracing::info!(policy = %name, ready = %ready_reason, "status updated");
+        tracing::info!(policy = %name, ready = %decision.ready_reason, "status updated");
     }
-
-    // Stage 4b: policy reports, one per selected database, written only when they change. A
-    // failure is logged and retried next time; it does not fail the reconcile.
-    if let Observation::Evaluated { results, .. } = &observation {
+    // Policy reports, one per selected database, written only when they change. A failure is
+    // logged and retried next time; it does not fail the reconcile.
+    if let Observation::Evaluated { results, .. } = &acted.observation {
         match ctx
             .reports
             .sync(&ctx.client, &ctx.metrics, policy, results)
@@ -646,35 +826,35 @@ async fn reconcile_stages(
             Err(e) => tracing::warn!(policy = %name, error = %e, "could not write policy reports"),
         }
     }
-
-    // Stage 5: schedule.
-    let failure = match &observation {
-        Observation::InventoryFailed(f) => Some(f.clone()),
-        Observation::Evaluated { failures, .. } => failures.first().cloned(),
-        Observation::Refused(_) => None,
-    };
+    if let Some(at) = ctx.with_memory(key, |m| m.event_at.take()).flatten() {
+        let seconds = (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
+        ctx.metrics.event_to_status.observe(seconds);
+        tracing::info!(policy = %name, seconds, "reconciled after a drift event");
+    }
     let account = ctx.account_version(policy);
+    let Decision {
+        ready_reason,
+        warnings,
+        next,
+        ..
+    } = decision;
     ctx.with_memory(key, |m| {
         m.uid = policy.meta().uid.clone();
-        m.generation = generation;
+        m.generation = policy.meta().generation;
         m.account = account;
         m.warnings = warnings;
         m.ready_reason = Some(ready_reason);
     });
-    if let Some(f) = failure {
-        // Reported in status and events; the error policy backs off.
-        return Err(Error::Aws(f));
+    match next {
+        Next::Backoff(failure) => Err(Error::Aws(failure)),
+        Next::Requeue(delay) => {
+            ctx.with_memory(key, |m| {
+                m.failures = 0;
+                m.due = Some(Instant::now() + delay);
+            });
+            Ok((Action::requeue(delay), ready_reason))
+        }
     }
-    let delay = if acted {
-        next_resync(resync, fleet_age).min(VERIFY_AFTER)
-    } else {
-        next_resync(resync, fleet_age)
-    };
-    ctx.with_memory(key, |m| {
-        m.failures = 0;
-        m.due = Some(Instant::now() + delay);
-    });
-    Ok((Action::requeue(delay), ready_reason))
 }
 
 /// The end of a run stopped between two calls: the changes made are counted and published (they
@@ -810,14 +990,18 @@ mod tests {
     #[test]
     fn resync_is_jittered_down_and_counts_from_the_sweep() {
         for _ in 0..100 {
-            let d = next_resync(Duration::from_secs(60), Duration::from_secs(5));
+            let d = next_resync(
+                Duration::from_secs(60),
+                Duration::from_secs(5),
+                random_fraction(),
+            );
             assert!(
                 d <= Duration::from_secs(55) && d >= Duration::from_secs(49),
                 "{d:?}"
             );
         }
         assert_eq!(
-            next_resync(Duration::from_secs(10), Duration::from_secs(30)),
+            next_resync(Duration::from_secs(10), Duration::from_secs(30), 0.5),
             Duration::from_secs(1)
         );
     }
@@ -841,8 +1025,191 @@ mod tests {
         for _ in 0..100 {
             let resync = Duration::from_secs(30);
             // A policy coming due always finds its fleet older than the window: it sweeps.
-            assert!(resync - next_resync(resync, Duration::ZERO) <= resync.mul_f64(0.1));
-            assert!(next_resync(resync, Duration::ZERO) > sweep_window(resync));
+            assert!(
+                resync - next_resync(resync, Duration::ZERO, random_fraction())
+                    <= resync.mul_f64(0.1)
+            );
+            assert!(next_resync(resync, Duration::ZERO, random_fraction()) > sweep_window(resync));
         }
+    }
+
+    use super::status::fixtures::{db, evaluated, t};
+    use crate::api::{ControlId, FindingStatus};
+
+    const RESYNC: Duration = Duration::from_secs(60);
+
+    fn decide_at(
+        acted: &Done,
+        current: Option<&DatabaseSecurityPolicyStatus>,
+        previous_ready: Option<Reason>,
+        published: &BTreeSet<EventSpec>,
+        now: i64,
+    ) -> Decision {
+        decide(Decide {
+            current,
+            generation: Some(1),
+            reboot: RebootPolicy::Never,
+            now: t(now),
+            previous_ready,
+            published,
+            resync: RESYNC,
+            jitter: 0.5,
+            acted,
+        })
+    }
+
+    /// Decides twice on the same result, the second time from what the first wrote and
+    /// remembered.
+    fn twice(acted: &Done) -> (Decision, Decision) {
+        let first = decide_at(acted, None, None, &BTreeSet::new(), 1000);
+        let second = decide_at(
+            acted,
+            Some(&first.status),
+            Some(first.ready_reason),
+            &first.warnings,
+            1060,
+        );
+        (first, second)
+    }
+
+    fn non_compliant() -> Observation {
+        evaluated(vec![
+            db("a", &[(ControlId::ForceSsl, FindingStatus::NonCompliant)]),
+            db("b", &[(ControlId::ForceSsl, FindingStatus::Compliant)]),
+        ])
+    }
+
+    #[test]
+    fn the_same_result_again_writes_no_status_and_publishes_nothing() {
+        let (first, second) = twice(&Done::nothing(non_compliant()));
+        assert!(first.write_status);
+        assert_eq!(first.ready_reason, Reason::NonCompliant);
+        assert_eq!(first.publish.len(), 1, "{:?}", first.publish);
+        assert_eq!(first.publish[0].reason, Reason::NonCompliant);
+        assert!(!second.write_status, "{:?}", second.status);
+        assert!(second.publish.is_empty(), "{:?}", second.publish);
+        assert_eq!(second.next, first.next);
+    }
+
+    #[test]
+    fn a_changed_result_writes_the_status_and_publishes_the_ready_change() {
+        let before = decide_at(
+            &Done::nothing(non_compliant()),
+            None,
+            None,
+            &BTreeSet::new(),
+            1000,
+        );
+        let compliant = Done::nothing(evaluated(vec![db(
+            "a",
+            &[(ControlId::ForceSsl, FindingStatus::Compliant)],
+        )]));
+        let after = decide_at(
+            &compliant,
+            Some(&before.status),
+            Some(before.ready_reason),
+            &before.warnings,
+            1060,
+        );
+        assert!(after.write_status);
+        assert_eq!(after.ready_reason, Reason::Compliant);
+        assert_eq!(
+            after
+                .publish
+                .iter()
+                .map(|e| (e.warning, e.reason))
+                .collect::<Vec<_>>(),
+            vec![(false, Reason::Compliant)]
+        );
+    }
+
+    #[test]
+    fn a_failed_read_backs_off_with_its_failure_and_warns_once() {
+        let failure = Failure::new("DescribeDBInstances", "Throttling", "Rate exceeded");
+        let acted = Done::nothing(Observation::InventoryFailed(failure.clone()));
+        let (first, second) = twice(&acted);
+        assert_eq!(first.next, Next::Backoff(failure.clone()));
+        assert!(
+            first
+                .publish
+                .iter()
+                .any(|e| e.warning && e.action == "DescribeDBInstances"),
+            "{:?}",
+            first.publish
+        );
+        assert_eq!(second.next, Next::Backoff(failure));
+        assert!(second.publish.is_empty(), "{:?}", second.publish);
+        assert!(!second.write_status);
+    }
+
+    #[test]
+    fn a_refused_policy_is_stalled_and_waits_for_its_resync_not_a_backoff() {
+        let acted = Done::nothing(Observation::Refused(Refusal {
+            reason: Reason::NamespaceNotPermitted,
+            message: "namespace team-b may not use AwsAccount prod".into(),
+        }));
+        let decision = decide_at(&acted, None, None, &BTreeSet::new(), 1000);
+        assert_eq!(decision.ready_reason, Reason::NamespaceNotPermitted);
+        let Next::Requeue(delay) = decision.next else {
+            panic!("a refusal needs a person, not a retry: {:?}", decision.next);
+        };
+        assert!(delay > RESYNC.mul_f64(0.9) && delay <= RESYNC, "{delay:?}");
+        assert!(
+            decision
+                .publish
+                .iter()
+                .any(|e| e.warning && e.action == "UseAccount")
+        );
+    }
+
+    #[test]
+    fn after_changing_aws_it_comes_back_within_the_verify_delay() {
+        let mut acted = Done::nothing(non_compliant());
+        acted.fleet_age = Duration::from_secs(2);
+        let Next::Requeue(calm) = decide_at(&acted, None, None, &BTreeSet::new(), 1000).next else {
+            panic!("no failure, no backoff");
+        };
+        assert_eq!(calm, next_resync(RESYNC, Duration::from_secs(2), 0.5));
+        acted.changed_aws = true;
+        let Next::Requeue(verify) = decide_at(&acted, None, None, &BTreeSet::new(), 1000).next
+        else {
+            panic!("no failure, no backoff");
+        };
+        assert_eq!(verify, VERIFY_AFTER);
+    }
+
+    #[test]
+    fn a_failed_remediation_publishes_its_actions_and_backs_off() {
+        let failure = Failure::new("ModifyDBInstance", "InvalidDBInstanceState", "busy");
+        let Observation::Evaluated {
+            results, summary, ..
+        } = non_compliant()
+        else {
+            unreachable!("non_compliant() is an evaluation");
+        };
+        let action = EventSpec {
+            warning: true,
+            reason: Reason::RemediationFailed,
+            action: "ModifyDBInstance".into(),
+            note: "a: busy".into(),
+        };
+        let acted = Done {
+            observation: Observation::Evaluated {
+                results,
+                summary,
+                actions_succeeded: 0,
+                failures: vec![failure.clone()],
+            },
+            action_events: vec![action.clone()],
+            changed_aws: true,
+            fleet_age: Duration::ZERO,
+        };
+        let (first, second) = twice(&acted);
+        assert_eq!(first.next, Next::Backoff(failure));
+        assert!(first.publish.contains(&action));
+        assert!(
+            !second.publish.contains(&action),
+            "a persisting failure is published once"
+        );
     }
 }

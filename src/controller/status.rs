@@ -388,16 +388,17 @@ pub fn ready_reason(status: &DatabaseSecurityPolicyStatus) -> Option<Reason> {
     find(&status.conditions, READY).and_then(|c| Reason::parse(&c.reason))
 }
 
+/// Statuses and observations for the tests of this module and of the reconcile's decide stage.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
     use crate::api::{DatabaseKind, Finding};
 
-    fn t(secs: i64) -> Time {
+    pub(crate) fn t(secs: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).expect("timestamp"))
     }
 
-    fn db(id: &str, statuses: &[(ControlId, FindingStatus)]) -> DatabaseResult {
+    pub(crate) fn db(id: &str, statuses: &[(ControlId, FindingStatus)]) -> DatabaseResult {
         let findings: Vec<Finding> = statuses
             .iter()
             .map(|(control, status)| Finding {
@@ -419,7 +420,7 @@ mod tests {
         }
     }
 
-    fn evaluated(results: Vec<DatabaseResult>) -> Observation {
+    pub(crate) fn evaluated(results: Vec<DatabaseResult>) -> Observation {
         let mut summary = Summary::default();
         for r in &results {
             summary.selected += 1;
@@ -442,6 +443,12 @@ mod tests {
             failures: vec![],
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{db, evaluated, t};
+    use super::*;
 
     #[test]
     fn remediation_deferred_for_the_quota_is_its_own_ready_reason() {

@@ -5,13 +5,16 @@
 //! events "on a best effort basis", and most security-relevant changes emit none, only a
 //! CloudTrail record).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use serde_json::Value;
 
 use crate::api::DatabaseKind;
 
-use super::model::Fleet;
+use super::model::{Database, Fleet};
 
 /// Something an event says may have changed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -321,6 +324,183 @@ pub fn affected(fleet: &Fleet, targets: &BTreeSet<Target>) -> Affected {
     out
 }
 
+/// The prefix that covers every session of the identity `arn` as CloudTrail records callers:
+/// for an assumed role (`arn:aws:sts::<account>:assumed-role/<role>/<session>`) the role, so
+/// every session of the operator's role counts (IRSA and Pod Identity name sessions at random);
+/// for anything else the ARN itself.
+pub fn own_arn_prefix(arn: &str) -> String {
+    match arn.split_once(":assumed-role/") {
+        Some((head, rest)) => match rest.split_once('/') {
+            Some((role, _session)) => format!("{head}:assumed-role/{role}/"),
+            None => arn.to_string(),
+        },
+        None => arn.to_string(),
+    }
+}
+
+/// The prefix of the sessions the operator opens with `role_arn` in an account
+/// (`pgbaseline-<replica>-<AwsAccount>`): `arn:aws:iam::<account>:role/<path/><name>` becomes
+/// `arn:aws:sts::<account>:assumed-role/<name>/pgbaseline-`.
+pub fn session_arn_prefix(role_arn: &str) -> Option<String> {
+    let mut parts = role_arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(_), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let name = resource.strip_prefix("role/")?.rsplit('/').next()?;
+    (!name.is_empty())
+        .then(|| format!("arn:{partition}:sts::{account}:assumed-role/{name}/pgbaseline-"))
+}
+
+/// Hints gathered per key until their debounce is over, with the messages that brought them
+/// (deleted once the batch is handled). Time is an input: no clock here.
+#[derive(Debug)]
+pub struct Debounce<K, M> {
+    quiet: Duration,
+    batches: BTreeMap<K, Batch<M>>,
+}
+
+/// What a key's events said, since its first.
+#[derive(Debug)]
+pub struct Batch<M> {
+    pub targets: BTreeSet<Target>,
+    /// When the first event of the batch arrived.
+    pub since: Instant,
+    /// The earliest event time (the latency is counted from it).
+    pub earliest: Option<DateTime<Utc>>,
+    pub messages: Vec<M>,
+}
+
+impl<K: Ord + Clone, M> Debounce<K, M> {
+    /// Batches are handled `quiet` after their first event: a burst about one key costs one
+    /// re-read.
+    pub fn new(quiet: Duration) -> Self {
+        Debounce {
+            quiet,
+            batches: BTreeMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, key: K, hint: &Hint, message: M, now: Instant) {
+        let batch = self.batches.entry(key).or_insert_with(|| Batch {
+            targets: BTreeSet::new(),
+            since: now,
+            earliest: None,
+            messages: Vec::new(),
+        });
+        batch.targets.extend(hint.targets.iter().cloned());
+        let time = hint
+            .time
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        batch.earliest = match (batch.earliest, time) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        batch.messages.push(message);
+    }
+
+    /// The batches whose quiet time is over at `now`, removed.
+    pub fn due(&mut self, now: Instant) -> Vec<(K, Batch<M>)> {
+        let keys: Vec<K> = self
+            .batches
+            .iter()
+            .filter(|(_, b)| now.saturating_duration_since(b.since) >= self.quiet)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.batches.remove(&k).map(|b| (k, b)))
+            .collect()
+    }
+
+    /// How long until the next batch is due (`None`: nothing pending).
+    pub fn next_due(&self, now: Instant) -> Option<Duration> {
+        self.batches
+            .values()
+            .map(|b| (b.since + self.quiet).saturating_duration_since(now))
+            .min()
+    }
+}
+
+/// Whether a policy's selector picks any database of `read` in the fleet before or after a
+/// re-read (a deleted database was selected before, a new one may be after): only such
+/// policies are reconciled after an event.
+pub fn concerns(
+    selector: &crate::api::Selector,
+    fleets: [&Fleet; 2],
+    read: &BTreeSet<(DatabaseKind, String)>,
+) -> bool {
+    fleets.iter().any(|fleet| {
+        fleet.databases.iter().any(|db| {
+            read.contains(&(db.kind, db.id.clone())) && super::select::selects(selector, db)
+        })
+    })
+}
+
+/// The instances and clusters a re-read lists by identifier for an event's targets: the
+/// databases they concern in the last sweep, and the ones it names that the sweep did not know
+/// (created or restored since).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToReread {
+    pub instances: BTreeSet<String>,
+    pub clusters: BTreeSet<String>,
+}
+
+pub fn to_reread(fleet: &Fleet, targets: &BTreeSet<Target>) -> ToReread {
+    let affected = affected(fleet, targets);
+    let mut out = ToReread::default();
+    for (kind, id) in affected.databases {
+        match kind {
+            DatabaseKind::Instance => out.instances.insert(id),
+            DatabaseKind::Cluster => out.clusters.insert(id),
+        };
+    }
+    for target in affected.unknown {
+        match target {
+            Target::Instance(id) => {
+                out.instances.insert(id);
+            }
+            Target::Cluster(id) => {
+                out.clusters.insert(id);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `databases` (a sweep's) with every database in `read` replaced by its `fresh` reading, in
+/// place; one that is in `read` but not in `fresh` is gone (deleted since), one in `fresh` the
+/// sweep did not have is added at the end.
+pub fn splice(
+    databases: &[Database],
+    fresh: Vec<Database>,
+    read: &BTreeSet<(DatabaseKind, String)>,
+) -> Vec<Database> {
+    let mut fresh: std::collections::BTreeMap<(DatabaseKind, String), Database> = fresh
+        .into_iter()
+        .map(|db| ((db.kind, db.id.clone()), db))
+        .collect();
+    let mut out = Vec::with_capacity(databases.len() + fresh.len());
+    for db in databases {
+        let key = (db.kind, db.id.clone());
+        if let Some(newer) = fresh.remove(&key) {
+            out.push(newer);
+        } else if !read.contains(&key) {
+            out.push(db.clone());
+        }
+    }
+    out.extend(fresh.into_values());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,5 +712,165 @@ mod tests {
             unknown.unknown,
             BTreeSet::from([Target::Instance("new-db".into())])
         );
+    }
+
+    #[test]
+    fn a_reread_lists_the_concerned_databases_and_the_unknown_ones_it_names() {
+        let mut b = testing::instance("b");
+        b.parameter_group = Some(testing::group("shared", "postgres16", false));
+        let mut c = testing::instance("c");
+        c.parameter_group = Some(testing::group("shared", "postgres16", false));
+        let fleet = Fleet {
+            databases: vec![
+                testing::instance("a"),
+                b,
+                c,
+                testing::cluster("ledger", &["ledger-1"]),
+            ],
+            ..Fleet::default()
+        };
+        let set = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let wanted = to_reread(
+            &fleet,
+            &BTreeSet::from([
+                Target::DbParameterGroup("shared".into()),
+                Target::Instance("ledger-1".into()),
+                Target::Instance("new-db".into()),
+                Target::Cluster("new-cluster".into()),
+                Target::SecurityGroup("sg-nobody-uses".into()),
+            ]),
+        );
+        assert_eq!(wanted.instances, set(&["b", "c", "new-db"]));
+        assert_eq!(wanted.clusters, set(&["ledger", "new-cluster"]));
+        assert_eq!(
+            to_reread(
+                &fleet,
+                &BTreeSet::from([Target::NetworkAcl("acl-x".into())])
+            ),
+            ToReread::default()
+        );
+    }
+
+    #[test]
+    fn a_splice_replaces_in_place_drops_the_deleted_and_adds_the_new() {
+        let old = vec![
+            testing::instance("a"),
+            testing::instance("b"),
+            testing::instance("c"),
+        ];
+        let mut b2 = testing::instance("b");
+        b2.attributes.publicly_accessible = !old[1].attributes.publicly_accessible;
+        let read = BTreeSet::from([
+            (DatabaseKind::Instance, "b".to_string()),
+            (DatabaseKind::Instance, "c".to_string()),
+            (DatabaseKind::Instance, "d".to_string()),
+        ]);
+        let out = splice(&old, vec![testing::instance("d"), b2.clone()], &read);
+        let ids: Vec<&str> = out.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "d"], "c was deleted, d is new");
+        assert_eq!(out[1], b2);
+        assert_eq!(out[0], old[0]);
+        // Nothing read: nothing changes.
+        assert_eq!(splice(&old, Vec::new(), &BTreeSet::new()), old);
+    }
+
+    #[test]
+    fn own_sessions_are_recognised_by_role_not_by_session_name() {
+        assert_eq!(
+            own_arn_prefix(
+                "arn:aws:sts::111122223333:assumed-role/pgbaseline-operator/botocore-session-17"
+            ),
+            "arn:aws:sts::111122223333:assumed-role/pgbaseline-operator/"
+        );
+        assert_eq!(
+            own_arn_prefix("arn:aws:iam::123456789012:user/pgbaseline"),
+            "arn:aws:iam::123456789012:user/pgbaseline"
+        );
+        assert_eq!(
+            session_arn_prefix("arn:aws:iam::222222222222:role/platform/pgbaseline-audit"),
+            Some("arn:aws:sts::222222222222:assumed-role/pgbaseline-audit/pgbaseline-".into())
+        );
+        assert_eq!(session_arn_prefix("arn:aws:iam::222222222222:user/x"), None);
+        assert_eq!(session_arn_prefix("not an arn"), None);
+    }
+
+    fn hint_at(targets: &[Target], time: &str) -> Hint {
+        Hint {
+            source: EventSource::CloudTrail,
+            account: "111122223333".into(),
+            region: "eu-west-1".into(),
+            time: Some(time.into()),
+            targets: targets.iter().cloned().collect(),
+        }
+    }
+
+    #[test]
+    fn a_burst_about_one_key_is_one_batch_handled_after_the_quiet_time() {
+        let quiet = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let mut d: Debounce<&str, u32> = Debounce::new(quiet);
+        assert_eq!(d.next_due(t0), None);
+        let group = Target::DbParameterGroup("pg".into());
+        for i in 0..10u32 {
+            d.add(
+                "eu-west-1",
+                &hint_at(
+                    std::slice::from_ref(&group),
+                    &format!("2026-12-02T05:00:{:02}Z", 10 - i),
+                ),
+                i,
+                t0 + Duration::from_millis(100 * u64::from(i)),
+            );
+        }
+        d.add(
+            "us-east-1",
+            &hint_at(
+                &[Target::SecurityGroup("sg-1".into())],
+                "2026-12-02T05:00:30Z",
+            ),
+            99,
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(d.next_due(t0), Some(quiet));
+        assert!(d.due(t0 + Duration::from_millis(1999)).is_empty());
+        let due = d.due(t0 + quiet);
+        assert_eq!(due.len(), 1);
+        let (key, batch) = &due[0];
+        assert_eq!(*key, "eu-west-1");
+        assert_eq!(batch.targets, BTreeSet::from([group]));
+        assert_eq!(batch.messages, (0..10).collect::<Vec<_>>());
+        assert_eq!(
+            batch.earliest.map(|t| t.to_rfc3339()),
+            Some("2026-12-02T05:00:01+00:00".into())
+        );
+        assert_eq!(
+            d.next_due(t0 + quiet),
+            Some(Duration::from_secs(1)),
+            "the other key's batch is due a second later"
+        );
+        assert_eq!(d.due(t0 + Duration::from_secs(3)).len(), 1);
+        assert_eq!(d.next_due(t0), None);
+    }
+
+    #[test]
+    fn only_policies_selecting_a_database_read_again_are_concerned() {
+        let selector = |ids: &[&str]| -> crate::api::Selector {
+            serde_json::from_value(json!({ "instanceIdentifiers": ids })).expect("selector")
+        };
+        let before = Fleet {
+            databases: vec![testing::instance("a"), testing::instance("gone")],
+            ..Fleet::default()
+        };
+        let after = Fleet {
+            databases: vec![testing::instance("a"), testing::instance("new")],
+            ..Fleet::default()
+        };
+        let read: BTreeSet<_> = ["gone", "new"]
+            .iter()
+            .map(|id| (DatabaseKind::Instance, id.to_string()))
+            .collect();
+        assert!(concerns(&selector(&["gone"]), [&before, &after], &read));
+        assert!(concerns(&selector(&["new"]), [&before, &after], &read));
+        assert!(!concerns(&selector(&["a"]), [&before, &after], &read));
     }
 }

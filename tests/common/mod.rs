@@ -42,6 +42,8 @@ pub struct Call {
     pub account: String,
     /// The caller's STS session name (empty for long-term keys).
     pub session: String,
+    /// The region the call was signed for.
+    pub region: String,
 }
 
 impl Call {
@@ -64,6 +66,7 @@ pub fn parse_calls(body: &Value) -> Option<Vec<Call>> {
                 throttled: c["throttled"].as_bool().unwrap_or(false),
                 account: c["account"].as_str().unwrap_or_default().to_string(),
                 session: c["session"].as_str().unwrap_or_default().to_string(),
+                region: c["region"].as_str().unwrap_or_default().to_string(),
             })
             .collect(),
     )
@@ -140,6 +143,11 @@ impl Emulator {
         self.calls().into_iter().filter(Call::is_mutating).collect()
     }
 
+    /// How many calls of `action` the emulator answered (successful or not).
+    pub fn count_calls(&self, action: &str) -> usize {
+        self.calls().iter().filter(|c| c.action == action).count()
+    }
+
     pub fn reset_calls(&self) {
         ureq::post(&format!("{}/_emulator/calls/reset", self.url))
             .send_empty()
@@ -170,6 +178,17 @@ impl Emulator {
             .credentials_provider(provider)
             .load()
             .await
+    }
+
+    /// How many requests a latency fault is holding right now.
+    pub fn delayed(&self) -> u64 {
+        let body: Value = ureq::get(&format!("{}/_emulator/calls", self.url))
+            .call()
+            .expect("call log")
+            .body_mut()
+            .read_json()
+            .expect("json");
+        body["delayed"].as_u64().unwrap_or(0)
     }
 
     pub fn set_faults(&self, faults: Value) {

@@ -202,6 +202,17 @@ def test_policy_reports_off_drops_their_rbac_and_sets_the_flag(helm):
     assert "--policy-reports=auto" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
+def test_event_queues_become_flags_only_when_set(helm):
+    url = "https://sqs.eu-west-1.amazonaws.com/111122223333/pgbaseline-drift"
+    (dep,) = by_kind(render(helm, "--set", f"operator.eventQueues={{{url}}}",
+                            "--set", "operator.eventDebounce=5s"), "Deployment")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--event-queue={url}" in args and "--event-debounce=5s" in args
+    (dep,) = by_kind(render(helm), "Deployment")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith("--event-")]
+
+
 def test_watch_namespaces_give_namespaced_roles(helm):
     docs = render(helm, *VARIANTS["namespaced-ha"])
     # Nothing cluster-wide about policies; AwsAccounts are cluster-scoped, so reading them is.
@@ -260,6 +271,7 @@ def test_optional_objects_and_irsa(helm):
     ["--set", "aws.roleArn=not-an-arn"],
     ["--set", "unknownKey=1"],
     ["--set", "operator.policyReports=both"],
+    ["--set", "operator.eventQueues={not-a-url}"],
 ])
 def test_values_schema_rejects(helm, bad):
     p = subprocess.run([helm, "template", "pgb", str(CHART), *bad], capture_output=True, text=True)
@@ -375,10 +387,20 @@ SDK_TO_ACTION = {
     "reboot_db_instance": "rds:RebootDBInstance",
     "revoke_security_group_ingress": "ec2:RevokeSecurityGroupIngress",
     "get_secret_value": "secretsmanager:GetSecretValue",
+    "receive_message": "sqs:ReceiveMessage",
+    # IAM authorizes DeleteMessageBatch as sqs:DeleteMessage (one per message).
+    "delete_message_batch": "sqs:DeleteMessage",
 }
-# Calls made only for an opt-in credential source, granted by their own documented policy file
-# and kept out of the AWS API policies (README: "RDS-managed master secret").
-SEPARATE_POLICIES = {"secretsmanager:GetSecretValue": "iam-policy-rds-master-secret.json"}
+# Calls made only for an opt-in feature, granted by their own documented policy file and kept
+# out of the AWS API policies: the RDS-managed master secret (database.connection
+# .masterUserSecret) and the drift queue (--event-queue).
+SEPARATE_POLICIES = {
+    "secretsmanager:GetSecretValue": "iam-policy-rds-master-secret.json",
+    "sqs:ReceiveMessage": "events/iam-policy-events.json",
+    "sqs:DeleteMessage": "events/iam-policy-events.json",
+}
+# The operation names their errors are reported under.
+SEPARATE_OPERATIONS = {"GetSecretValue", "ReceiveMessage", "DeleteMessageBatch"}
 # IAM actions AWS authorizes in addition to the called operation (Service Authorization Reference):
 # copies carry tags (rds:AddTagsToResource); ModifyDBInstance/Cluster with ManageMasterUserPassword
 # creates the secret (RDS user guide, "Permissions required for Secrets Manager integration").
@@ -392,7 +414,7 @@ def sdk_operations() -> set[str]:
     lock = (ROOT / "Cargo.lock").read_text()
     registry = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")) / "registry" / "src"
     ops: set[str] = set()
-    for crate in ("aws-sdk-rds", "aws-sdk-ec2", "aws-sdk-kms", "aws-sdk-secretsmanager"):
+    for crate in ("aws-sdk-rds", "aws-sdk-ec2", "aws-sdk-kms", "aws-sdk-secretsmanager", "aws-sdk-sqs"):
         m = re.search(rf'name = "{crate}"\nversion = "([^"]+)"', lock)
         for d in registry.glob(f"*/{crate}-{m.group(1)}/src/operation") if m else []:
             ops |= {p.name for p in d.iterdir() if p.is_dir()}
@@ -444,20 +466,20 @@ def test_iam_policy_covers_exactly_the_calls_in_the_code():
     # Cross-check: the operation names the code reports its errors under.
     aws = "".join(p.read_text() for p in (ROOT / "src" / "aws").rglob("*.rs"))
     # sts:GetCallerIdentity needs no permission (AWS allows it to every identity).
-    reported = set(re.findall(r'from_sdk\(\s*"(\w+)"', aws)) - {"GetCallerIdentity"} - {
-        a.split(":")[1] for a in SEPARATE_POLICIES}
+    reported = set(re.findall(r'from_sdk\(\s*"(\w+)"', aws)) - {"GetCallerIdentity"} - SEPARATE_OPERATIONS
     assert reported <= {a.split(":")[1] for a in acts}, sorted(reported - {a.split(":")[1] for a in acts})
 
 
 def test_separate_policies_grant_their_calls_on_their_resources_only():
     calls = code_calls()
     for action, name in SEPARATE_POLICIES.items():
-        assert action in calls, f"{action} is no longer called: drop {name}"
-        policy = load(name)
-        (statement,) = [s for s in policy["Statement"] if s["Action"] == action]
-        assert statement["Resource"] == ["arn:aws:secretsmanager:*:*:secret:rds!*"]
+        assert action in calls, f"{action} is no longer called: drop it from {name}"
+        assert action in allowed_actions(load(name)), name
         for other in ("iam-policy.json", "iam-policy-readonly.json"):
             assert action not in allowed_actions(load(other)), other
+    (secret,) = [s for s in load("iam-policy-rds-master-secret.json")["Statement"]
+                 if s["Action"] == "secretsmanager:GetSecretValue"]
+    assert secret["Resource"] == ["arn:aws:secretsmanager:*:*:secret:rds!*"]
     # kms:Decrypt only through Secrets Manager, for RDS's secrets.
     (decrypt,) = [s for s in load("iam-policy-rds-master-secret.json")["Statement"] if s["Action"] == "kms:Decrypt"]
     assert decrypt["Condition"]["StringLike"]["kms:ViaService"] == "secretsmanager.*.amazonaws.com"

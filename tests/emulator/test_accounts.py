@@ -26,9 +26,9 @@ def assume(emu: str, role: str, **kw: Any) -> dict[str, Any]:
     return sts.assume_role(RoleArn=role, RoleSessionName=kw.pop("name", "pgbaseline-test"), **kw)
 
 
-def as_session(emu: str, assumed: dict[str, Any], service: str) -> Any:
+def as_session(emu: str, assumed: dict[str, Any], service: str, region: str = REGION) -> Any:
     c = assumed["Credentials"]
-    return boto3.client(service, endpoint_url=emu, region_name=REGION,
+    return boto3.client(service, endpoint_url=emu, region_name=region,
                         aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"],
                         aws_session_token=c["SessionToken"],
                         config=Config(retries={"total_max_attempts": 1}))
@@ -60,11 +60,13 @@ def test_accounts_are_isolated_and_every_call_names_its_account_and_session(emu:
     assert ids(a) == ["pay-1"] and ids(b) == ["web-1"]
     identity = as_session(emu, b, "sts").get_caller_identity()
     assert identity["Account"] == "333333333333"
+    assert as_session(emu, b, "rds", region="eu-west-1").describe_db_instances()["DBInstances"] == []
     status, body = http("GET", f"{emu}/_emulator/calls")
-    by = {(c["account"], c["session"], c["action"]) for c in body["calls"]}
-    assert ("222222222222", "replica-0-payments", "CreateDBInstance") in by
-    assert ("333333333333", "replica-1-web", "DescribeDBInstances") in by
-    assert ("123456789012", "", "AssumeRole") in by
+    by = {(c["account"], c["session"], c["action"], c["region"]) for c in body["calls"]}
+    assert ("222222222222", "replica-0-payments", "CreateDBInstance", REGION) in by
+    assert ("333333333333", "replica-1-web", "DescribeDBInstances", REGION) in by
+    assert ("333333333333", "replica-1-web", "DescribeDBInstances", "eu-west-1") in by
+    assert ("123456789012", "", "AssumeRole", REGION) in by
 
 
 def test_a_read_only_session_policy_refuses_writes_even_when_the_role_could(emu: str) -> None:

@@ -34,15 +34,15 @@ def test_call_log_records_service_action_status(emu: str, rds: Any, kms: Any, ec
     calls = _calls(emu)
     assert calls == [
         {"service": "rds", "action": "CreateDBInstance", "status": 200, "throttled": False,
-         "account": "123456789012", "session": ""},
+         "account": "123456789012", "session": "", "region": "us-east-1"},
         {"service": "rds", "action": "DescribeDBInstances", "status": 200, "throttled": False,
-         "account": "123456789012", "session": ""},
+         "account": "123456789012", "session": "", "region": "us-east-1"},
         {"service": "kms", "action": "ListAliases", "status": 200, "throttled": False,
-         "account": "123456789012", "session": ""},
+         "account": "123456789012", "session": "", "region": "us-east-1"},
         {"service": "ec2", "action": "DescribeSecurityGroups", "status": 200, "throttled": False,
-         "account": "123456789012", "session": ""},
+         "account": "123456789012", "session": "", "region": "us-east-1"},
         {"service": "rds", "action": "DescribeDBInstances", "status": 404, "throttled": False,
-         "account": "123456789012", "session": ""},
+         "account": "123456789012", "session": "", "region": "us-east-1"},
     ]
     assert PASSWORD not in json.dumps(calls)
     assert http("POST", f"{emu}/_emulator/calls/reset")[0] == 200
@@ -88,6 +88,27 @@ def test_throttling_faults_per_service(emu: str) -> None:
     client(emu, "rds").describe_db_instances()
     assert _calls(emu)[-1]["throttled"] is False
     assert http("POST", f"{emu}/_emulator/faults", {"throttle_fraction": 2})[0] == 400
+
+
+def test_a_latency_fault_holds_calls_and_says_how_many_are_held(emu: str) -> None:
+    """The call log counts the requests a latency fault is holding: a test can wait for a call
+    to be hanging instead of sleeping."""
+    import threading
+    import time
+
+    assert http("GET", f"{emu}/_emulator/calls")[1]["delayed"] == 0
+    http("POST", f"{emu}/_emulator/faults", {"latency_ms": 1500, "services": ["rds"]})
+    started = time.monotonic()
+    t = threading.Thread(target=lambda: client(emu, "rds").describe_db_instances())
+    t.start()
+    deadline = time.monotonic() + 5
+    while http("GET", f"{emu}/_emulator/calls")[1]["delayed"] != 1:
+        assert time.monotonic() < deadline, "the held call was never counted"
+        time.sleep(0.05)
+    t.join()
+    assert time.monotonic() - started >= 1.5
+    assert http("GET", f"{emu}/_emulator/calls")[1]["delayed"] == 0
+    http("POST", f"{emu}/_emulator/faults", {"latency_ms": 0})
 
 
 def test_moto_reset_clears_log_faults_and_recreates_defaults(emu: str, rds: Any) -> None:

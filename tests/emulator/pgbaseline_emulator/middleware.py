@@ -117,6 +117,14 @@ class Faults:
             return throttle, self.latency_ms
 
 
+def signed_region(environ: dict[str, Any]) -> str:
+    """The region in a request's SigV4 credential scope (header or presigned query); empty when
+    unsigned."""
+    m = _CRED_RE.search(environ.get("HTTP_AUTHORIZATION", "")) or _CRED_RE.search(
+        environ.get("QUERY_STRING", "").replace("%2F", "/"))
+    return m.group(1) if m else ""
+
+
 def classify(environ: dict[str, Any], body: bytes) -> tuple[str, str]:
     """(service, action) of an AWS request, from its signature scope, target header or body."""
     service = ""
@@ -230,6 +238,10 @@ class EmulatorMiddleware:
         self.calls = CallLog()
         self.faults = Faults()
         self.accounts = Accounts()
+        # Requests held by a latency fault right now: what a test waits on to know a call is
+        # hanging (instead of sleeping and hoping it started).
+        self.delayed = 0
+        self._delayed_lock = threading.Lock()
         # The RDS patches read the process-wide table, so that's the one to configure.
         self.quotas = quotas if quotas is not None else QUOTAS
         self.on_reset = on_reset
@@ -257,7 +269,7 @@ class EmulatorMiddleware:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
         if path == "/_emulator/calls" and method == "GET":
-            return _json(start_response, "200 OK", {"calls": self.calls.snapshot()})
+            return _json(start_response, "200 OK", {"calls": self.calls.snapshot(), "delayed": self.delayed})
         if path == "/_emulator/calls/reset" and method == "POST":
             self.calls.clear()
             return _json(start_response, "200 OK", {"ok": True})
@@ -308,10 +320,12 @@ class EmulatorMiddleware:
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         service, action = classify(environ, body)
         account, session = self.accounts.caller(environ)
+        region = signed_region(environ)
 
         def log(status: int, throttled: bool) -> None:
             self.calls.add({"service": service, "action": action, "status": status,
-                            "throttled": throttled, "account": account, "session": session})
+                            "throttled": throttled, "account": account, "session": session,
+                            "region": region})
 
         refused = self.accounts.refuse(environ, service, action, body)
         if refused is not None:
@@ -331,7 +345,13 @@ class EmulatorMiddleware:
 
         throttle, latency = self.faults.decide(service)
         if latency:
-            time.sleep(latency / 1000.0)
+            with self._delayed_lock:
+                self.delayed += 1
+            try:
+                time.sleep(latency / 1000.0)
+            finally:
+                with self._delayed_lock:
+                    self.delayed -= 1
         if throttle:
             status, headers, payload = throttle_response(service)
             headers.append(("Content-Length", str(len(payload))))
