@@ -127,6 +127,12 @@ pub struct RunArgs {
     pub event_debounce: std::time::Duration,
     #[command(flatten)]
     pub db: DbArgs,
+    /// A namespace whose policies may log in with `database.connection.masterUserSecret`
+    /// (repeatable). Elsewhere such a policy's databases report `CredentialsUnavailable`: the
+    /// master password opens any database a policy selects, so reading it is the operator
+    /// admin's decision, as Secrets are (`secretRef` needs a Role in the namespace).
+    #[arg(long = "db-master-secret-namespace", value_name = "NS")]
+    pub db_master_secret_namespaces: Vec<String>,
 }
 
 /// An SQS queue URL (`https://sqs.<region>.amazonaws.com/<account>/<name>`, or an emulator's).
@@ -180,6 +186,7 @@ impl DbArgs {
             connect_timeout: self.db_connect_timeout,
             statement_timeout: self.db_statement_timeout,
             concurrency: self.db_concurrency,
+            master_secret_namespaces: None,
         }
     }
 }
@@ -336,7 +343,10 @@ fn run_operator(args: RunArgs) -> ExitCode {
         requests_per_second: args.requests_per_second,
         aws_timeout: args.aws_timeout,
         managed_group_grace: args.managed_group_grace,
-        db: args.db.settings(),
+        db: crate::postgres::Settings {
+            master_secret_namespaces: Some(args.db_master_secret_namespaces),
+            ..args.db.settings()
+        },
         policy_reports: args.policy_reports,
         events: crate::controller::event_queue::Settings {
             queues: args.event_queues,

@@ -7,6 +7,7 @@ use crate::api::{DatabaseResult, DatabaseSecurityPolicySpec, Finding, Summary};
 use crate::aws::AwsRegion;
 use crate::aws::executor::{self, Always, MayAct};
 use crate::postgres::{Layer, Login};
+use crate::posture::effective;
 use crate::posture::indb::{self, Observation};
 use crate::posture::model::Database;
 use crate::posture::report::{Outcome, results};
@@ -69,7 +70,7 @@ pub async fn run_policy_while(
         if let Some(db) = db
             && indb::needed(spec)
         {
-            in_database(spec, &mut evaluated, aws, db, may_act).await;
+            in_database(spec, &mut evaluated, aws, db, may_act, &ctx).await;
         }
         let plan = posture::plan(spec, &evaluated, PlanContext { now, fleet });
         let executed = if plan.is_empty() {
@@ -91,33 +92,47 @@ pub async fn run_policy_while(
 }
 
 /// The in-database layer of one policy run: looks inside every selected database (at most the
-/// layer's cap at once), holds back `transport.forceSsl` where plaintext clients are connected,
-/// evaluates the `database.*` controls and, for those in Enforce, runs their SQL fixes and reads
-/// again. Appends the findings to each database's evaluations.
+/// layer's cap at once), compares the parameter controls with what each server runs, holds back
+/// `transport.forceSsl` where plaintext clients are connected, evaluates the `database.*`
+/// controls and, for those in Enforce, runs their SQL fixes and reads again. Appends the
+/// findings to each database's evaluations.
 async fn in_database(
     spec: &DatabaseSecurityPolicySpec,
     evaluated: &mut [(&Database, Vec<Evaluation>)],
     aws: &AwsRegion,
     db: DbAccess<'_>,
     may_act: &dyn MayAct,
+    ctx: &EvalContext<'_>,
 ) {
     use futures::StreamExt;
-    let roles = indb::roles_of_interest(spec);
+    let reads = Reads {
+        roles: indb::roles_of_interest(spec),
+        parameters: effective::parameters_of(spec),
+    };
     let pending: Vec<_> = evaluated
         .iter()
-        .map(|(database, _)| one_database(spec, database, aws, db, may_act, &roles))
+        .map(|(database, _)| one_database(spec, database, aws, db, may_act, &reads))
         .collect();
     let passes: Vec<(Observation, Vec<Finding>)> = futures::stream::iter(pending)
         .buffered(db.layer.concurrency())
         .collect()
         .await;
-    for ((_, evaluations), (observation, findings)) in evaluated.iter_mut().zip(passes) {
+    for ((database, evaluations), (observation, findings)) in evaluated.iter_mut().zip(passes) {
+        effective::refine(spec, database, evaluations, &observation.effective, ctx);
         indb::gate_force_ssl(spec, evaluations, &observation);
         evaluations.extend(findings.into_iter().map(|finding| Evaluation {
             finding,
             fixes: Vec::new(),
         }));
     }
+}
+
+/// What every look of one policy reads besides the catalogue.
+struct Reads {
+    /// Roles whose existence matters (`audit.pgaudit.role`).
+    roles: Vec<String>,
+    /// Settings whose effective values the parameter controls compare.
+    parameters: Vec<String>,
 }
 
 /// Observe one database, and in Enforce fix and observe again.
@@ -127,9 +142,12 @@ async fn one_database(
     aws: &AwsRegion,
     db: DbAccess<'_>,
     may_act: &dyn MayAct,
-    roles: &[String],
+    reads: &Reads,
 ) -> (Observation, Vec<Finding>) {
-    let observation = db.layer.observe(database, db.login, aws, roles).await;
+    let observation = db
+        .layer
+        .observe(database, db.login, aws, &reads.roles, &reads.parameters)
+        .await;
     let before = indb::evaluate(spec, database, &observation);
     let fixes = indb::plan(spec, &before);
     if fixes.is_empty() {
@@ -149,7 +167,13 @@ async fn one_database(
         return (observation, findings);
     }
     let ran = db.layer.apply(database, db.login, aws, &fixes).await;
-    let again = db.layer.observe(database, db.login, aws, roles).await;
+    // The SQL fixes change no server setting: the settings of the first look still hold, and
+    // are not read twice.
+    let mut again = db
+        .layer
+        .observe(database, db.login, aws, &reads.roles, &[])
+        .await;
+    again.effective = observation.effective;
     let after = indb::evaluate(spec, database, &again);
     (again, indb::after_fixes(&before, &after, &ran))
 }

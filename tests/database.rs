@@ -15,27 +15,37 @@ use serde_json::Value;
 const AUDITOR: (&str, &str, &str) = ("auditor", "pgbaseline_auditor", "auditor-password");
 const MASTER_PASSWORD: &str = "master-password-1";
 
-/// Creates PostgreSQL instances in the emulator whose endpoint port is `port` (tagged
-/// `indb=<tag>`), on engine 14 (`rds.force_ssl` 0 by default).
+/// A CreateDBInstance of a PostgreSQL 14 instance (`rds.force_ssl` 0 by default) whose endpoint
+/// port is `port`, tagged `indb=<tag>`, master user `postgres` (no password yet).
+fn new_instance(
+    rds: &aws_sdk_rds::Client,
+    id: &str,
+    port: u16,
+    tag: &str,
+) -> aws_sdk_rds::operation::create_db_instance::builders::CreateDBInstanceFluentBuilder {
+    rds.create_db_instance()
+        .db_instance_identifier(id)
+        .engine("postgres")
+        .engine_version("14.15")
+        .db_instance_class("db.t4g.micro")
+        .allocated_storage(20)
+        .master_username("postgres")
+        .port(i32::from(port))
+        .tags(
+            aws_sdk_rds::types::Tag::builder()
+                .key("indb")
+                .value(tag)
+                .build(),
+        )
+}
+
+/// Creates PostgreSQL instances in the emulator ([`new_instance`], with a password).
 fn create_instances(emulator: &Emulator, instances: &[(&str, u16, &str)]) {
     runtime().block_on(async {
         let rds = aws_sdk_rds::Client::new(&emulator.sdk_config().await);
         for (id, port, tag) in instances {
-            rds.create_db_instance()
-                .db_instance_identifier(*id)
-                .engine("postgres")
-                .engine_version("14.15")
-                .db_instance_class("db.t4g.micro")
-                .allocated_storage(20)
-                .master_username("postgres")
+            new_instance(&rds, id, *port, tag)
                 .master_user_password("not-a-real-password-1")
-                .port(i32::from(*port))
-                .tags(
-                    aws_sdk_rds::types::Tag::builder()
-                        .key("indb")
-                        .value(*tag)
-                        .build(),
-                )
                 .send()
                 .await
                 .expect("create instance");
@@ -554,7 +564,7 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 #[test]
 fn operator_enforces_database_controls_until_ready() {
     use common::controlplane::ControlPlane;
-    use std::process::{Command, Stdio};
+    use common::operator::Operator;
     use std::time::{Duration, Instant};
 
     let pg = Postgres::start(true);
@@ -579,37 +589,19 @@ fn operator_enforces_database_controls_until_ready() {
         ],
         None,
     );
-    let port = free_port();
-    let log = std::env::temp_dir().join(format!("pgbaseline-operator-indb-{port}.log"));
-    let out = std::fs::File::create(&log).expect("log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgbaseline"));
-    cmd.current_dir(common::repo_root())
-        .args([
-            "run",
+    let ca = pg.ca.display().to_string();
+    let operator = Operator::start(
+        cp,
+        &emulator,
+        &[
             "--namespace",
             &ns,
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--db-connect-addr", "127.0.0.1", "--db-ca-bundle"])
-        .arg(&pg.ca)
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .env("RUST_LOG", "info,pgbaseline=debug,aws_config=error")
-        .env_remove("AWS_PROFILE")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("clone"))
-        .stderr(out);
-    for (k, v) in emulator.env() {
-        cmd.env(k, v);
-    }
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _operator = Kill(cmd.spawn().expect("operator"));
+            "--db-connect-addr",
+            "127.0.0.1",
+            "--db-ca-bundle",
+            &ca,
+        ],
+    );
     let spec = "  selector: {tags: {indb: op}}\n  mode: Enforce\n  resyncSeconds: 10\n  posture:\n    audit: {pgaudit: {classes: [ddl, role], role: rds_pgaudit}}\n    database:\n      connection: {secretRef: {name: pg-master}}\n      publicSchema: true\n      pgauditExtension: true\n      settingOverrides: true\n  controlModes: {audit.pgaudit: Audit}\n";
     // audit.pgaudit stays in Audit (it would copy the default group and wait for a reboot):
     // it is left out of readiness by checking only the database controls' findings below, and
@@ -657,7 +649,7 @@ fn operator_enforces_database_controls_until_ready() {
         assert!(
             Instant::now() < deadline,
             "database controls not fixed: {p}\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            operator.log_tail()
         );
         std::thread::sleep(Duration::from_millis(500));
     };
@@ -696,12 +688,340 @@ fn operator_enforces_database_controls_until_ready() {
         assert!(
             Instant::now() < deadline,
             "not Ready: {p}\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            operator.log_tail()
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Every connection is counted by outcome; none failed.
+    let connected = operator.metric("pgbaseline_database_connections_total{outcome=\"Connected\"}");
+    assert!(connected >= 3.0, "{}", operator.metrics());
+    assert_eq!(
+        operator.metric("pgbaseline_database_connections_total"),
+        connected,
+        "{}",
+        operator.metrics()
+    );
+    assert!(
+        operator
+            .metric("pgbaseline_database_connect_duration_seconds_count{outcome=\"Connected\"}")
+            >= 3.0
+    );
     // No secret in the operator's log or the policy's status.
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = operator.log_text();
     assert!(!text.contains(MASTER_PASSWORD));
     assert!(!findings_of().to_string().contains(MASTER_PASSWORD));
+}
+
+/// `check -o json` of one manifest, routed to the local PostgreSQL.
+fn check_text(
+    emulator: &Emulator,
+    pg: &Postgres,
+    secrets: &std::path::Path,
+    manifest_text: &str,
+    fix: bool,
+) -> (Value, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = manifest(dir.path(), "p.yaml", manifest_text);
+    check(emulator, pg, secrets, &[&p], fix)
+}
+
+/// Effective settings, on a real server: a parameter group waiting for a reboot makes only the
+/// controls whose values the server does not run yet `PendingReboot` (naming the parameters);
+/// after the reboot, a value the server still does not run is an override; once the server runs
+/// it, the control complies.
+#[test]
+fn effective_settings_say_which_values_wait_for_a_reboot_and_catch_overrides() {
+    let pg = Postgres::start(false);
+    let emulator = Emulator::start(None);
+    use aws_sdk_rds::types::ApplyMethod::{Immediate, PendingReboot};
+    let set = |name: &str, value: &str, method: aws_sdk_rds::types::ApplyMethod| {
+        aws_sdk_rds::types::Parameter::builder()
+            .parameter_name(name)
+            .parameter_value(value)
+            .apply_method(method)
+            .build()
+    };
+    async fn modify(rds: &aws_sdk_rds::Client, parameters: &[aws_sdk_rds::types::Parameter]) {
+        rds.modify_db_parameter_group()
+            .db_parameter_group_name("eff-pg")
+            .set_parameters(Some(parameters.to_vec()))
+            .send()
+            .await
+            .expect("modify eff-pg");
+    }
+    // One runtime: the client's connections belong to it.
+    let rt = runtime();
+    let rds = rt.block_on(async { aws_sdk_rds::Client::new(&emulator.sdk_config().await) });
+    rt.block_on(async {
+        rds.create_db_parameter_group()
+            .db_parameter_group_name("eff-pg")
+            .db_parameter_group_family("postgres14")
+            .description("effective settings test")
+            .send()
+            .await
+            .expect("group");
+        modify(
+            &rds,
+            &[
+                set("log_connections", "1", Immediate),
+                set("log_disconnections", "1", Immediate),
+                set("pgaudit.log", "ddl,role", Immediate),
+            ],
+        )
+        .await;
+        new_instance(&rds, "eff", pg.port, "eff")
+            .master_user_password("not-a-real-password-1")
+            .db_parameter_group_name("eff-pg")
+            .send()
+            .await
+            .expect("instance");
+        // The static preload waits for a reboot: the whole group is `pending-reboot` to AWS.
+        modify(
+            &rds,
+            &[set("shared_preload_libraries", "pgaudit", PendingReboot)],
+        )
+        .await;
+    });
+    let secrets = pg.secrets_dir(&[AUDITOR]);
+    let policy = "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata: {name: eff, namespace: test}\nspec:\n  selector: {instanceIdentifiers: [eff]}\n  posture:\n    logging: {connections: true, noStatementSecrets: true}\n    audit: {pgaudit: {classes: [ddl, role]}}\n    database:\n      connection: {secretRef: {name: auditor}}\n      publicSchema: true\n";
+
+    let (report, _) = check_text(&emulator, &pg, &secrets, policy, false);
+    let f = findings(&report, "eff");
+    // The server runs with pgaudit preloaded already: not this control's reboot.
+    assert_eq!(status(&f, "audit.pgaudit"), "Compliant", "{f:?}");
+    assert!(
+        message(&f, "audit.pgaudit").contains("the reboot eff-pg waits for does not change it"),
+        "{f:?}"
+    );
+    assert_eq!(
+        status(&f, "logging.noStatementSecrets"),
+        "Compliant",
+        "{f:?}"
+    );
+    // Connection logging is set in the group but the server does not run it yet.
+    assert_eq!(status(&f, "logging.connections"), "PendingReboot", "{f:?}");
+    let m = message(&f, "logging.connections");
+    assert!(
+        m.contains("eff runs log_connections = off (group eff-pg sets 1)")
+            && m.contains("eff runs log_disconnections = off (group eff-pg sets 1)")
+            && !m.contains("shared_preload_libraries"),
+        "{m}"
+    );
+
+    // Rebooted, in sync, and the server still logs no connections: overridden outside the group.
+    rt.block_on(async {
+        rds.reboot_db_instance()
+            .db_instance_identifier("eff")
+            .send()
+            .await
+            .expect("reboot");
+    });
+    let (report, _) = check_text(&emulator, &pg, &secrets, policy, false);
+    let f = findings(&report, "eff");
+    assert_eq!(status(&f, "logging.connections"), "NonCompliant", "{f:?}");
+    assert!(
+        message(&f, "logging.connections")
+            .starts_with("overridden outside the parameter group: eff runs log_connections = off"),
+        "{f:?}"
+    );
+
+    // The server now runs what the group says.
+    for setting in ["log_connections", "log_disconnections"] {
+        pg.psql("postgres", &format!("ALTER SYSTEM SET {setting} = on"));
+    }
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pg.psql("postgres", "SHOW log_connections") != "on" {
+        assert!(std::time::Instant::now() < deadline, "reload not seen");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (report, _) = check_text(&emulator, &pg, &secrets, policy, false);
+    let f = findings(&report, "eff");
+    assert_eq!(status(&f, "logging.connections"), "Compliant", "{f:?}");
+}
+
+/// An Aurora cluster: the catalogue is read through the writer (cluster) endpoint and the
+/// effective settings on each member's instance endpoint, both with TLS verifying the host
+/// names AWS reports (`apg.cluster-aaaaaaaaaa…`, `apg-1.aaaaaaaaaa…`) against the test CA.
+#[test]
+fn aurora_clusters_are_read_through_the_writer_and_every_member_with_verified_host_names() {
+    let pg = Postgres::start(false);
+    let emulator = Emulator::start(None);
+    let port = pg.port;
+    let endpoints = runtime().block_on(async {
+        use aws_sdk_rds::types::{ApplyMethod, Parameter};
+        let rds = aws_sdk_rds::Client::new(&emulator.sdk_config().await);
+        rds.create_db_cluster_parameter_group()
+            .db_cluster_parameter_group_name("apg-pg")
+            .db_parameter_group_family("aurora-postgresql16")
+            .description("members log connections")
+            .send()
+            .await
+            .expect("group");
+        let mut modify = rds
+            .modify_db_cluster_parameter_group()
+            .db_cluster_parameter_group_name("apg-pg");
+        for name in ["log_connections", "log_disconnections"] {
+            modify = modify.parameters(
+                Parameter::builder()
+                    .parameter_name(name)
+                    .parameter_value("1")
+                    .apply_method(ApplyMethod::Immediate)
+                    .build(),
+            );
+        }
+        modify.send().await.expect("modify");
+        let cluster = rds
+            .create_db_cluster()
+            .db_cluster_identifier("apg")
+            .engine("aurora-postgresql")
+            .engine_version("16.6")
+            .master_username("postgres")
+            .master_user_password("not-a-real-password-1")
+            .db_cluster_parameter_group_name("apg-pg")
+            .port(i32::from(port))
+            .send()
+            .await
+            .expect("cluster");
+        let mut endpoints = vec![
+            cluster
+                .db_cluster()
+                .and_then(|c| c.endpoint())
+                .unwrap_or_default()
+                .to_string(),
+        ];
+        for member in ["apg-1", "apg-2"] {
+            let db = rds
+                .create_db_instance()
+                .db_instance_identifier(member)
+                .db_cluster_identifier("apg")
+                .engine("aurora-postgresql")
+                .db_instance_class("db.r6g.large")
+                .send()
+                .await
+                .expect("member");
+            endpoints.push(
+                db.db_instance()
+                    .and_then(|i| i.endpoint())
+                    .and_then(|e| e.address())
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+        endpoints
+    });
+    assert_eq!(
+        endpoints,
+        [
+            "apg.cluster-aaaaaaaaaa.us-east-1.rds.amazonaws.com",
+            "apg-1.aaaaaaaaaa.us-east-1.rds.amazonaws.com",
+            "apg-2.aaaaaaaaaa.us-east-1.rds.amazonaws.com"
+        ]
+    );
+    let secrets = pg.secrets_dir(&[AUDITOR]);
+    let policy = "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata: {name: apg, namespace: test}\nspec:\n  selector: {clusterIdentifiers: [apg]}\n  posture:\n    logging: {connections: true}\n    database:\n      connection: {secretRef: {name: auditor}}\n      publicSchema: true\n      superusers: {}\n";
+    let (report, output) = check_text(&emulator, &pg, &secrets, policy, false);
+    assert!(!output.contains("auditor-password"));
+    let f = findings(&report, "apg");
+    // Through the writer endpoint, verified.
+    assert_eq!(status(&f, "database.publicSchema"), "Compliant", "{f:?}");
+    assert_eq!(status(&f, "database.superusers"), "Compliant", "{f:?}");
+    // On every member's endpoint, verified: each runs without connection logging though the
+    // cluster group (in sync) asks for it.
+    assert_eq!(status(&f, "logging.connections"), "NonCompliant", "{f:?}");
+    let m = message(&f, "logging.connections");
+    for member in ["apg-1", "apg-2"] {
+        assert!(
+            m.contains(&format!(
+                "{member} runs log_connections = off (group apg-pg sets 1)"
+            )),
+            "{m}"
+        );
+    }
+    assert!(!m.contains("not read"), "{m}");
+}
+
+/// The RDS-managed master secret: pgbaseline reads the secret whose ARN AWS reports for the
+/// database (GetSecretValue), logs in as the master user and fixes; a database whose password is
+/// not managed reports why; the password never reaches the output.
+#[test]
+fn the_master_user_secret_aws_reports_logs_in_and_is_never_shown() {
+    let pg = Postgres::start(false);
+    let emulator = Emulator::start(None);
+    let port = pg.port;
+    let password = runtime().block_on(async {
+        let config = emulator.sdk_config().await;
+        let rds = aws_sdk_rds::Client::new(&config);
+        let mut arn = String::new();
+        for (id, managed) in [("managed", true), ("unmanaged", false)] {
+            let create = new_instance(&rds, id, port, "master");
+            let create = if managed {
+                create.manage_master_user_password(true)
+            } else {
+                create.master_user_password("not-a-real-password-1")
+            };
+            let db = create.send().await.expect("instance");
+            if managed {
+                arn = db
+                    .db_instance()
+                    .and_then(|d| d.master_user_secret())
+                    .and_then(|s| s.secret_arn())
+                    .expect("MasterUserSecret")
+                    .to_string();
+            }
+        }
+        let value = aws_sdk_secretsmanager::Client::new(&config)
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await
+            .expect("secret");
+        let json: Value =
+            serde_json::from_str(value.secret_string().expect("string")).expect("json");
+        assert_eq!(json["username"], "postgres");
+        json["password"].as_str().expect("password").to_string()
+    });
+    // As RDS does: the master user's password is the secret's.
+    pg.psql(
+        "postgres",
+        &format!(
+            "ALTER ROLE postgres PASSWORD '{}'",
+            password.replace('\'', "''")
+        ),
+    );
+    pg.psql("postgres", "GRANT CREATE ON SCHEMA public TO PUBLIC");
+    let secrets = pg.secrets_dir(&[]);
+    let policy = "apiVersion: pgbaseline.io/v1alpha1\nkind: DatabaseSecurityPolicy\nmetadata: {name: m, namespace: test}\nspec:\n  selector: {tags: {indb: master}}\n  mode: Enforce\n  posture:\n    database:\n      connection: {masterUserSecret: {}}\n      publicSchema: true\n";
+    emulator.reset_calls();
+    let (report, output) = check_text(&emulator, &pg, &secrets, policy, true);
+    assert!(!output.contains(&password), "the master password leaked");
+    let f = findings(&report, "managed");
+    assert_eq!(status(&f, "database.publicSchema"), "Remediated", "{f:?}");
+    assert!(
+        message(&f, "database.publicSchema")
+            .contains("revoked CREATE on schema public from PUBLIC in database postgres")
+    );
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT has_schema_privilege('public', 'public', 'CREATE')"
+        ),
+        "f"
+    );
+    let f = findings(&report, "unmanaged");
+    assert_eq!(status(&f, "database.publicSchema"), "Error", "{f:?}");
+    assert!(
+        message(&f, "database.publicSchema")
+            .starts_with("CredentialsUnavailable: AWS reports no MasterUserSecret"),
+        "{f:?}"
+    );
+    // The secret was read through Secrets Manager, only for the managed database, and nothing
+    // in AWS was changed.
+    let reads: Vec<_> = emulator
+        .calls()
+        .into_iter()
+        .filter(|c| c.action == "GetSecretValue")
+        .collect();
+    assert!(!reads.is_empty() && reads.iter().all(|c| c.service == "secretsmanager"));
+    assert!(emulator.mutating_calls().is_empty());
 }

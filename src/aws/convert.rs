@@ -99,6 +99,10 @@ pub fn instance_model(region: &str, i: &DbInstance, reads: &Reads<'_>) -> Databa
             port: port_of(i.endpoint().and_then(|e| e.port()).or(i.db_instance_port())),
             endpoint: i.endpoint().and_then(|e| e.address()).map(str::to_string),
             master_username: i.master_username().map(str::to_string),
+            master_user_secret_arn: i
+                .master_user_secret()
+                .and_then(|m| m.secret_arn())
+                .map(str::to_string),
         },
         members: Vec::new(),
         parameter_group,
@@ -231,6 +235,10 @@ pub fn cluster_model(
             port: port_of(c.port()),
             endpoint: c.endpoint().map(str::to_string),
             master_username: c.master_username().map(str::to_string),
+            master_user_secret_arn: c
+                .master_user_secret()
+                .and_then(|m| m.secret_arn())
+                .map(str::to_string),
         },
         members,
         parameter_group,

@@ -306,6 +306,8 @@ fn service_of(action: &str) -> &'static str {
         "ec2"
     } else if action.contains("Alias") || action.ends_with("Key") {
         "kms"
+    } else if action.contains("Secret") {
+        "secretsmanager"
     } else {
         "rds"
     }
@@ -388,6 +390,8 @@ pub struct AwsRegion {
     pub(crate) ec2: aws_sdk_ec2::Client,
     pub(crate) kms: aws_sdk_kms::Client,
     pub(crate) sts: aws_sdk_sts::Client,
+    /// Only for the RDS-managed master secrets (`database.connection.masterUserSecret`).
+    pub(crate) secretsmanager: aws_sdk_secretsmanager::Client,
     limiter: Arc<DefaultDirectRateLimiter>,
     pub stats: Arc<CallStats>,
     /// The endpoint every client uses when one is configured (`AWS_ENDPOINT_URL`); else AWS's
@@ -454,12 +458,18 @@ impl AwsRegion {
                 .interceptor(interceptor())
                 .build(),
         );
+        let secretsmanager = aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::config::Builder::from(config)
+                .interceptor(interceptor())
+                .build(),
+        );
         Ok(AwsRegion {
             region,
             rds,
             ec2,
             kms,
             sts,
+            secretsmanager,
             limiter,
             stats,
             endpoint: config.endpoint_url().map(str::to_string),
@@ -480,7 +490,7 @@ impl AwsRegion {
         let fail = |message: String| Failure {
             call: "GenerateDBAuthToken",
             class: ErrorClass::InvalidConfiguration,
-            code: "TokenNotGenerated".into(),
+            code: code::TOKEN_NOT_GENERATED.into(),
             message,
         };
         let mut builder = Config::builder()
@@ -498,6 +508,36 @@ impl AwsRegion {
             .await
             .map(|t| t.as_str().to_string())
             .map_err(|e| fail(e.to_string()))
+    }
+
+    /// The user name and password of the secret RDS manages for a database's master user
+    /// (`arn` as DescribeDBInstances/DescribeDBClusters report it in `MasterUserSecret`, never
+    /// from a policy). The value is returned, never logged or put in an error: a secret that is
+    /// not the JSON RDS writes is refused by its shape alone. Bounded by the clients' time limits.
+    pub async fn master_user_secret(&self, arn: &str) -> Result<(String, String), Failure> {
+        self.throttle().await;
+        let out = self
+            .secretsmanager
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await
+            .map_err(|e| self.locate(Failure::from_sdk("GetSecretValue", e)))?;
+        #[derive(serde::Deserialize)]
+        struct Credentials {
+            username: String,
+            password: String,
+        }
+        let shape = || {
+            Failure::new(
+                "GetSecretValue",
+                code::INVALID_RESPONSE,
+                format!("{arn} does not hold the JSON RDS writes (username, password)"),
+            )
+        };
+        let text = out.secret_string().ok_or_else(shape)?;
+        let credentials: Credentials = serde_json::from_str(text).map_err(|_| shape())?;
+        Ok((credentials.username, credentials.password))
     }
 
     /// `e` with this region and the endpoint it was sent to (see [`Failure::located`]).

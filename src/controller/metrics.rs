@@ -59,6 +59,12 @@ pub struct RegionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `Connected`, or the reason the attempt failed (`DatabaseUnreachable`, …).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct AccountLabels {
     pub account: String,
     pub code: String,
@@ -87,6 +93,11 @@ fn sweep_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.05, 2.0, 12))
 }
 
+fn connect_histogram() -> Histogram {
+    // 5 ms (a local server) to ~20 s (twice the longest connect timeout one would set).
+    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+}
+
 type AwsKey = (String, String, String, String, &'static str);
 
 /// Every metric the operator exports.
@@ -109,6 +120,10 @@ pub struct Metrics {
     /// Failures to assume or verify an account's role, by account and AWS code.
     pub account_failures: Family<AccountLabels, Counter>,
     pub report_writes: Family<ReportLabels, Counter>,
+    /// Connection attempts of the in-database layer, by outcome.
+    pub database_connections: Family<OutcomeLabels, Counter>,
+    /// How long connecting took (TCP, TLS and login), by outcome.
+    pub database_connect_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
     /// Drift-queue messages by source and outcome.
     pub events: Family<EventLabels, Counter>,
     /// Targeted re-reads after events, by account and region.
@@ -226,6 +241,19 @@ impl Metrics {
             "Policy report writes by API group and operation (apply, delete); 0 in steady state: a report is written only when its content changes",
             report_writes.clone(),
         );
+        let database_connections = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "database_connections",
+            "Connection attempts of the in-database controls (TCP, verified TLS and login) by outcome: Connected, or the reason it failed (DatabaseUnreachable, TlsVerificationFailed, AuthenticationFailed, ...)",
+            database_connections.clone(),
+        );
+        let database_connect_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(connect_histogram);
+        registry.register(
+            "database_connect_duration_seconds",
+            "Time to connect to a database (TCP, verified TLS and login), by outcome",
+            database_connect_duration.clone(),
+        );
         let events = Family::<EventLabels, Counter>::default();
         registry.register(
             "events",
@@ -258,6 +286,8 @@ impl Metrics {
         );
         Metrics {
             registry,
+            database_connections,
+            database_connect_duration,
             events,
             event_rereads,
             event_wakes,
@@ -281,6 +311,17 @@ impl Metrics {
             finding_series: Mutex::default(),
             aws_seen: Mutex::default(),
         }
+    }
+
+    /// One connection attempt of the in-database layer.
+    pub fn database_connection(&self, outcome: &str, took: std::time::Duration) {
+        let labels = OutcomeLabels {
+            outcome: outcome.to_string(),
+        };
+        self.database_connections.get_or_create(&labels).inc();
+        self.database_connect_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 
     /// Counts one drift-queue message.
@@ -510,6 +551,8 @@ mod tests {
         m.sweep("", "us-east-1", 1.0, true);
         m.sweep("payments", "eu-west-1", 1.0, true);
         m.account_failure("payments", "AccessDenied");
+        m.database_connection("Connected", std::time::Duration::from_millis(12));
+        m.database_connection("AuthenticationFailed", std::time::Duration::from_millis(3));
         let text = m.encode();
         for name in [
             "pgbaseline_reconciles_total{result=\"Compliant\"} 1",
@@ -520,6 +563,9 @@ mod tests {
             "pgbaseline_last_successful_sweep_timestamp_seconds{region=\"us-east-1\",account=\"\"}",
             "pgbaseline_account_failures_total{account=\"payments\",code=\"AccessDenied\"} 1",
             "pgbaseline_leader",
+            "pgbaseline_database_connections_total{outcome=\"Connected\"} 1",
+            "pgbaseline_database_connections_total{outcome=\"AuthenticationFailed\"} 1",
+            "pgbaseline_database_connect_duration_seconds_count{outcome=\"Connected\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

@@ -126,7 +126,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         options.requests_per_second,
     );
     ctx.managed_group_grace = options.managed_group_grace;
-    ctx.db = Some(crate::postgres::Layer::new(options.db.clone()));
+    let connections = metrics.clone();
+    ctx.db = Some(
+        crate::postgres::Layer::new(options.db.clone()).observed_by(Arc::new(
+            move |outcome, took| connections.database_connection(outcome, took),
+        )),
+    );
     ctx.reports = reports::Reports::new(options.policy_reports);
     let leadership = (options.leader_election && !options.scale_out)
         .then(|| Arc::new(lease::Leadership::default()));

@@ -649,8 +649,9 @@ async fn act(
         generation: policy.meta().generation,
     };
     let login = match &ctx.db {
-        Some(_) if crate::posture::indb::needed(spec) => {
-            login_of(&ctx.client, &policy.namespace().unwrap_or_default(), spec).await
+        Some(layer) if crate::posture::indb::needed(spec) => {
+            let namespace = policy.namespace().unwrap_or_default();
+            layer.login_for(&namespace, login_of(&ctx.client, &namespace, spec).await)
         }
         _ => crate::postgres::Login::Unavailable {
             reason: crate::posture::indb::Reason::CredentialsUnavailable,

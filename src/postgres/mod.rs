@@ -2,7 +2,8 @@
 //! in-database controls need into a [`indb::Observation`] and runs the SQL fixes Enforce planned.
 //!
 //! Safety rules, each enforced here:
-//! - it connects only to the host name and port AWS reports for a database; the optional
+//! - it connects only to the host names and port AWS reports for a database (an instance's
+//!   endpoint; an Aurora cluster's writer endpoint and each member's instance endpoint); the optional
 //!   `connect_addr` (an operator- or CLI-level flag, for tests and private routing) changes only
 //!   the IP address dialled, while TLS still verifies the AWS host name;
 //! - TLS always (`sslmode=require` plus a rustls verifier: the chain against the CA bundle and
@@ -24,7 +25,9 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::api::DatabaseKind;
 use crate::aws::AwsRegion;
+use crate::posture::effective::{EffectiveSettings, Setting};
 use crate::posture::indb::{
     DatabaseFacts, Definer, EventTrigger, Failure, Observation, Override, Reason, ServerFacts,
     Session, SqlFix, Superuser,
@@ -46,6 +49,9 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
     pub concurrency: usize,
+    /// The namespaces whose policies may use the RDS-managed master secret (the operator's
+    /// `--db-master-secret-namespace`); `None`: no namespace to ask about (`check`).
+    pub master_secret_namespaces: Option<Vec<String>>,
 }
 
 impl Default for Settings {
@@ -56,6 +62,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
             concurrency: DEFAULT_CONCURRENCY,
+            master_secret_namespaces: None,
         }
     }
 }
@@ -87,6 +94,10 @@ pub enum Login {
     Iam {
         user: String,
     },
+    /// The master user's credentials from the secret RDS manages in Secrets Manager for each
+    /// database (`MasterUserSecret`, as DescribeDBInstances/DescribeDBClusters report it; never
+    /// a secret a policy names), fetched for each look and never kept.
+    MasterUserSecret,
     /// The credentials could not be had; every database of the policy reports why.
     Unavailable {
         reason: Reason,
@@ -103,8 +114,9 @@ impl Login {
         }
     }
 
-    /// The policy's login when it needs no Secret (an IAM user), or the Secret to read: the
-    /// one decision `check` (secrets directory) and the operator (the policy's namespace) share.
+    /// The policy's login when it needs no Kubernetes Secret (an IAM user, the RDS-managed
+    /// master secret, resolved per database when connecting), or the Secret to read: the one
+    /// decision `check` (secrets directory) and the operator (the policy's namespace) share.
     pub fn of_spec(
         spec: &crate::api::DatabaseSecurityPolicySpec,
     ) -> Result<Login, &crate::api::SecretRef> {
@@ -118,6 +130,9 @@ impl Login {
         };
         if let Some(user) = &connection.iam_user {
             return Ok(Login::Iam { user: user.clone() });
+        }
+        if connection.master_user_secret.is_some() {
+            return Ok(Login::MasterUserSecret);
         }
         match &connection.secret_ref {
             Some(secret) => Err(secret),
@@ -139,12 +154,20 @@ impl Login {
     }
 }
 
+/// Told of every connection attempt: its outcome (`Connected`, or the [`Reason`] it failed
+/// with) and how long it took (the operator's metrics).
+pub type ConnectionObserver = Arc<dyn Fn(&'static str, Duration) + Send + Sync>;
+
+/// The outcome of a connection attempt that succeeded, as [`ConnectionObserver`] is told.
+pub const CONNECTED: &str = "Connected";
+
 /// The layer: TLS configuration, limits and counters, shared by every policy and sweep.
 pub struct Layer {
     settings: Settings,
     tls: Result<MakeRustlsConnect, String>,
     slots: Arc<Semaphore>,
     connections: std::sync::atomic::AtomicU64,
+    observer: Option<ConnectionObserver>,
 }
 
 impl std::fmt::Debug for Layer {
@@ -168,6 +191,9 @@ mod sql {
     pub const PUBLIC_CREATE: &str = "SELECT n.nspname::text, pg_get_userbyid(n.nspowner)::text FROM pg_namespace n WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' AND has_schema_privilege('public', n.oid, 'CREATE') ORDER BY 1";
     pub const PGAUDIT: &str = "SELECT extversion::text FROM pg_extension WHERE extname = 'pgaudit'";
     pub const DEFINERS: &str = "SELECT p.oid::regprocedure::text, pg_get_userbyid(p.proowner)::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND NOT EXISTS (SELECT 1 FROM unnest(coalesce(p.proconfig, '{}'::text[])) c WHERE c LIKE 'search\\_path=%') AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e') ORDER BY 1";
+    /// What the server runs with, for the controlled parameters; a placeholder setting that
+    /// `pg_settings` does not list (`rds.force_ssl` outside RDS) is read with `current_setting`.
+    pub const SETTINGS: &str = "SELECT n, coalesce(s.setting, current_setting(n, true)), coalesce(s.source, 'unknown'), coalesce(s.pending_restart, false) FROM unnest($1::text[]) AS n LEFT JOIN pg_settings s ON s.name = n ORDER BY 1";
     pub const EVENT_TRIGGERS: &str = "SELECT e.evtname::text, pg_get_userbyid(e.evtowner)::text, x.extname::text FROM pg_event_trigger e LEFT JOIN pg_depend d ON d.classid = 'pg_event_trigger'::regclass AND d.objid = e.oid AND d.deptype = 'e' LEFT JOIN pg_extension x ON x.oid = d.refobjid ORDER BY 1";
 }
 
@@ -183,6 +209,31 @@ impl Layer {
             tls,
             slots,
             connections: Default::default(),
+            observer: None,
+        }
+    }
+
+    /// The same layer, telling `observer` of every connection attempt.
+    pub fn observed_by(mut self, observer: ConnectionObserver) -> Layer {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// `login` as a policy of `namespace` may use it: the RDS-managed master secret only where
+    /// the operator allows it (the other logins are the policy's own).
+    pub fn login_for(&self, namespace: &str, login: Login) -> Login {
+        match (&login, &self.settings.master_secret_namespaces) {
+            (Login::MasterUserSecret, Some(allowed)) if !allowed.iter().any(|n| n == namespace) => {
+                Login::unavailable(format!(
+                    "namespace {namespace} may not use database.connection.masterUserSecret: the operator allows it only in {} (--db-master-secret-namespace, chart database.masterUserSecretNamespaces)",
+                    if allowed.is_empty() {
+                        "no namespace".to_string()
+                    } else {
+                        allowed.join(", ")
+                    }
+                ))
+            }
+            _ => login,
         }
     }
 
@@ -198,13 +249,16 @@ impl Layer {
 
     /// Reads everything the in-database controls need from one RDS instance or Aurora cluster
     /// (through its writer endpoint), one database at a time, read-only. `roles` are the role
-    /// names whose existence matters (`audit.pgaudit.role`).
+    /// names whose existence matters (`audit.pgaudit.role`); `parameters` the settings whose
+    /// effective values the parameter controls compare with the group: read on the instance's
+    /// endpoint, or on each Aurora member's instance endpoint as AWS reports it.
     pub async fn observe(
         &self,
         database: &Database,
         login: &Login,
         aws: &AwsRegion,
         roles: &[String],
+        parameters: &[String],
     ) -> Observation {
         let Some(host) = database.attributes.endpoint.clone() else {
             return Observation::failed(
@@ -214,12 +268,28 @@ impl Layer {
         };
         let port = database.attributes.port;
         let _slot = self.slots.acquire().await;
+        let login = self.resolve(database, login, aws).await;
+        let login = &login;
         let first = match self
             .connect(&host, port, FIRST_DATABASE, login, aws, true)
             .await
         {
             Ok(client) => client,
-            Err(failure) => return Observation::failed(failure.reason, failure.message),
+            Err(failure) => {
+                let mut observation = Observation::failed(failure.reason, failure.message.clone());
+                // The members are not tried: the same login (and, most often, the same
+                // network path) would fail again, each costing a connect timeout.
+                if !parameters.is_empty() {
+                    observation.effective = instances(database)
+                        .into_iter()
+                        .map(|instance| EffectiveSettings {
+                            instance,
+                            read: Err((failure.reason, failure.message.clone())),
+                        })
+                        .collect();
+                }
+                return observation;
+            }
         };
         let (server, mut names) = match self.server_facts(&first, roles).await {
             Ok(read) => read,
@@ -229,7 +299,19 @@ impl Layer {
             server: Some(server),
             databases: Vec::new(),
             failures: Vec::new(),
+            effective: Vec::new(),
         };
+        // An instance's settings on the connection already open; an Aurora cluster's on each
+        // member (the cluster endpoint does not say which instance answered).
+        if !parameters.is_empty() && database.kind == DatabaseKind::Instance {
+            observation.effective.push(EffectiveSettings {
+                instance: database.id.clone(),
+                read: self
+                    .effective_settings(&first, parameters)
+                    .await
+                    .map_err(|f| (f.reason, f.message)),
+            });
+        }
         // The first database first: its connection is reused, so one is open at a time.
         names.sort_by_key(|n| n != FIRST_DATABASE);
         let mut first = Some(first);
@@ -264,7 +346,103 @@ impl Layer {
             }
             drop(client);
         }
+        drop(first);
+        if !parameters.is_empty() && database.kind == DatabaseKind::Cluster {
+            observation.effective = self.member_settings(database, login, aws, parameters).await;
+        }
         observation
+    }
+
+    /// The settings each Aurora member runs with, read on its instance endpoint (one member at
+    /// a time, one connection each, to the first database).
+    async fn member_settings(
+        &self,
+        database: &Database,
+        login: &Login,
+        aws: &AwsRegion,
+        parameters: &[String],
+    ) -> Vec<EffectiveSettings> {
+        let mut out = Vec::new();
+        for member in &database.members {
+            let read = match &member.endpoint {
+                None => Err((
+                    Reason::NoEndpoint,
+                    "AWS reports no endpoint for the member".to_string(),
+                )),
+                Some(host) => {
+                    match self
+                        .connect(
+                            host,
+                            database.attributes.port,
+                            FIRST_DATABASE,
+                            login,
+                            aws,
+                            true,
+                        )
+                        .await
+                    {
+                        Err(f) => Err((f.reason, f.message)),
+                        Ok(client) => self
+                            .effective_settings(&client, parameters)
+                            .await
+                            .map_err(|f| (f.reason, f.message)),
+                    }
+                }
+            };
+            out.push(EffectiveSettings {
+                instance: member.id.clone(),
+                read,
+            });
+        }
+        out
+    }
+
+    async fn effective_settings(
+        &self,
+        client: &Client,
+        parameters: &[String],
+    ) -> Result<BTreeMap<String, Setting>, Failure> {
+        let rows = client
+            .query(sql::SETTINGS, &[&parameters])
+            .await
+            .map_err(|e| what(classify(&e), sql::SETTINGS))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let value: Option<String> = r.get(1);
+                Some((
+                    r.get::<_, String>(0),
+                    Setting {
+                        value: value?,
+                        source: r.get(2),
+                        pending_restart: r.get(3),
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    /// The login to use for `database`: the policy's, or for the managed master secret the
+    /// credentials it holds now (one GetSecretValue per look; the value is never kept or shown).
+    async fn resolve(&self, database: &Database, login: &Login, aws: &AwsRegion) -> Login {
+        if !matches!(login, Login::MasterUserSecret) {
+            return login.clone();
+        }
+        let Some(arn) = database.attributes.master_user_secret_arn.as_deref() else {
+            return Login::unavailable(
+                "AWS reports no MasterUserSecret for the database: its master password is not managed in Secrets Manager (see auth.managedMasterPassword)",
+            );
+        };
+        match aws.master_user_secret(arn).await {
+            Ok((user, password)) => Login::Password {
+                user,
+                password: Password::new(password),
+            },
+            Err(e) => Login::unavailable(format!(
+                "the database's master user secret: {}: {}: {}",
+                e.call, e.code, e.message
+            )),
+        }
     }
 
     /// Runs the SQL fixes on one database server, each in its own transaction, and returns how
@@ -292,6 +470,7 @@ impl Layer {
                 .collect();
         };
         let _slot = self.slots.acquire().await;
+        let login = &self.resolve(database, login, aws).await;
         for (name, fixes) in by_db {
             let client = match self
                 .connect(&host, database.attributes.port, name, login, aws, false)
@@ -350,6 +529,14 @@ impl Layer {
                 });
             }
             Login::Password { user, password } => (user.clone(), password.0.clone()),
+            // Resolved per database before connecting (`resolve`).
+            Login::MasterUserSecret => {
+                return Err(Failure {
+                    database: None,
+                    reason: Reason::CredentialsUnavailable,
+                    message: "the master user secret was not resolved".into(),
+                });
+            }
             Login::Iam { user } => match aws.db_auth_token(host, port, user).await {
                 Ok(token) => (user.clone(), token),
                 Err(e) => {
@@ -383,22 +570,28 @@ impl Layer {
         self.connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let limit = self.settings.connect_timeout * 2;
-        let (client, connection) =
-            match tokio::time::timeout(limit, config.connect(tls.clone())).await {
-                Err(_) => {
-                    return Err(Failure {
-                        database: None,
-                        reason: Reason::DatabaseUnreachable,
-                        message: format!("{host}:{port}: no answer within {}s", limit.as_secs()),
-                    });
-                }
-                Ok(Err(e)) => {
-                    let mut f = classify(&e);
-                    f.message = format!("{host}:{port}: {}", f.message);
-                    return Err(f);
-                }
-                Ok(Ok(pair)) => pair,
+        let started = std::time::Instant::now();
+        let connected = match tokio::time::timeout(limit, config.connect(tls.clone())).await {
+            Err(_) => Err(Failure {
+                database: None,
+                reason: Reason::DatabaseUnreachable,
+                message: format!("{host}:{port}: no answer within {}s", limit.as_secs()),
+            }),
+            Ok(Err(e)) => {
+                let mut f = classify(&e);
+                f.message = format!("{host}:{port}: {}", f.message);
+                Err(f)
+            }
+            Ok(Ok(pair)) => Ok(pair),
+        };
+        if let Some(observer) = &self.observer {
+            let outcome = match &connected {
+                Ok(_) => CONNECTED,
+                Err(f) => f.reason.as_str(),
             };
+            observer(outcome, started.elapsed());
+        }
+        let (client, connection) = connected?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -522,6 +715,15 @@ impl Layer {
     }
 }
 
+/// The instances whose settings the parameter controls compare: an RDS instance, or each Aurora
+/// member.
+fn instances(database: &Database) -> Vec<String> {
+    match database.kind {
+        DatabaseKind::Instance => vec![database.id.clone()],
+        DatabaseKind::Cluster => database.members.iter().map(|m| m.id.clone()).collect(),
+    }
+}
+
 /// Names the catalogue read that failed (its first words), for people.
 fn what(mut failure: Failure, statement: &str) -> Failure {
     let head: String = statement.chars().take(60).collect();
@@ -614,6 +816,38 @@ mod tests {
             password: Password::new("hunter2"),
         };
         assert!(!format!("{login:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_master_secret_is_used_only_where_the_operator_allows_it() {
+        let layer = |allowed: Option<Vec<String>>| {
+            Layer::new(Settings {
+                master_secret_namespaces: allowed,
+                ..Settings::default()
+            })
+        };
+        let refused = |login: &Login| matches!(login, Login::Unavailable { reason: Reason::CredentialsUnavailable, message } if message.contains("may not use database.connection.masterUserSecret"));
+        let operator = layer(Some(vec!["platform".into()]));
+        assert!(matches!(
+            operator.login_for("platform", Login::MasterUserSecret),
+            Login::MasterUserSecret
+        ));
+        assert!(refused(
+            &operator.login_for("team-a", Login::MasterUserSecret)
+        ));
+        assert!(refused(
+            &layer(Some(Vec::new())).login_for("platform", Login::MasterUserSecret)
+        ));
+        // The policy's own credentials are not the operator's to gate.
+        assert!(matches!(
+            operator.login_for("team-a", Login::Iam { user: "a".into() }),
+            Login::Iam { .. }
+        ));
+        // `check` has no namespace to ask about.
+        assert!(matches!(
+            layer(None).login_for("team-a", Login::MasterUserSecret),
+            Login::MasterUserSecret
+        ));
     }
 
     #[test]

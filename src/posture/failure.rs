@@ -9,7 +9,10 @@ macro_rules! reasons {
     ($($(#[$doc:meta])* $variant:ident,)+) => {
         /// Every reason pgbaseline gives: condition reasons, Event reasons and metric labels.
         /// The text is CamelCase and stable (alerts and dashboards match on it).
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(
+            Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize,
+            serde::Deserialize,
+        )]
         pub enum Reason {
             $($(#[$doc])* $variant,)+
         }
@@ -90,6 +93,24 @@ reasons! {
     RegionNotPermitted,
     /// The account's external id Secret cannot be read.
     ExternalIdUnavailable,
+    // In the database (`database.*` findings: the first word of an `Error` finding's message).
+    /// AWS reports no endpoint for the database (it is being created, stopped or deleted).
+    NoEndpoint,
+    /// No TCP connection to the database within the connect timeout, or it was refused.
+    DatabaseUnreachable,
+    /// The database server's certificate did not verify against the CA bundle or the host name.
+    TlsVerificationFailed,
+    /// The database refused the login (wrong password, expired token, no `rds_iam`, pg_hba).
+    AuthenticationFailed,
+    /// The database credentials could not be had (a Secret or key missing, no managed master
+    /// secret, a token not generated).
+    CredentialsUnavailable,
+    /// The database login role may not read or change what the control needs.
+    PermissionDenied,
+    /// A statement in the database ran past the statement or lock timeout.
+    Timeout,
+    /// Any other failure of a statement in the database.
+    QueryFailed,
 }
 
 impl Reason {
@@ -203,6 +224,7 @@ impl ErrorClass {
             | code::UNKNOWN_REGION
             | code::UNKNOWN_ENDPOINT
             | code::INVALID_REQUEST
+            | code::TOKEN_NOT_GENERATED
             | "OptInRequired" => ErrorClass::InvalidConfiguration,
             code::TIMEOUT | code::CONNECTION_FAILED => ErrorClass::Unreachable,
             code::REFUSED | code::REFUSED_MANAGED_GROUP => ErrorClass::Refused,
@@ -244,6 +266,8 @@ pub mod code {
     pub const INVALID_RESPONSE: &str = "InvalidResponse";
     /// The SDK failed for another reason.
     pub const SDK_FAILURE: &str = "SdkFailure";
+    /// An IAM database authentication token could not be generated (no credentials to sign it).
+    pub const TOKEN_NOT_GENERATED: &str = "TokenNotGenerated";
     /// pgbaseline refused a change (a default group, an action the catalogue does not allow).
     pub const REFUSED: &str = "RefusedByPgbaseline";
     /// pgbaseline did not attach a managed copy it could not prove safe.
@@ -357,6 +381,14 @@ mod tests {
             (Reason::ModeNotPermitted, "ModeNotPermitted"),
             (Reason::RegionNotPermitted, "RegionNotPermitted"),
             (Reason::ExternalIdUnavailable, "ExternalIdUnavailable"),
+            (Reason::NoEndpoint, "NoEndpoint"),
+            (Reason::DatabaseUnreachable, "DatabaseUnreachable"),
+            (Reason::TlsVerificationFailed, "TlsVerificationFailed"),
+            (Reason::AuthenticationFailed, "AuthenticationFailed"),
+            (Reason::CredentialsUnavailable, "CredentialsUnavailable"),
+            (Reason::PermissionDenied, "PermissionDenied"),
+            (Reason::Timeout, "Timeout"),
+            (Reason::QueryFailed, "QueryFailed"),
         ];
         assert_eq!(expected.len(), Reason::ALL.len());
         for (reason, text) in expected {

@@ -12,48 +12,9 @@ use crate::api::{ControlId, DatabaseSecurityPolicySpec, Finding, FindingStatus, 
 use super::model::Database;
 use super::values::{parse_bool, pgaudit_covers, tls_rank};
 
-/// Why a look inside a database failed. The same strings are finding message prefixes, event
-/// reasons and metric labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Reason {
-    /// AWS reports no endpoint for the database (it is being created, stopped or deleted).
-    NoEndpoint,
-    /// No TCP connection within the connect timeout, or it was refused.
-    DatabaseUnreachable,
-    /// The server certificate did not verify against the CA bundle or the host name.
-    TlsVerificationFailed,
-    /// The login was refused (wrong password, expired token, no `rds_iam`, pg_hba rules).
-    AuthenticationFailed,
-    /// The credentials could not be had (a Secret or key missing, a token not generated).
-    CredentialsUnavailable,
-    /// The login role may not read or change what the control needs.
-    PermissionDenied,
-    /// A statement ran past the statement timeout.
-    Timeout,
-    /// Any other failure of a statement.
-    QueryFailed,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::NoEndpoint => "NoEndpoint",
-            Reason::DatabaseUnreachable => "DatabaseUnreachable",
-            Reason::TlsVerificationFailed => "TlsVerificationFailed",
-            Reason::AuthenticationFailed => "AuthenticationFailed",
-            Reason::CredentialsUnavailable => "CredentialsUnavailable",
-            Reason::PermissionDenied => "PermissionDenied",
-            Reason::Timeout => "Timeout",
-            Reason::QueryFailed => "QueryFailed",
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Why a look inside a database failed: the one reason vocabulary ([`super::failure::Reason`]),
+/// whose text starts the message of an `Error` finding and labels events and metrics.
+pub use super::failure::Reason;
 
 /// A look that failed: which database (none: the server as a whole), why, and a message for
 /// people that holds no secret (the IO layer builds it from error kinds, never from the
@@ -154,6 +115,10 @@ pub struct Observation {
     /// The databases read, by name.
     pub databases: Vec<DatabaseFacts>,
     pub failures: Vec<Failure>,
+    /// What each instance endpoint runs with (the instance; each Aurora member), for the
+    /// parameter controls ([`super::effective`]). Its failures are not the databases'.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effective: Vec<super::effective::EffectiveSettings>,
 }
 
 impl Observation {
@@ -167,6 +132,7 @@ impl Observation {
                 reason,
                 message: message.into(),
             }],
+            effective: Vec::new(),
         }
     }
 
@@ -311,13 +277,14 @@ pub fn controls(spec: &DatabaseSecurityPolicySpec) -> Vec<ControlId> {
 }
 
 /// Whether the layer must look inside the databases this policy selects: it has a connection and
-/// in-database controls, or `transport.forceSsl`, whose Enforce is gated on the live sessions.
+/// in-database controls, or `transport.forceSsl` (whose Enforce is gated on the live sessions),
+/// or parameter controls (compared with what the servers run, [`super::effective`]).
 pub fn needed(spec: &DatabaseSecurityPolicySpec) -> bool {
     spec.posture
         .database
         .as_ref()
         .is_some_and(|d| d.connection.is_some())
-        && (!controls(spec).is_empty() || spec.enabled_controls().contains(&ControlId::ForceSsl))
+        && (!controls(spec).is_empty() || !super::effective::parameters_of(spec).is_empty())
 }
 
 /// The roles whose existence the controls need to know (`audit.pgaudit.role`).
@@ -877,6 +844,7 @@ mod tests {
                 ],
             }],
             failures: vec![],
+            effective: vec![],
         }
     }
 

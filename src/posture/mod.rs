@@ -4,6 +4,7 @@
 
 pub mod catalogue;
 pub mod drift;
+pub mod effective;
 pub mod evaluate;
 pub mod exposure;
 pub mod failure;

@@ -89,6 +89,10 @@ pub struct Attributes {
     /// The master user name (allowed to hold `rds_superuser` implicitly).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_username: Option<String>,
+    /// The ARN of the secret RDS manages for the master password (`MasterUserSecret`), the
+    /// only secret `database.connection.masterUserSecret` reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_user_secret_arn: Option<String>,
 }
 
 /// The server certificate authority of an instance.

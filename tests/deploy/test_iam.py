@@ -258,6 +258,24 @@ def test_policy_scoping_refuses(req, why):
     assert not iamsim.allowed([policy("iam-policy.json")], req), why
 
 
+def test_master_secret_policy_reads_only_rds_managed_secrets():
+    """iam-policy-rds-master-secret.json: GetSecretValue on RDS's own `rds!…` secrets, and
+    kms:Decrypt only through Secrets Manager for those secrets (a customer managed key)."""
+    doc = [policy("iam-policy-rds-master-secret.json")]
+    sm = "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234"
+    via = {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com",
+           "kms:EncryptionContext:SecretARN": sm + "rds!db-1-AbCdEf"}
+    assert iamsim.allowed(doc, A("secretsmanager:GetSecretValue", sm + "rds!db-1-AbCdEf"))
+    assert iamsim.allowed(doc, A("secretsmanager:GetSecretValue", sm + "rds!cluster-2-AbCdEf"))
+    assert not iamsim.allowed(doc, A("secretsmanager:GetSecretValue", sm + "app-password-AbCdEf"))
+    assert not iamsim.allowed(doc, A("secretsmanager:PutSecretValue", sm + "rds!db-1-AbCdEf"))
+    assert iamsim.allowed(doc, A("kms:Decrypt", key, via))
+    assert not iamsim.allowed(doc, A("kms:Decrypt", key))
+    assert not iamsim.allowed(doc, A("kms:Decrypt", key, {**via, "kms:ViaService": "s3.us-east-1.amazonaws.com"}))
+    assert not iamsim.allowed(doc, A("kms:Decrypt", key, {**via, "kms:EncryptionContext:SecretARN": sm + "app"}))
+
+
 def test_inplace_addon_allows_only_parameter_group_changes():
     full = [policy("iam-policy.json"), policy("iam-policy-inplace-groups.json")]
     assert iamsim.allowed(full, A("rds:ModifyDBParameterGroup", PG + "pgb-shared-pg16"))

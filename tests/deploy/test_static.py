@@ -247,6 +247,21 @@ def test_watch_namespaces_give_namespaced_roles(helm):
     assert "--namespace=team-a" in args and "--namespace=team-b" in args and "--leader-election" in args
 
 
+def test_master_secret_namespaces_become_flags_and_no_rbac(helm):
+    """The RDS-managed master secret is read from Secrets Manager, not Kubernetes: the chart
+    passes the allowed namespaces to the operator and adds no RBAC for them."""
+    default = render(helm)
+    docs = render(helm, "--set", "database.masterUserSecretNamespaces={platform,dba}")
+    (dep,) = by_kind(docs, "Deployment")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--db-master-secret")] == [
+        "--db-master-secret-namespace=platform", "--db-master-secret-namespace=dba"]
+    (dep,) = by_kind(default, "Deployment")
+    assert not [a for a in dep["spec"]["template"]["spec"]["containers"][0]["args"] if "master-secret" in a]
+    rbac = ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+    assert [d for d in docs if d["kind"] in rbac] == [d for d in default if d["kind"] in rbac]
+
+
 def test_optional_objects_and_irsa(helm):
     docs = render(helm, *VARIANTS["all-optional"])
     (sa,) = by_kind(docs, "ServiceAccount")
@@ -325,6 +340,46 @@ def test_kustomize_base_equals_chart_defaults(helm, kubectl, overlay, values):
         assert k[name] == c[name], name
 
 
+def test_kustomize_database_components_equal_the_chart(helm, kubectl, tmp_path):
+    """An overlay of the base with components/network-policy and components/database-ca-bundle
+    renders what the chart renders with networkPolicy.enabled and database.caBundle.configMap:
+    egress to the database port, and the CA bundle mounted and passed with --db-ca-bundle."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    rel = lambda p: os.path.relpath(p, overlay)
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {rel(DEPLOY)}\n"
+        f"components:\n  - {rel(DEPLOY / 'components' / 'network-policy')}\n"
+        f"  - {rel(DEPLOY / 'components' / 'database-ca-bundle')}\n")
+    kust = [d for d in yaml.safe_load_all(subprocess.run([kubectl, "kustomize", str(overlay)], check=True,
+                                                           capture_output=True, text=True).stdout) if d]
+    out = subprocess.run([helm, "template", "pgbaseline", str(CHART), "-n", "pgbaseline",
+                          "--set", "networkPolicy.enabled=true",
+                          "--set", "database.caBundle.configMap=pgbaseline-db-ca"],
+                         check=True, capture_output=True, text=True).stdout
+    chart = [d for d in yaml.safe_load_all(out) if d]
+
+    def strip(d):
+        for labels in (d["metadata"].get("labels", {}),
+                       d.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})):
+            labels.pop("helm.sh/chart", None)
+            labels.pop("app.kubernetes.io/managed-by", None)
+        return d
+
+    for kind in ("Deployment", "NetworkPolicy"):
+        (k,), (c,) = by_kind(kust, kind), by_kind(chart, kind)
+        assert strip(k) == strip(c), kind
+    (deployment,) = by_kind(kust, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert "--db-ca-bundle=/etc/pgbaseline/db-ca/global-bundle.pem" in args
+    assert {"name": "db-ca", "configMap": {"name": "pgbaseline-db-ca"}} in pod["volumes"]
+    (policy,) = by_kind(kust, "NetworkPolicy")
+    ports = [p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]]
+    assert 5432 in ports
+
+
 # ---------------------------------------------------------------- IAM policies vs. the code
 
 SDK_TO_ACTION = {
@@ -354,7 +409,23 @@ SDK_TO_ACTION = {
     "modify_db_cluster": "rds:ModifyDBCluster",
     "reboot_db_instance": "rds:RebootDBInstance",
     "revoke_security_group_ingress": "ec2:RevokeSecurityGroupIngress",
+    "get_secret_value": "secretsmanager:GetSecretValue",
+    "receive_message": "sqs:ReceiveMessage",
+    # IAM authorizes DeleteMessageBatch as sqs:DeleteMessage (one per message).
+    "delete_message_batch": "sqs:DeleteMessage",
+    "change_message_visibility": "sqs:ChangeMessageVisibility",
 }
+# Calls made only for an opt-in feature, granted by their own documented policy file and kept
+# out of the AWS API policies: the RDS-managed master secret (database.connection
+# .masterUserSecret) and the drift queue (--event-queue).
+SEPARATE_POLICIES = {
+    "secretsmanager:GetSecretValue": "iam-policy-rds-master-secret.json",
+    "sqs:ReceiveMessage": "events/iam-policy-events.json",
+    "sqs:DeleteMessage": "events/iam-policy-events.json",
+    "sqs:ChangeMessageVisibility": "events/iam-policy-events.json",
+}
+# The operation names their errors are reported under.
+SEPARATE_OPERATIONS = {"GetSecretValue", "ReceiveMessage", "DeleteMessageBatch", "ChangeMessageVisibility"}
 # IAM actions AWS authorizes in addition to the called operation (Service Authorization Reference):
 # copies carry tags (rds:AddTagsToResource); ModifyDBInstance/Cluster with ManageMasterUserPassword
 # creates the secret (RDS user guide, "Permissions required for Secrets Manager integration").
@@ -368,7 +439,7 @@ def sdk_operations() -> set[str]:
     lock = (ROOT / "Cargo.lock").read_text()
     registry = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")) / "registry" / "src"
     ops: set[str] = set()
-    for crate in ("aws-sdk-rds", "aws-sdk-ec2", "aws-sdk-kms"):
+    for crate in ("aws-sdk-rds", "aws-sdk-ec2", "aws-sdk-kms", "aws-sdk-secretsmanager", "aws-sdk-sqs"):
         m = re.search(rf'name = "{crate}"\nversion = "([^"]+)"', lock)
         for d in registry.glob(f"*/{crate}-{m.group(1)}/src/operation") if m else []:
             ops |= {p.name for p in d.iterdir() if p.is_dir()}
@@ -412,16 +483,15 @@ def load(name):
 
 
 def test_iam_policy_covers_exactly_the_calls_in_the_code():
-    calls = code_calls()
+    calls = code_calls() - set(SEPARATE_POLICIES)
     acts = allowed_actions(load("iam-policy.json"))
     assert not any("*" in a for a in acts), "no wildcard actions"
     assert calls - acts == set(), f"missing: {sorted(calls - acts)}"
     assert acts - calls == DEPENDENT_ACTIONS, f"extra: {sorted(acts - calls - DEPENDENT_ACTIONS)}"
-    # Cross-check: the operation names the code reports its errors under (the drift queue's
-    # calls have their own policy, checked below).
-    aws = "".join(p.read_text() for p in (ROOT / "src" / "aws").rglob("*.rs") if p.name != "queue.rs")
+    # Cross-check: the operation names the code reports its errors under.
+    aws = "".join(p.read_text() for p in (ROOT / "src" / "aws").rglob("*.rs"))
     # sts:GetCallerIdentity needs no permission (AWS allows it to every identity).
-    reported = set(re.findall(r'from_sdk\(\s*"(\w+)"', aws)) - {"GetCallerIdentity"}
+    reported = set(re.findall(r'from_sdk\(\s*"(\w+)"', aws)) - {"GetCallerIdentity"} - SEPARATE_OPERATIONS
     assert reported <= {a.split(":")[1] for a in acts}, sorted(reported - {a.split(":")[1] for a in acts})
 
 
@@ -434,8 +504,23 @@ def test_events_policy_covers_exactly_the_queue_calls():
     assert acts == needed
 
 
-def test_readonly_policy_is_exactly_the_reads():
+def test_separate_policies_grant_their_calls_on_their_resources_only():
     calls = code_calls()
+    for action, name in SEPARATE_POLICIES.items():
+        assert action in calls, f"{action} is no longer called: drop it from {name}"
+        assert action in allowed_actions(load(name)), name
+        for other in ("iam-policy.json", "iam-policy-readonly.json"):
+            assert action not in allowed_actions(load(other)), other
+    (secret,) = [s for s in load("iam-policy-rds-master-secret.json")["Statement"]
+                 if s["Action"] == "secretsmanager:GetSecretValue"]
+    assert secret["Resource"] == ["arn:aws:secretsmanager:*:*:secret:rds!*"]
+    # kms:Decrypt only through Secrets Manager, for RDS's secrets.
+    (decrypt,) = [s for s in load("iam-policy-rds-master-secret.json")["Statement"] if s["Action"] == "kms:Decrypt"]
+    assert decrypt["Condition"]["StringLike"]["kms:ViaService"] == "secretsmanager.*.amazonaws.com"
+
+
+def test_readonly_policy_is_exactly_the_reads():
+    calls = code_calls() - set(SEPARATE_POLICIES)
     reads = {a for a in calls if re.match(r"\w+:(Describe|List|Get)", a)}
     ro = load("iam-policy-readonly.json")
     assert allowed_actions(ro) == reads
@@ -448,7 +533,8 @@ def test_write_statements_are_resource_scoped():
         if s["Effect"] == "Allow" and not all(re.match(r"\w+:(Describe|List)", a) for a in acts):
             res = [s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]
             assert "*" not in res, f"{s['Sid']} grants a write on every resource"
-    for name in ("iam-policy.json", "iam-policy-readonly.json", "iam-policy-inplace-groups.json"):
+    for name in ("iam-policy.json", "iam-policy-readonly.json", "iam-policy-inplace-groups.json",
+                 "iam-policy-rds-master-secret.json"):
         p = load(name)
         assert p["Version"] == "2012-10-17" and len(json.dumps(p, separators=(",", ":"))) <= 6144
         sids = [s["Sid"] for s in p["Statement"]]

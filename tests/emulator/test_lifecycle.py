@@ -224,3 +224,47 @@ def test_parameter_group_family_must_match_engine_major(rds: Any) -> None:
                               DBClusterParameterGroupName="default.aurora-postgresql15",
                               ApplyImmediately=True)
     assert exc.value.response["Error"]["Code"] == "InvalidParameterCombination"
+
+
+def test_cluster_and_member_endpoints_share_the_account_region_identifier(rds: Any) -> None:
+    """AWS: a cluster's endpoints carry the same per-account-and-region identifier as its
+    instances' (`c.cluster-<id>.<region>.rds.amazonaws.com`, `c.cluster-ro-<id>…`,
+    `m.<id>.<region>…`), which one server certificate covers; members listen on the cluster's
+    port (moto: a random identifier per cluster)."""
+    c = make_cluster(rds, "apg", members=2, Port=6543)
+    assert c["Endpoint"] == "apg.cluster-aaaaaaaaaa.us-east-1.rds.amazonaws.com"
+    assert c["ReaderEndpoint"] == "apg.cluster-ro-aaaaaaaaaa.us-east-1.rds.amazonaws.com"
+    for m in ("apg-1", "apg-2"):
+        db = rds.describe_db_instances(DBInstanceIdentifier=m)["DBInstances"][0]
+        assert db["Endpoint"]["Address"] == f"{m}.aaaaaaaaaa.us-east-1.rds.amazonaws.com"
+        assert db["Endpoint"]["Port"] == 6543
+
+
+def test_managed_master_secret_holds_the_master_user_and_a_generated_password(emu: str) -> None:
+    """AWS: with ManageMasterUserPassword, RDS creates an `rds!…` secret holding
+    {"username": <master user>, "password": <generated>} and reports its ARN in
+    MasterUserSecret (moto: always admin / P@55w0rd!)."""
+    import json
+
+    from conftest import client
+
+    rds, sm = client(emu, "rds"), client(emu, "secretsmanager")
+    made = []
+    for ident in ("m1", "m2"):
+        db = rds.create_db_instance(
+            DBInstanceIdentifier=ident, Engine="postgres", EngineVersion="16.6",
+            DBInstanceClass="db.t4g.micro", AllocatedStorage=20, MasterUsername="owner",
+            ManageMasterUserPassword=True)["DBInstance"]
+        arn = db["MasterUserSecret"]["SecretArn"]
+        assert ":secret:rds!db-" in arn
+        value = json.loads(sm.get_secret_value(SecretId=arn)["SecretString"])
+        assert value["username"] == "owner"
+        assert len(value["password"]) >= 20 and value["password"] != "P@55w0rd!"
+        assert not set('/"@ ') & set(value["password"])
+        made.append(value["password"])
+    assert made[0] != made[1]
+    c = rds.create_db_cluster(DBClusterIdentifier="apg", Engine="aurora-postgresql",
+                              MasterUsername="clusterowner",
+                              ManageMasterUserPassword=True)["DBCluster"]
+    value = json.loads(sm.get_secret_value(SecretId=c["MasterUserSecret"]["SecretArn"])["SecretString"])
+    assert value["username"] == "clusterowner"

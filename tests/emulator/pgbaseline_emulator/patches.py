@@ -8,6 +8,7 @@ first request is served.
 from __future__ import annotations
 
 import base64
+import json
 import random
 import re
 import string
@@ -45,6 +46,13 @@ DBParameterGroup = rds_models.DBParameterGroup
 DBClusterParameterGroup = rds_models.DBClusterParameterGroup
 
 POSTGRES_ENGINES = ("postgres", "aurora-postgresql")
+# moto's instance endpoints are `<id>.aaaaaaaaaa.<region>.rds.amazonaws.com`.
+INSTANCE_URL_IDENTIFIER = "aaaaaaaaaa"
+# Characters RDS leaves out of the master passwords it generates (RDS user guide, "Password
+# management with Amazon RDS and AWS Secrets Manager": no '/', '"', '@' or space).
+_PASSWORD_ALPHABET = "".join(
+    c for c in string.ascii_letters + string.digits + string.punctuation if c not in "/\"@ '"
+)
 IN_SYNC = "in-sync"
 PENDING_REBOOT = "pending-reboot"
 MAX_PARAMS_PER_MODIFY = 20
@@ -399,6 +407,9 @@ def _create_db_instance(self: Any, db_kwargs: Any) -> Any:
                     f"The source cluster could not be found or cannot be accessed: {cluster_id}",
                 )
             version = cluster.engine_version
+            # AWS: "Amazon Aurora: not applicable. The port number is managed by the DB cluster."
+            # (CreateDBInstance, Port); moto gives members the engine's default port.
+            db_kwargs["port"] = cluster.port
         if not db_kwargs.get("db_parameter_group_name"):
             db_kwargs["db_parameter_group_name"] = (
                 f"default.{catalogue.family_for(engine, version)}"
@@ -437,6 +448,11 @@ def _create_db_cluster(self: Any, kwargs: Any) -> Any:
     cluster = _orig_create_db_cluster(self, kwargs)
     if engine == "aurora-postgresql" and not cluster.storage_encrypted:
         cluster.kms_key_id = None
+    # AWS names a cluster's endpoints with the same per-account-and-region identifier as its
+    # instances' (`<cluster>.cluster-<id>.<region>.rds.amazonaws.com`, `<member>.<id>.…`), so
+    # one server certificate (`*.<id>.…`, `*.cluster-<id>.…`, `*.cluster-ro-<id>.…`) covers
+    # them; moto picks a random identifier per cluster.
+    cluster.url_identifier = INSTANCE_URL_IDENTIFIER
     return cluster
 
 
@@ -505,6 +521,17 @@ def _be_describe_db_clusters(self: Any, db_cluster_identifier: str | None = None
 
 # ---------------------------------------------------------------------------------------------
 # model patches
+
+
+def _master_user_secret_string(self: Any) -> str:
+    """AWS: the secret RDS creates for ManageMasterUserPassword holds the database's master user
+    name and a password it generated, as `{"username": ..., "password": ...}` (moto: always
+    admin / P@55w0rd!)."""
+    rng = random.SystemRandom()
+    return json.dumps({
+        "username": self.resource.master_username,
+        "password": "".join(rng.choice(_PASSWORD_ALPHABET) for _ in range(28)),
+    })
 
 
 def _db_parameter_group_status_list(self: Any) -> list[dict[str, str]]:
@@ -1003,6 +1030,7 @@ def apply() -> None:
     RDSBackend.describe_db_instances = _be_describe_db_instances
     RDSBackend.describe_db_clusters = _be_describe_db_clusters
 
+    rds_models.MasterUserSecret._generate_secret_string = _master_user_secret_string
     DBInstance.db_parameter_group_status_list = property(_db_parameter_group_status_list)
     DBInstance.certificate_details = property(_certificate_details)
     DBCluster.db_cluster_members = property(_db_cluster_members)
