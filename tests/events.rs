@@ -86,6 +86,21 @@ async fn set_force_ssl(emulator: &Emulator, group: &str, value: &str) {
         .expect("someone modifies the group");
 }
 
+/// Waits until policy `tls` is `Ready` with this status and reason.
+async fn wait_ready(
+    api: &Api<DatabaseSecurityPolicy>,
+    op: &Operator,
+    status: &str,
+    reason: &str,
+    timeout: Duration,
+    what: &str,
+) {
+    wait_for(api, "tls", timeout, what, op, |p| {
+        is_ready(p, status, reason)
+    })
+    .await;
+}
+
 /// Polls the operator's metric `name` until it reaches `value`.
 async fn wait_metric(op: &Operator, name: &str, value: f64, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -122,13 +137,13 @@ async fn drift_events_flip_the_status_within_seconds_and_noise_changes_nothing()
     );
     let api: Api<DatabaseSecurityPolicy> = Api::namespaced(cp.client().await, &ns);
     audit_policy(cp, &ns, "tls", "payments-prod");
-    wait_for(
+    wait_ready(
         &api,
-        "tls",
+        &op,
+        "True",
+        "Compliant",
         Duration::from_secs(60),
         "compliant at first",
-        &op,
-        |p| is_ready(p, "True", "Compliant"),
     )
     .await;
     // A policy over a database on another group: events about the first group leave it be.
@@ -148,13 +163,13 @@ async fn drift_events_flip_the_status_within_seconds_and_noise_changes_nothing()
     set_force_ssl(&emulator, GROUP, "0").await;
     let changed = Instant::now();
     group_modified(&emulator, 1, None);
-    wait_for(
+    wait_ready(
         &api,
-        "tls",
+        &op,
+        "False",
+        "NonCompliant",
         Duration::from_secs(30),
         "the event flips the status (the resync is an hour away)",
-        &op,
-        |p| is_ready(p, "False", "NonCompliant"),
     )
     .await;
     let latency = changed.elapsed();
@@ -184,13 +199,13 @@ async fn drift_events_flip_the_status_within_seconds_and_noise_changes_nothing()
     set_force_ssl(&emulator, GROUP, "1").await;
     emulator.reset_calls();
     group_modified(&emulator, 10, None);
-    wait_for(
+    wait_ready(
         &api,
-        "tls",
+        &op,
+        "True",
+        "Compliant",
         Duration::from_secs(30),
         "compliant again after the burst",
-        &op,
-        |p| is_ready(p, "True", "Compliant"),
     )
     .await;
     wait_metric(
