@@ -76,12 +76,16 @@ pub async fn run(
     }
     tracing::info!(queues = ?settings.queues, debounce = ?settings.debounce, "reading drift events");
     let (tx, mut rx) = mpsc::channel::<(usize, Vec<Message>)>(queues.len() * 2);
-    let receivers: Vec<_> = queues
-        .iter()
-        .cloned()
-        .enumerate()
-        .map(|(i, queue)| tokio::spawn(receive_loop(ctx.clone(), i, queue, tx.clone())))
-        .collect();
+    // Aborted when this future ends or is dropped (a replica that loses the lead drops its
+    // controllers and this with them): no receive outlives the consumer.
+    let _receivers = Receivers(
+        queues
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, queue)| tokio::spawn(receive_loop(ctx.clone(), i, queue, tx.clone())))
+            .collect(),
+    );
     drop(tx);
     let mut pending: Debounce<Key, Option<Received>> = Debounce::new(settings.debounce);
     loop {
@@ -127,8 +131,16 @@ pub async fn run(
             handle(&ctx, &key, batch, &queues, &wake).await;
         }
     }
-    for r in receivers {
-        r.abort();
+}
+
+/// The receive tasks, aborted on drop.
+struct Receivers(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Receivers {
+    fn drop(&mut self) {
+        for r in &self.0 {
+            r.abort();
+        }
     }
 }
 
