@@ -101,20 +101,6 @@ async fn wait_ready(
     .await;
 }
 
-/// Polls the operator's metric `name` until it reaches `value`.
-async fn wait_metric(op: &Operator, name: &str, value: f64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while op.metric(name) < value {
-        assert!(
-            Instant::now() < deadline,
-            "timed out: {what} ({name} = {})\n{}",
-            op.metric(name),
-            op.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 const GROUP: &str = "pgb-compliant-pg17";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,10 +194,10 @@ async fn drift_events_flip_the_status_within_seconds_and_noise_changes_nothing()
         "compliant again after the burst",
     )
     .await;
-    wait_metric(
-        &op,
+    op.wait_metric_at_least(
         "pgbaseline_events_total{source=\"cloudtrail\",outcome=\"handled\"}",
         11.0,
+        Duration::from_secs(30),
         "the burst is read",
     )
     .await;
@@ -243,18 +229,18 @@ async fn drift_events_flip_the_status_within_seconds_and_noise_changes_nothing()
         emulator.drift_events(&["raw", "--queue-url", &queue, "--body", &body]);
     }
     for outcome in ["own_call", "failed_call", "unknown_account"] {
-        wait_metric(
-            &op,
+        op.wait_metric_at_least(
             &format!("pgbaseline_events_total{{source=\"cloudtrail\",outcome=\"{outcome}\"}}"),
             1.0,
+            Duration::from_secs(30),
             outcome,
         )
         .await;
     }
-    wait_metric(
-        &op,
+    op.wait_metric_at_least(
         "pgbaseline_events_total{source=\"\",outcome=\"malformed\"}",
         1.0,
+        Duration::from_secs(30),
         "malformed",
     )
     .await;

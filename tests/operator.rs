@@ -1499,15 +1499,8 @@ fn start_leader_elected(cp: &ControlPlane, emulator: &Emulator, args: &[String])
 /// Waits until the operator has counted at least `count` reconciles (of every result): the
 /// observable end of a "nothing should happen meanwhile" window.
 async fn wait_reconciles(op: &Operator, count: f64, timeout: Duration, what: &str) {
-    let deadline = Instant::now() + timeout;
-    while op.metric("pgbaseline_reconciles_total") < count {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}\n{}",
-            op.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    op.wait_metric_at_least("pgbaseline_reconciles_total", count, timeout, what)
+        .await;
 }
 
 async fn wait_metric(op: &Operator, name: &str, value: f64, timeout: Duration, what: &str) {

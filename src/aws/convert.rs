@@ -25,23 +25,12 @@ pub fn instance_model(region: &str, i: &DbInstance, reads: &Reads<'_>) -> Databa
     let mut read_errors = ReadErrors::default();
     let group_status = i.db_parameter_groups().first();
     let parameter_group = group_status.and_then(|g| {
-        let name = g.db_parameter_group_name()?;
-        let read = match reads.groups.get(&(false, name.to_string()))? {
-            Ok(read) => read,
-            Err(why) => {
-                read_errors.parameters = Some(why.clone());
-                read_errors.parameter_group = Some(name.to_string());
-                return None;
-            }
-        };
-        Some(ParameterGroup {
-            name: name.to_string(),
-            family: read.family.clone(),
-            cluster: false,
-            apply_status: ApplyStatus::parse(g.parameter_apply_status().unwrap_or("in-sync")),
-            parameters: read.parameters.clone(),
-            shared_with: Default::default(),
-        })
+        reads.parameter_group(
+            false,
+            g.db_parameter_group_name()?,
+            ApplyStatus::parse(g.parameter_apply_status().unwrap_or("in-sync")),
+            &mut read_errors,
+        )
     });
     let sg_ids: Vec<&str> = i
         .vpc_security_groups()
@@ -70,16 +59,7 @@ pub fn instance_model(region: &str, i: &DbInstance, reads: &Reads<'_>) -> Databa
             .and_then(Engine::parse)
             .unwrap_or(Engine::Postgres),
         engine_version: i.engine_version().unwrap_or_default().to_string(),
-        tags: i
-            .tag_list()
-            .iter()
-            .filter_map(|t| {
-                Some((
-                    t.key()?.to_string(),
-                    t.value().unwrap_or_default().to_string(),
-                ))
-            })
-            .collect(),
+        tags: tag_pairs(i.tag_list()).collect(),
         attributes: Attributes {
             publicly_accessible: i.publicly_accessible().unwrap_or(false),
             iam_auth: i.iam_database_authentication_enabled().unwrap_or(false),
@@ -162,24 +142,9 @@ pub fn cluster_model(
         .map(|m| m.apply_status)
         .find(|s| *s == ApplyStatus::PendingReboot)
         .unwrap_or(ApplyStatus::InSync);
-    let parameter_group = c.db_cluster_parameter_group().and_then(|name| {
-        let read = match reads.groups.get(&(true, name.to_string()))? {
-            Ok(read) => read,
-            Err(why) => {
-                read_errors.parameters = Some(why.clone());
-                read_errors.parameter_group = Some(name.to_string());
-                return None;
-            }
-        };
-        Some(ParameterGroup {
-            name: name.to_string(),
-            family: read.family.clone(),
-            cluster: true,
-            apply_status: worst,
-            parameters: read.parameters.clone(),
-            shared_with: Default::default(),
-        })
-    });
+    let parameter_group = c
+        .db_cluster_parameter_group()
+        .and_then(|name| reads.parameter_group(true, name, worst, &mut read_errors));
     let sg_ids: Vec<&str> = c
         .vpc_security_groups()
         .iter()
@@ -206,16 +171,7 @@ pub fn cluster_model(
         region: region.to_string(),
         engine: Engine::AuroraPostgresql,
         engine_version: c.engine_version().unwrap_or_default().to_string(),
-        tags: c
-            .tag_list()
-            .iter()
-            .filter_map(|t| {
-                Some((
-                    t.key()?.to_string(),
-                    t.value().unwrap_or_default().to_string(),
-                ))
-            })
-            .collect(),
+        tags: tag_pairs(c.tag_list()).collect(),
         attributes: Attributes {
             publicly_accessible: members.iter().any(|m| m.publicly_accessible),
             iam_auth: c.iam_database_authentication_enabled().unwrap_or(false),
@@ -268,6 +224,31 @@ pub struct Reads<'a> {
 }
 
 impl Reads<'_> {
+    /// The group `name` as read, or `None` with the failed read recorded in `errors`.
+    fn parameter_group(
+        &self,
+        cluster: bool,
+        name: &str,
+        apply_status: ApplyStatus,
+        errors: &mut ReadErrors,
+    ) -> Option<ParameterGroup> {
+        match self.groups.get(&(cluster, name.to_string()))? {
+            Ok(read) => Some(ParameterGroup {
+                name: name.to_string(),
+                family: read.family.clone(),
+                cluster,
+                apply_status,
+                parameters: read.parameters.clone(),
+                shared_with: Default::default(),
+            }),
+            Err(why) => {
+                errors.parameters = Some(why.clone());
+                errors.parameter_group = Some(name.to_string());
+                None
+            }
+        }
+    }
+
     /// Records the failed reads of these security groups and subnets.
     fn network_errors(&self, sg_ids: &[&str], subnets: &[&str], errors: &mut ReadErrors) {
         errors.security_groups = sg_ids
@@ -279,6 +260,16 @@ impl Reads<'_> {
             .find_map(|id| self.unread_subnets.get(*id))
             .cloned();
     }
+}
+
+/// AWS tags as (key, value) pairs (a tag without a value has an empty one).
+pub fn tag_pairs(tags: &[aws_sdk_rds::types::Tag]) -> impl Iterator<Item = (String, String)> + '_ {
+    tags.iter().filter_map(|t| {
+        Some((
+            t.key()?.to_string(),
+            t.value().unwrap_or_default().to_string(),
+        ))
+    })
 }
 
 /// Whether AWS gave the instance's CA without its expiry.

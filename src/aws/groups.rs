@@ -199,16 +199,7 @@ pub async fn tags(aws: &AwsRegion, arn: &str) -> Result<Vec<(String, String)>, F
         .send()
         .await
         .map_err(|e| Failure::from_sdk("ListTagsForResource", e))?;
-    Ok(out
-        .tag_list()
-        .iter()
-        .filter_map(|t| {
-            Some((
-                t.key()?.to_string(),
-                t.value().unwrap_or_default().to_string(),
-            ))
-        })
-        .collect())
+    Ok(super::convert::tag_pairs(out.tag_list()).collect())
 }
 
 /// Used and maximum of one account quota.

@@ -100,6 +100,27 @@ impl Operator {
         sum_metric(&self.metrics(), prefix)
     }
 
+    /// Waits until the metric `prefix` reaches at least `value`; panics after `timeout` with
+    /// the operator's log.
+    pub async fn wait_metric_at_least(
+        &self,
+        prefix: &str,
+        value: f64,
+        timeout: Duration,
+        what: &str,
+    ) {
+        let deadline = Instant::now() + timeout;
+        while self.metric(prefix) < value {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?}: {what} ({prefix} = {})\n{}",
+                self.metric(prefix),
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn signal(&self, signal: &str) {
         let _ = Command::new("kill")
             .arg(format!("-{signal}"))
